@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from igtv.geometry import Geometry, load_nifti, save_nifti
+from igtv.io import atomic_path
+
+
+def test_index_patient_round_trip():
+    d = (0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+    g = Geometry((5, 6, 7), (0.8, 0.9, 3.0), (-10.0, 20.0, -300.0), d)
+    ijk = np.array([[1.0, 2.0, 3.0], [6.0, 0.0, 4.0]])
+    assert np.allclose(g.patient_to_index(g.index_to_patient(ijk)), ijk)
+    assert np.allclose(g.index_to_patient([0, 0, 0]), g.origin_mm)
+    assert np.allclose(g.index_to_patient([1, 0, 0]), np.array(g.origin_mm) + 0.8 * np.array([0.0, -1.0, 0.0]))
+
+
+def test_nifti_affine_matches_patient_coordinates(tmp_path):
+    g = Geometry((4, 5, 6), (0.7, 0.8, 2.5), (-100.0, -50.0, -200.0))
+    arr = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    save_nifti(tmp_path / "a.nii.gz", arr, g)
+    back, g2 = load_nifti(tmp_path / "a.nii.gz")
+    assert np.array_equal(back, arr)
+    assert np.allclose(g2.origin_mm, g.origin_mm) and np.allclose(g2.spacing_mm, g.spacing_mm)
+    import nibabel as nib
+
+    ras = nib.load(str(tmp_path / "a.nii.gz")).affine @ np.array([3, 2, 1, 1.0])
+    lps = g.index_to_patient([3, 2, 1])
+    assert np.allclose(ras[:3], [-lps[0], -lps[1], lps[2]])
+
+
+def test_atomic_path_leaves_nothing_on_error(tmp_path):
+    target = tmp_path / "out.txt"
+    target.write_text("old")
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("interrupted")
+    assert target.read_text() == "old"
+    assert [p.name for p in tmp_path.iterdir()] == ["out.txt"]
+
+
+def test_import_is_light():
+    code = "import sys, igtv, igtv.cli; print(any(m in sys.modules for m in ('torch', 'SimpleITK', 'matplotlib')))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    assert out == "False"
+
+
+def test_cli_help_lists_subcommands():
+    from igtv.cli import build_parser
+
+    text = build_parser().format_help()
+    for name in ("phantom", "demo"):
+        assert name in text
+    out = subprocess.run([sys.executable, "-m", "igtv.cli", "--version"], capture_output=True, text=True)
+    assert out.returncode == 0 and "igtv" in out.stdout
