@@ -1,0 +1,144 @@
+"""Mamba building blocks: SS2D (VMamba's 2D selective scan), SS1D, the VSS block, drop path."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from igtv.models.scan import selective_scan
+
+
+class DropPath(nn.Module):
+    """Stochastic depth (drop whole residual branches per sample); identity at eval time or rate 0."""
+
+    def __init__(self, rate: float = 0.0) -> None:
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.rate == 0.0 or not self.training:
+            return x
+        keep = 1.0 - self.rate
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask / keep
+
+
+class _SSMParams(nn.Module):
+    """x_proj / dt_proj / A_log / D for K scan orders (Mamba's initialisation)."""
+
+    def __init__(self, d_inner: int, d_state: int, dt_rank: int, k: int, dt_min: float = 1e-3,
+                 dt_max: float = 0.1) -> None:
+        super().__init__()
+        self.k, self.d_inner, self.d_state, self.dt_rank = k, d_inner, d_state, dt_rank
+        bound = d_inner**-0.5
+        self.x_proj_weight = nn.Parameter(torch.empty(k, dt_rank + 2 * d_state, d_inner).uniform_(-bound, bound))
+        std = dt_rank**-0.5
+        self.dt_projs_weight = nn.Parameter(torch.empty(k, d_inner, dt_rank).uniform_(-std, std))
+        dt = torch.exp(torch.rand(k, d_inner) * (math.log(dt_max) - math.log(dt_min)) + math.log(dt_min))
+        dt = dt.clamp(min=1e-4)
+        self.dt_projs_bias = nn.Parameter(dt + torch.log(-torch.expm1(-dt)))  # inverse softplus
+        a = torch.arange(1, d_state + 1, dtype=torch.float32).repeat(k * d_inner, 1)
+        self.A_logs = nn.Parameter(torch.log(a))  # (K * D, N)
+        self.Ds = nn.Parameter(torch.ones(k * d_inner))
+
+    def scan(self, xs: torch.Tensor, impl: str) -> torch.Tensor:
+        """xs: (B, K, D, L) -> ys: (B, K, D, L)."""
+        b, k, d, length = xs.shape
+        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)  # (B, K, R + 2N, L)
+        dts, bs, cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
+        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)  # (B, K, D, L)
+        ys = selective_scan(
+            xs.reshape(b, k * d, length), dts.reshape(b, k * d, length), -torch.exp(self.A_logs.float()),
+            bs.contiguous(), cs.contiguous(), self.Ds, self.dt_projs_bias.reshape(-1), True, impl=impl,
+        )
+        return ys.view(b, k, d, length)
+
+
+def cross_scan(x: torch.Tensor) -> torch.Tensor:
+    """(B, D, H, W) -> (B, 4, D, H*W): row-major, column-major, and both reversed."""
+    b, d, h, w = x.shape
+    rows = x.flatten(2)
+    cols = x.transpose(2, 3).flatten(2)
+    return torch.stack([rows, cols, rows.flip(-1), cols.flip(-1)], dim=1)
+
+
+def cross_merge(ys: torch.Tensor, h: int, w: int) -> torch.Tensor:
+    """(B, 4, D, H*W) -> (B, D, H*W) in row-major order: the four orders summed."""
+    b, _, d, length = ys.shape
+    rows = ys[:, 0] + ys[:, 2].flip(-1)
+    cols = ys[:, 1] + ys[:, 3].flip(-1)
+    cols = cols.view(b, d, w, h).transpose(2, 3).reshape(b, d, length)
+    return rows + cols
+
+
+class SS2D(nn.Module):
+    """SS2D: VMamba's 2D selective scan over four scan orders (Liu et al. 2024; CIPA's encoder and decoder).
+
+    in_proj -> depthwise 3x3 conv -> SiLU -> selective scan along 4 orders (own x_proj/dt_proj/A/D each) ->
+    sum -> LayerNorm -> gate by SiLU(z) -> out_proj. Input and output (B, H, W, C).
+    """
+
+    def __init__(self, d_model: int, d_state: int = 16, ssm_ratio: float = 2.0, d_conv: int = 3,
+                 scan_impl: str = "auto") -> None:
+        super().__init__()
+        self.d_inner = int(ssm_ratio * d_model)
+        self.scan_impl = scan_impl
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
+        self.conv2d = nn.Conv2d(self.d_inner, self.d_inner, d_conv, padding=(d_conv - 1) // 2, groups=self.d_inner)
+        self.ssm = _SSMParams(self.d_inner, d_state, math.ceil(d_model / 16), k=4)
+        self.out_norm = nn.LayerNorm(self.d_inner)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, h, w, _ = x.shape
+        xz = self.in_proj(x)
+        x, z = xz.chunk(2, dim=-1)  # (B, H, W, D) each
+        x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))  # (B, D, H, W)
+        ys = self.ssm.scan(cross_scan(x), self.scan_impl)  # (B, 4, D, L)
+        y = cross_merge(ys, h, w).transpose(1, 2).reshape(b, h, w, self.d_inner)  # (B, H, W, D)
+        y = self.out_norm(y) * F.silu(z)
+        return self.out_proj(y)
+
+
+class SS1D(nn.Module):
+    """1D selective-scan block (Mamba) over a token sequence (B, L, C) -> (B, L, C), used by the CRM."""
+
+    def __init__(self, d_model: int, d_state: int = 16, ssm_ratio: float = 2.0, scan_impl: str = "auto") -> None:
+        super().__init__()
+        self.d_inner = int(ssm_ratio * d_model)
+        self.scan_impl = scan_impl
+        self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=False)
+        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, 3, padding=1, groups=self.d_inner)
+        self.ssm = _SSMParams(self.d_inner, d_state, math.ceil(d_model / 16), k=1)
+        self.out_norm = nn.LayerNorm(self.d_inner)
+        self.out_proj = nn.Linear(self.d_inner, d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x, z = self.in_proj(x).chunk(2, dim=-1)  # (B, L, D)
+        x = F.silu(self.conv1d(x.transpose(1, 2)))  # (B, D, L)
+        y = self.ssm.scan(x.unsqueeze(1), self.scan_impl)[:, 0].transpose(1, 2)  # (B, L, D)
+        return self.out_proj(self.out_norm(y) * F.silu(z))
+
+
+class VSSBlock(nn.Module):
+    """VSS block of VMamba v0 (no MLP): x + DropPath(SS2D(LayerNorm(x))), on (B, H, W, C)."""
+
+    def __init__(self, dim: int, d_state: int = 16, ssm_ratio: float = 2.0, drop_path: float = 0.0,
+                 scan_impl: str = "auto") -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(dim)
+        self.op = SS2D(dim, d_state, ssm_ratio, scan_impl=scan_impl)
+        self.drop_path = DropPath(drop_path)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.drop_path(self.op(self.norm(x)))
+
+
+def set_scan_impl(module: nn.Module, impl: str) -> None:
+    """Switch every SS2D/SS1D inside ``module`` to another selective-scan implementation."""
+    for m in module.modules():
+        if isinstance(m, (SS2D, SS1D)):
+            m.scan_impl = impl
