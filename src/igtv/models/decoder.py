@@ -56,8 +56,9 @@ class ChannelAttention(nn.Module):
 class CVSSBlock(nn.Module):
     """CVSS decoder block: x + DropPath(CA(SS2D(LN(x)))) then, if mlp_ratio > 0, x + MLP(LN(x)); (B, H, W, C)."""
 
-    def __init__(self, dim: int, d_state: int = 4, mlp_ratio: float = 0.0, drop_path: float = 0.0,
-                 scan_impl: str = "auto") -> None:
+    def __init__(
+        self, dim: int, d_state: int = 4, mlp_ratio: float = 0.0, drop_path: float = 0.0, scan_impl: str = "auto"
+    ) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(dim)
         self.op = SS2D(dim, d_state, scan_impl=scan_impl)
@@ -83,9 +84,16 @@ class MambaDecoder(nn.Module):
     -> C0, + skip 1, CVSS x d, LayerNorm, final 4x upsampling (two Linear + bilinear 2x), Conv1x1 -> classes.
     """
 
-    def __init__(self, dims: Sequence[int] = (96, 192, 384, 768), depths: Sequence[int] = (2, 2, 2),
-                 d_state: int = 4, mlp_ratio: float = 0.0, num_classes: int = 1, drop_path_rate: float = 0.0,
-                 scan_impl: str = "auto") -> None:
+    def __init__(
+        self,
+        dims: Sequence[int] = (96, 192, 384, 768),
+        depths: Sequence[int] = (2, 2, 2),
+        d_state: int = 4,
+        mlp_ratio: float = 0.0,
+        num_classes: int = 1,
+        drop_path_rate: float = 0.0,
+        scan_impl: str = "auto",
+    ) -> None:
         super().__init__()
         rates = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
         self.expand = PatchExpand(dims[3])
@@ -94,9 +102,11 @@ class MambaDecoder(nn.Module):
         start = 0
         for i, level in enumerate((2, 1, 0)):
             dim = dims[level]
-            self.stages.append(nn.Sequential(*[
-                CVSSBlock(dim, d_state, mlp_ratio, rates[start + j], scan_impl) for j in range(depths[i])
-            ]))
+            self.stages.append(
+                nn.Sequential(
+                    *[CVSSBlock(dim, d_state, mlp_ratio, rates[start + j], scan_impl) for j in range(depths[i])]
+                )
+            )
             start += depths[i]
             self.ups.append(UpsampleExpand(dim) if level > 0 else nn.Identity())
         self.norm = nn.LayerNorm(dims[0])
@@ -111,7 +121,8 @@ class MambaDecoder(nn.Module):
             y = up(stage(y + feats[level].permute(0, 2, 3, 1)))
         y = self.norm(y)  # (B, H/4, W/4, C0)
         y = F.interpolate(self.final1(y).permute(0, 3, 1, 2), scale_factor=2, mode="bilinear", align_corners=False)
-        y = F.interpolate(self.final2(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2), scale_factor=2, mode="bilinear",
-                          align_corners=False)
+        y = F.interpolate(
+            self.final2(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2), scale_factor=2, mode="bilinear", align_corners=False
+        )
         y = self.final_norm(y.permute(0, 2, 3, 1)).permute(0, 3, 1, 2)  # (B, C0, H, W)
         return self.head(y)

@@ -11,7 +11,10 @@ from igtv.models.blocks import VSSBlock
 
 
 class PatchEmbed(nn.Module):
-    """Non-overlapping 4x4 patch embedding: Conv2d(in, C, 4, stride 4) + LayerNorm; (B, in, H, W) -> (B, H/4, W/4, C)."""
+    """Non-overlapping 4x4 patch embedding: Conv2d(in, C, 4, stride 4) + LayerNorm.
+
+    (B, in, H, W) -> (B, H/4, W/4, C).
+    """
 
     def __init__(self, in_chans: int = 3, dim: int = 96, patch: int = 4) -> None:
         super().__init__()
@@ -42,9 +45,16 @@ class VMambaEncoder(nn.Module):
     where a slice-interaction module placed "after the first encoder layer" sits.
     """
 
-    def __init__(self, in_chans: int = 3, dims: Sequence[int] = (96, 192, 384, 768),
-                 depths: Sequence[int] = (2, 2, 9, 2), d_state: int = 16, ssm_ratio: float = 2.0,
-                 drop_path_rate: float = 0.0, scan_impl: str = "auto") -> None:
+    def __init__(
+        self,
+        in_chans: int = 3,
+        dims: Sequence[int] = (96, 192, 384, 768),
+        depths: Sequence[int] = (2, 2, 9, 2),
+        d_state: int = 16,
+        ssm_ratio: float = 2.0,
+        drop_path_rate: float = 0.0,
+        scan_impl: str = "auto",
+    ) -> None:
         super().__init__()
         self.dims = tuple(dims)
         self.patch_embed = PatchEmbed(in_chans, dims[0])
@@ -54,9 +64,9 @@ class VMambaEncoder(nn.Module):
         self.out_norms = nn.ModuleList()
         start = 0
         for i, (dim, depth) in enumerate(zip(dims, depths, strict=True)):
-            self.stages.append(nn.Sequential(*[
-                VSSBlock(dim, d_state, ssm_ratio, rates[start + j], scan_impl) for j in range(depth)
-            ]))
+            self.stages.append(
+                nn.Sequential(*[VSSBlock(dim, d_state, ssm_ratio, rates[start + j], scan_impl) for j in range(depth)])
+            )
             start += depth
             self.out_norms.append(nn.LayerNorm(dim))
             self.downsamples.append(PatchMerging(dim) if i < len(dims) - 1 else nn.Identity())

@@ -21,8 +21,9 @@ class CRM(nn.Module):
     Linear(token_dim -> 1) -> sigmoid = w. Output: CT + w_ct * CT, PET + w_pet * PET.
     """
 
-    def __init__(self, dim: int, pool: int = 16, token_dim: int = 96, d_state: int = 16,
-                 scan_impl: str = "auto") -> None:
+    def __init__(
+        self, dim: int, pool: int = 16, token_dim: int = 96, d_state: int = 16, scan_impl: str = "auto"
+    ) -> None:
         super().__init__()
         self.pool = pool
         self.norm_in = nn.LayerNorm(pool * pool)
@@ -43,7 +44,8 @@ class CRM(nn.Module):
 
 
 def _conv_bn_relu(cin: int, cout: int, stride: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    conv = nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False)  # BN follows: a bias would be inert
+    return [conv, nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
 
 
 class DCIM(nn.Module):
@@ -63,8 +65,9 @@ class DCIM(nn.Module):
         self.window = window
         q, e, s = max(dim // 4, 1), max(dim // 8, 1), max(dim // 16, 1)
         self.local_convs = nn.Sequential(*_conv_bn_relu(dim, q), *_conv_bn_relu(q, dim))
-        self.region_convs = nn.Sequential(*_conv_bn_relu(dim, s), *_conv_bn_relu(s, e, 2), *_conv_bn_relu(e, q, 2),
-                                          *_conv_bn_relu(q, dim))
+        self.region_convs = nn.Sequential(
+            *_conv_bn_relu(dim, s), *_conv_bn_relu(s, e, 2), *_conv_bn_relu(e, q, 2), *_conv_bn_relu(q, dim)
+        )
         self.local_norm = nn.LayerNorm(window * window * dim)
         self.local_ssm = SS2D(dim, d_state, scan_impl=scan_impl)
         self.region_norm = nn.LayerNorm(dim)

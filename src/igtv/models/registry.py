@@ -18,11 +18,26 @@ from igtv.models.cipa import CIPA, CIPAConfig
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
 
 WIDTHS: dict[str, dict[str, Any]] = {
-    "tiny": dict(dims=(4, 8, 16, 32), depths=(1, 1, 1, 1), d_state=4, decoder_depths=(1, 1, 1), decoder_d_state=2,
-                 crm_pool=4, crm_token_dim=8),
+    "tiny": dict(
+        dims=(4, 8, 16, 32),
+        depths=(1, 1, 1, 1),
+        d_state=4,
+        decoder_depths=(1, 1, 1),
+        decoder_d_state=2,
+        crm_pool=4,
+        crm_token_dim=8,
+    ),
     # Sigma's decoder defaults (depths 4/4/4, MLP ratio 4): 54.15 M parameters for cipa_2d_t vs the paper's 54.57 M
-    "t": dict(dims=(96, 192, 384, 768), depths=(2, 2, 9, 2), d_state=16, decoder_depths=(4, 4, 4),
-              decoder_d_state=4, decoder_mlp_ratio=4.0, crm_pool=16, crm_token_dim=96),
+    "t": dict(
+        dims=(96, 192, 384, 768),
+        depths=(2, 2, 9, 2),
+        d_state=16,
+        decoder_depths=(4, 4, 4),
+        decoder_d_state=4,
+        decoder_mlp_ratio=4.0,
+        crm_pool=16,
+        crm_token_dim=96,
+    ),
 }
 ABLATIONS: dict[str, dict[str, Any]] = {
     "cipa_2d": dict(in_slices=1),
@@ -76,8 +91,14 @@ def _monai_unet(width: str) -> Callable[..., nn.Module]:
         from monai.networks.nets import UNet
 
         channels = (8, 16, 32, 64) if width == "tiny" else (32, 64, 128, 256, 512)
-        kwargs = dict(spatial_dims=2, in_channels=6, out_channels=1, channels=channels,
-                      strides=(2,) * (len(channels) - 1), num_res_units=2)
+        kwargs = dict(
+            spatial_dims=2,
+            in_channels=6,
+            out_channels=1,
+            channels=channels,
+            strides=(2,) * (len(channels) - 1),
+            num_res_units=2,
+        )
         kwargs.update(overrides)
         return UNet(**kwargs)
 

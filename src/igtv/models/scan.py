@@ -61,9 +61,17 @@ def _expand_groups(bc: torch.Tensor, d: int) -> torch.Tensor:
     return bc.unsqueeze(2).expand(b, g, d // g, n, length).reshape(b, d, n, length)
 
 
-def selective_scan_ref(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                       D: torch.Tensor | None = None, delta_bias: torch.Tensor | None = None,
-                       delta_softplus: bool = True, chunk: int = 256) -> torch.Tensor:
+def selective_scan_ref(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = True,
+    chunk: int = 256,
+) -> torch.Tensor:
     """Sequential reference. u, delta: (B, D, L); A: (D, N); B, C: (B, G, N, L) with G dividing D; D: (D,)."""
     dtype = u.dtype
     u, delta, A, B, C = (t.float() for t in (u, delta, A, B, C))
@@ -91,9 +99,17 @@ def selective_scan_ref(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B:
     return y.to(dtype)
 
 
-def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor, C: torch.Tensor,
-                   D: torch.Tensor | None = None, delta_bias: torch.Tensor | None = None,
-                   delta_softplus: bool = True, impl: str = "auto") -> torch.Tensor:
+def selective_scan(
+    u: torch.Tensor,
+    delta: torch.Tensor,
+    A: torch.Tensor,
+    B: torch.Tensor,
+    C: torch.Tensor,
+    D: torch.Tensor | None = None,
+    delta_bias: torch.Tensor | None = None,
+    delta_softplus: bool = True,
+    impl: str = "auto",
+) -> torch.Tensor:
     """Selective scan with the chosen implementation; shapes as :func:`selective_scan_ref`. Returns (B, D, L)."""
     if impl not in IMPLS:
         raise ValueError(f"unknown selective-scan implementation {impl!r}; choose one of {IMPLS}")
@@ -117,9 +133,15 @@ def selective_scan(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: tor
             raise RuntimeError("selective scan impl 'cuda' requested but mamba_ssm's CUDA kernel is not importable")
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
-        out = selective_scan_fn(u.float().contiguous(), delta.float().contiguous(), A.float().contiguous(),
-                                B.float().contiguous(), C.float().contiguous(),
-                                None if D is None else D.float(), z=None,
-                                delta_bias=None if delta_bias is None else delta_bias.float(),
-                                delta_softplus=delta_softplus)
+        out = selective_scan_fn(
+            u.float().contiguous(),
+            delta.float().contiguous(),
+            A.float().contiguous(),
+            B.float().contiguous(),
+            C.float().contiguous(),
+            None if D is None else D.float(),
+            z=None,
+            delta_bias=None if delta_bias is None else delta_bias.float(),
+            delta_softplus=delta_softplus,
+        )
         return out.to(u.dtype)

@@ -53,8 +53,9 @@ class SliceInteraction(nn.Module):
     the first encoder layer, where the placement says so). alpha, beta, gamma = 0.3, 0.3, 0.4 as in the paper.
     """
 
-    def __init__(self, channels: int = 3, reduction: int = 2, alpha: float = 0.3, beta: float = 0.3,
-                 gamma: float = 0.4) -> None:
+    def __init__(
+        self, channels: int = 3, reduction: int = 2, alpha: float = 0.3, beta: float = 0.3, gamma: float = 0.4
+    ) -> None:
         super().__init__()
         self.alpha, self.beta, self.gamma = alpha, beta, gamma
         self.channel = SIMChannel(channels, reduction)
@@ -72,8 +73,11 @@ class CBAM(nn.Module):
     def __init__(self, channels: int = 3, reduction: int = 2, kernel: int = 7) -> None:
         super().__init__()
         hidden = max(channels // reduction, 1)
-        self.mlp = nn.Sequential(nn.Conv2d(channels, hidden, 1, bias=False), nn.ReLU(inplace=True),
-                                 nn.Conv2d(hidden, channels, 1, bias=False))
+        self.mlp = nn.Sequential(
+            nn.Conv2d(channels, hidden, 1, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, 1, bias=False),
+        )
         self.spatial = nn.Conv2d(2, 1, kernel, padding=kernel // 2, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,8 +96,7 @@ class NonLocalBlock(nn.Module):
     before attending, upsampling the response back, so 512x512 inputs stay tractable.
     """
 
-    def __init__(self, channels: int = 3, inter_channels: int | None = None, pool: int = 2,
-                 max_side: int = 64) -> None:
+    def __init__(self, channels: int = 3, inter_channels: int | None = None, pool: int = 2, max_side: int = 64) -> None:
         super().__init__()
         inter = inter_channels or max(channels // 2, 1)
         self.theta = nn.Conv2d(channels, inter, 1)
