@@ -53,7 +53,7 @@ def test_cli_help_lists_subcommands():
     from igtv.cli import build_parser
 
     text = build_parser().format_help()
-    for name in ("phantom", "demo"):
+    for name in ("phantom", "demo", "model-info"):
         assert name in text
     out = subprocess.run([sys.executable, "-m", "igtv.cli", "--version"], capture_output=True, text=True)
     assert out.returncode == 0 and "igtv" in out.stdout

@@ -43,6 +43,20 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_info(args: argparse.Namespace) -> int:
+    from igtv.models import list_models
+    from igtv.models.info import model_info
+
+    names = list_models() if args.name == "all" else [args.name]
+    for name in names:
+        info = model_info(name, args.size)
+        print(
+            f"{name:26s} {info['params_m']:8.2f} M params  {info['gflops']:8.2f} GFLOPs at {args.size}x{args.size} "
+            f"(dense {info['gflops_dense']:.2f} + scan {info['gflops_scan']:.2f})"
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="igtv", description="IGTV/GTV lung tumour contouring on PET/CT.")
     parser.add_argument("--version", action="version", version=f"igtv {__version__}")
@@ -76,6 +90,14 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
     d.add_argument("--quick", action="store_true", help="small grids, for a smoke test")
     d.set_defaults(func=_demo)
+    m = sub.add_parser(
+        "model-info",
+        help="print parameters and GFLOPs of a registered model",
+        description="Parameters and forward GFLOPs (multiply-adds) of a registered model.",
+    )
+    m.add_argument("name", help="registered model name (e.g. cipa_25d_sim_t) or 'all'")
+    m.add_argument("--size", type=int, default=512, help="input side in pixels (default 512)")
+    m.set_defaults(func=_model_info)
     return parser
 
 
@@ -90,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError) as exc:
+    except (ValueError, FileNotFoundError, KeyError) as exc:
         print(f"igtv {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

@@ -155,3 +155,13 @@ def test_monai_baselines_take_the_same_input(name):
     model = create_model(name).eval()
     with torch.no_grad():
         assert model(torch.randn(1, 6, 32, 32)).shape == (1, 1, 32, 32)
+
+
+def test_model_info_counts():
+    from igtv.models.info import model_info
+
+    info = model_info("cipa_25d_sim_tiny", size=64)
+    n = sum(p.numel() for p in create_model("cipa_25d_sim_tiny").parameters())
+    assert abs(info["params_m"] * 1e6 - n) < 1
+    assert info["gflops_dense"] > 0 and info["gflops_scan"] > 0
+    assert abs(info["gflops"] - info["gflops_dense"] - info["gflops_scan"]) < 1e-9

@@ -54,8 +54,8 @@ class DCIM(nn.Module):
     CT local branch: conv3x3 C -> C/4 -> C (BN + ReLU), split into ``window x window`` windows, LayerNorm over
     each window's tokens, SS2D inside every window (residual). PET region branch: conv stack down to an
     (H/window, W/window) grid, LayerNorm, SS2D over that grid (residual). Each PET region token is added to the
-    window x window CT local tokens it covers. Maps not divisible by the window (deep stages of
-    small inputs) are zero-padded to whole windows and cropped back. Returns (B, C, H, W); CIPA's stage output is CT + PET + DCIM.
+    window x window CT local tokens it covers. Maps not divisible by the window (deep stages of small inputs) are
+    zero-padded to whole windows and cropped back. Returns (B, C, H, W); CIPA's stage output is CT + PET + DCIM.
     """
 
     def __init__(self, dim: int, window: int = 4, d_state: int = 16, scan_impl: str = "auto") -> None:
