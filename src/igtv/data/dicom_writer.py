@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -61,7 +61,6 @@ class PatientStudy:
     study_id: str = "1"
     accession_number: str = ""
     patient_birth_date: str = ""
-    extra: dict = field(default_factory=dict)
 
     def fill(self, ds: Dataset) -> None:
         ds.PatientName = self.patient_name

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from igtv.config import dump_yaml, load_config, save_config
+from igtv.config import dump_yaml, load_config, save_config, to_dict
 from igtv.data.phantom import PhantomConfig, PhantomPatient, simulate_patient
 from igtv.io import write_text_atomic
 
@@ -250,19 +250,13 @@ def generate_cohort(
         _pclt_lists(out, ordered, cfg.seed)
     write_text_atomic(
         out / "cohort.json",
-        json.dumps({"config": json.loads(json.dumps(_cfg_dict(cfg))), "patients": ordered}, indent=1),
+        json.dumps({"config": to_dict(cfg), "patients": ordered}, indent=1),
     )
     if preview:
         save_preview(out, ordered[0]["folder"], out / "preview.png")
     seconds = time.perf_counter() - t0
     log.info("phantom cohort %s: %d generated, %d skipped in %.1f s", out, len(todo), cfg.patients - len(todo), seconds)
     return CohortResult(out, ordered, seconds, len(todo), cfg.patients - len(todo))
-
-
-def _cfg_dict(cfg: PhantomConfig) -> dict:
-    from igtv.config import to_dict
-
-    return to_dict(cfg)
 
 
 def save_preview(cohort_dir: Path, folder: str, path: Path) -> Path:
