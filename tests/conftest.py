@@ -14,3 +14,21 @@ def small_cohort(tmp_path_factory):
     cfg = PhantomConfig(cohort="igtv", patients=3, seed=7, **SMALL)
     out = tmp_path_factory.mktemp("phantom_igtv")
     return cfg, generate_cohort(cfg, out, preview=True, progress=False)
+
+
+@pytest.fixture(scope="session")
+def qc_cohort(tmp_path_factory):
+    """Four 128x128 IGTV-cohort patients (seed 7: kept and cold ROIs mixed), DICOM only."""
+    cfg = PhantomConfig(cohort="igtv", patients=4, seed=7, matrix_scale=0.25, z_extent_mm=200.0, write_pclt=False)
+    out = tmp_path_factory.mktemp("phantom_qc")
+    return cfg, generate_cohort(cfg, out, progress=False)
+
+
+@pytest.fixture(scope="session")
+def prepared(qc_cohort, tmp_path_factory):
+    """``igtv prepare`` (LUCID preset, 64 px PNGs) of the QC cohort."""
+    from igtv.data.prepare import PrepareConfig, prepare_dataset
+
+    out = tmp_path_factory.mktemp("prepared")
+    cfg = PrepareConfig(size=64, workers=1)
+    return cfg, prepare_dataset(qc_cohort[1].out_dir, out, cfg, progress=False)

@@ -57,6 +57,51 @@ def _model_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare(args: argparse.Namespace) -> int:
+    from igtv.config import load_config, replace
+    from igtv.data.prepare import PrepareConfig, prepare_dataset
+
+    cfg = load_config(PrepareConfig, args.config) if args.config else PrepareConfig()
+    overrides = {"preset": args.preset, "roi": args.roi, "workers": args.workers, "size": args.size, "seed": args.seed}
+    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    r = prepare_dataset(args.dicom, args.out, cfg)
+    print(
+        f"prepared {r.out_dir}: {r.patients} patients ({r.processed} processed, {r.skipped} already done, "
+        f"{len(r.failed)} failed), {r.rois_kept} ROIs kept, {r.rois_excluded} excluded by QC, {r.samples} samples "
+        f"in {r.seconds:.1f} s; QC report: {r.out_dir / 'qc_report.csv'}"
+    )
+    for f in r.failed:
+        print(f"  failed {f['patient']}: {f['error']}", file=sys.stderr)
+    return 0
+
+
+def _suv(args: argparse.Namespace) -> int:
+    from igtv.data.dicom_reader import export_suv
+
+    scale = export_suv(args.pet_dir, args.out)
+    factors = scale.factors
+    shown = f"{factors[0]:.6g}" if factors.min() == factors.max() else f"{factors.min():.6g}..{factors.max():.6g}"
+    print(f"SUV{scale.kind} factor {shown} (rule: {scale.rule})")
+    for note in scale.notes:
+        print(f"  note: {note}")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def _dataset_report(args: argparse.Namespace) -> int:
+    from igtv.data.report import dataset_report
+
+    print(dataset_report(args.dataset, args.out))
+    return 0
+
+
+def _export_nnunet(args: argparse.Namespace) -> int:
+    from igtv.data.nnunet import export_nnunet
+
+    print(export_nnunet(args.dataset, args.out, args.id, args.name))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="igtv", description="IGTV/GTV lung tumour contouring on PET/CT.")
     parser.add_argument("--version", action="version", version=f"igtv {__version__}")
@@ -90,6 +135,39 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
     d.add_argument("--quick", action="store_true", help="small grids, for a smoke test")
     d.set_defaults(func=_demo)
+    q = sub.add_parser(
+        "prepare",
+        help="clinical PET/CT DICOM -> 2.5D training dataset (PCLT20K layout)",
+        description="Read CT, PET and RTSTRUCT/SEG of every patient under ROOT, compute SUV, resample PET to CT, "
+        "apply QC (ROI >= 3 cc, SUVmax >= 3) and write PNGs, metadata, QC report and a patient-level split.",
+    )
+    q.add_argument("--dicom", required=True, help="root folder of the DICOM exams (any tree)")
+    q.add_argument("--out", required=True, help="dataset folder")
+    q.add_argument("--preset", choices=["lucid", "pclt20k"], help="windows: lucid (default) or pclt20k")
+    q.add_argument("--roi", help="ROI name to extract (matches NAME, NAME_2, ...; default IGTV)")
+    q.add_argument("--workers", type=int, help="parallel processes (default 1)")
+    q.add_argument("--size", type=int, help="PNG side (default 512)")
+    q.add_argument("--seed", type=int, help="split seed (default 0)")
+    q.add_argument("--config", help="PrepareConfig YAML (command-line options override it)")
+    q.set_defaults(func=_prepare)
+    s = sub.add_parser(
+        "suv",
+        help="PET DICOM series -> SUV NIfTI",
+        description="Body-weight SUV of one PET series (QIBA rules) on the PET grid, written as NIfTI.",
+    )
+    s.add_argument("pet_dir", help="folder holding one PET series")
+    s.add_argument("--out", required=True, help="output .nii.gz")
+    s.set_defaults(func=_suv)
+    r = sub.add_parser("dataset-report", help="Fig. 2-style statistics PNG of a prepared dataset")
+    r.add_argument("dataset", help="folder made by igtv prepare")
+    r.add_argument("--out", help="PNG path (default DATASET/dataset_report.png)")
+    r.set_defaults(func=_dataset_report)
+    e = sub.add_parser("export-nnunet", help="export a prepared dataset in nnU-Net v2 raw format")
+    e.add_argument("dataset", help="folder made by igtv prepare")
+    e.add_argument("--out", required=True, help="nnUNet_raw folder")
+    e.add_argument("--id", type=int, default=501, help="nnU-Net dataset id (default 501)")
+    e.add_argument("--name", default="IGTV", help="dataset name and label (default IGTV)")
+    e.set_defaults(func=_export_nnunet)
     m = sub.add_parser(
         "model-info",
         help="print parameters and GFLOPs of a registered model",

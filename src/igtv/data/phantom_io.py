@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
-from igtv.config import dump_yaml, load_config, save_config, to_dict
+from igtv.config import dump_yaml, load_config, replace, save_config, to_dict
 from igtv.data.phantom import PhantomConfig, PhantomPatient, simulate_patient
 from igtv.io import write_text_atomic
 
@@ -218,7 +218,7 @@ def generate_cohort(
     saved = out / "phantom.yaml"
     if saved.exists():
         previous = load_config(PhantomConfig, saved)
-        if dump_yaml(previous) != dump_yaml(cfg):
+        if dump_yaml(replace(previous, workers=cfg.workers)) != dump_yaml(cfg):
             raise ValueError(
                 f"{out} already holds a phantom cohort made with other settings ({saved}); "
                 "choose another --out folder or delete it"

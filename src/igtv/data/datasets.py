@@ -1,0 +1,168 @@
+"""One dataset API for PCLT20K (as published) and for datasets made by ``igtv prepare`` (same layout).
+
+Layout: ``ROOT/<id>/<name>_{CT,PET,mask}.png`` with sample lists ``ROOT/train.txt``, ``test.txt`` (and ``val.txt``
+when present). A list line is either ``<id>/<name>`` or ``<name>``; in the latter case the folder is the part of
+the name before its first underscore (PCLT20K's and igtv's convention). The slice number is the name's trailing
+``_<digits>``; the 2.5D neighbours of ``<series>_<t>`` are ``<series>_<t-1>`` and ``<series>_<t+1>`` when those
+files exist (context slices written by ``prepare`` count), otherwise the centre slice is replicated (volume edges).
+
+Samples: ``image`` float32 (C, H, W) grey levels in [0, 255], CT channels first then PET (C = 2 in 2D, 6 in 2.5D:
+CT t-1, t, t+1, PET t-1, t, t+1); ``mask`` float32 (1, H, W) in {0, 1} of slice t; ``item`` the sample name.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+_SLICE = re.compile(r"^(.*)_(\d+)$")
+MODALITIES = ("CT", "PET")
+
+
+def parse_item(name: str) -> tuple[str, int | None]:
+    """``'P1a2b_r1_0042'`` -> ``('P1a2b_r1', 42)``; a name without a trailing number has no slice index."""
+    m = _SLICE.match(name)
+    return (m.group(1), int(m.group(2))) if m else (name, None)
+
+
+def neighbour_names(name: str, available: set[str], offsets: Sequence[int] = (-1, 0, 1)) -> list[str]:
+    """Names of the slices at ``offsets`` from ``name`` within the same series; missing ones replicate ``name``."""
+    series, t = parse_item(name)
+    if t is None:
+        return [name] * len(offsets)
+    width = len(name) - len(series) - 1
+    out = []
+    for o in offsets:
+        cand = f"{series}_{t + o:0{width}d}" if t + o >= 0 else None
+        out.append(cand if cand in available else name)
+    return out
+
+
+def stack_slices(slices: dict[str, Sequence[np.ndarray]]) -> np.ndarray:
+    """{'CT': [t-1, t, t+1], 'PET': [...]} -> (2S, H, W) float32, CT first (the model's channel order)."""
+    return np.stack([np.asarray(s, dtype=np.float32) for m in MODALITIES for s in slices[m]])
+
+
+@dataclass(frozen=True)
+class ItemRef:
+    folder: str  # the <id> folder
+    name: str
+
+
+def _resolve(line: str) -> ItemRef:
+    line = line.strip()
+    if "/" in line:
+        folder, name = line.rsplit("/", 1)
+        return ItemRef(folder, name)
+    return ItemRef(line.split("_", 1)[0], line)
+
+
+def read_list(root: Path, split: str) -> list[ItemRef]:
+    path = root / f"{split}.txt"
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: no '{split}' list in the dataset")
+    return [_resolve(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def split_items(
+    root: str | Path, split: Literal["train", "val", "test"], val_fraction: float = 0.15, seed: int = 0
+) -> list[ItemRef]:
+    """Items of a split. Without ``val.txt`` (PCLT20K ships train/test only), ``val`` is a seeded patient-level
+    fraction of ``train`` and ``train`` is the rest."""
+    root = Path(root)
+    if split == "test" or (root / "val.txt").exists():
+        return read_list(root, split)
+    train = read_list(root, "train")
+    folders = sorted({r.folder for r in train})
+    perm = np.random.default_rng(seed).permutation(len(folders))
+    n_val = max(1, int(round(val_fraction * len(folders)))) if len(folders) > 1 and val_fraction > 0 else 0
+    val = {folders[i] for i in perm[:n_val]}
+    return [r for r in train if (r.folder in val) == (split == "val")]
+
+
+def load_png(path: Path) -> np.ndarray:
+    from PIL import Image
+
+    try:
+        with Image.open(path) as im:
+            return np.asarray(im.convert("L"))
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{path}: cannot read PNG ({exc})") from exc
+
+
+class SliceDataset:
+    """2D or 2.5D PET/CT slices of one split (a ``torch.utils.data.Dataset``: ``len`` and integer indexing).
+
+    Args:
+        root: dataset folder (PCLT20K or ``igtv prepare`` output).
+        split: ``train``, ``val`` or ``test``.
+        mode: ``2d`` (one CT + one PET slice) or ``25d`` (slices t-1, t, t+1 per modality).
+        transform: ``f(image, mask, rng) -> (image, mask)`` on numpy arrays, e.g. :class:`igtv.data.augment.Augment`.
+        seed: seeds the augmentation stream (sample i of epoch e uses ``(seed, e, i)``; call :meth:`set_epoch`).
+    """
+
+    def __init__(
+        self,
+        root: str | Path,
+        split: Literal["train", "val", "test"] = "train",
+        mode: Literal["2d", "25d"] = "25d",
+        transform: Callable | None = None,
+        val_fraction: float = 0.15,
+        seed: int = 0,
+        items: Sequence[ItemRef] | None = None,
+    ) -> None:
+        if mode not in ("2d", "25d"):
+            raise ValueError(f"mode must be '2d' or '25d', got {mode!r}")
+        self.root = Path(root)
+        self.mode = mode
+        self.transform = transform
+        self.seed = seed
+        self.epoch = 0
+        self.items = list(items) if items is not None else split_items(self.root, split, val_fraction, seed)
+        self._available: dict[str, set[str]] = {}
+        for ref in self.items:
+            if not (self.root / ref.folder / f"{ref.name}_CT.png").exists():
+                raise FileNotFoundError(f"{self.root / ref.folder / ref.name}_CT.png: listed in {split}.txt, missing")
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def available(self, folder: str) -> set[str]:
+        if folder not in self._available:
+            self._available[folder] = {p.name[: -len("_CT.png")] for p in (self.root / folder).glob("*_CT.png")}
+        return self._available[folder]
+
+    def names(self, index: int) -> list[str]:
+        ref = self.items[index]
+        if self.mode == "2d":
+            return [ref.name]
+        return neighbour_names(ref.name, self.available(ref.folder))
+
+    def __getitem__(self, index: int) -> dict:
+        ref = self.items[index]
+        folder = self.root / ref.folder
+        names = self.names(index)
+        slices = {m: [load_png(folder / f"{n}_{m}.png") for n in names] for m in MODALITIES}
+        image = stack_slices(slices)
+        mask = (load_png(folder / f"{ref.name}_mask.png") > 127).astype(np.float32)[None]
+        if self.transform is not None:
+            rng = np.random.default_rng([self.seed, self.epoch, index])
+            image, mask = self.transform(image, mask, rng)
+        import torch
+
+        return {
+            "image": torch.from_numpy(np.ascontiguousarray(image, dtype=np.float32)),
+            "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32)),
+            "item": f"{ref.folder}/{ref.name}",
+        }
+
+    def patient_of(self, index: int) -> str:
+        return self.items[index].folder

@@ -1,0 +1,387 @@
+"""``igtv prepare``: clinical PET/CT DICOM -> a 2.5D training dataset in the PCLT20K layout (paper Sec. III-B).
+
+Per patient: the CT that the structure set references, the PET of its frame of reference, SUV from the PET
+headers, PET resampled onto the CT grid (linear, patient coordinates), every ROI matching ``--roi`` rasterised on
+the CT grid, quality control per ROI (volume >= 3 cc from the 3D mask with the true voxel size, SUVmax >= 3), and
+for each ROI that passes: CT / PET / mask PNGs of every ROI slice plus ``context`` neighbour slices on each side
+(so 2.5D stacks of the edge slices are real, not replicated), windows from the preset.
+
+Layout (readable by :class:`igtv.data.datasets.SliceDataset` exactly like PCLT20K)::
+
+    DATASET/<P...>/<P..._r1_0042>_{CT,PET,mask}.png   one folder per pseudonymised patient
+    DATASET/train.txt, val.txt, test.txt               sample names (ROI slices; context slices are not samples)
+    DATASET/splits.json                                patient-level 70/15/15 split, seeded
+    DATASET/rois.csv, slices.csv                       per ROI and per slice metadata (2.5D/3D can be rebuilt)
+    DATASET/qc_report.csv                              every ROI with kept/excluded and the reason; failed patients
+    DATASET/dataset.json                               summary, config, SUV rules used
+    DATASET/volumes/<P...>/{ct_hu,pet_suv,labels}.nii.gz   3D volumes on the CT grid (3D metrics, nnU-Net export)
+    DATASET/patients/<P...>.json                       written last per patient: its presence means "done"
+
+Patient names and IDs never reach the output: folders and logs use a keyed hash of the PatientID (the key is kept
+in ``DATASET/.pseudonym_key``, so pseudonyms are stable across runs and cannot be reversed without it).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import hmac
+import io
+import json
+import logging
+import secrets
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+
+from igtv.config import dump_yaml, load_config, replace, save_config, to_dict
+from igtv.io import atomic_path, write_text_atomic
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """Settings of ``igtv prepare`` (saved as ``prepare.yaml`` in the dataset)."""
+
+    preset: Literal["lucid", "pclt20k"] = "lucid"
+    roi: str = "IGTV"
+    size: int = 512
+    min_volume_cc: float = 3.0
+    min_suv_max: float = 3.0
+    split: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    seed: int = 0
+    context: int = 1
+    write_volumes: bool = True
+    workers: int = 1
+
+
+# --- pure helpers -------------------------------------------------------------------------------------------------
+def pseudonym(patient_id: str, key: bytes) -> str:
+    """Stable, non-reversible patient pseudonym: ``P`` + 8 hex digits of HMAC-SHA256(key, PatientID)."""
+    return "P" + hmac.new(key, patient_id.encode(), hashlib.sha256).hexdigest()[:8]
+
+
+def redact(message: str, secrets_: list[str], replacement: str) -> str:
+    """Replace every identifier (and each part of a DICOM PN name) longer than two characters in ``message``."""
+    parts = set()
+    for s in secrets_:
+        if s:
+            parts.add(s)
+            parts.update(p for p in s.replace("^", " ").split() if len(p) > 2)
+    for p in sorted(parts, key=len, reverse=True):
+        message = message.replace(p, replacement)
+    return message
+
+
+def roi_qc(volume_cc: float, suv_max: float, min_volume_cc: float, min_suv_max: float) -> str:
+    """'' when an ROI passes quality control, else the reason it is excluded."""
+    if volume_cc <= 0:
+        return "empty ROI (no voxels on the CT grid)"
+    reasons = []
+    if volume_cc < min_volume_cc:
+        reasons.append(f"volume {volume_cc:.2f} cc < {min_volume_cc:g} cc")
+    if suv_max < min_suv_max:
+        reasons.append(f"SUVmax {suv_max:.2f} < {min_suv_max:g}")
+    return "; ".join(reasons)
+
+
+def roi_statistics(mask: np.ndarray, pet_suv_on_ct: np.ndarray, geom) -> dict:
+    """Volume (cc, anisotropic voxels), SUVmax/mean, slice extent and centroid (patient mm) of a 3D mask."""
+    n = int(mask.sum())
+    if n == 0:
+        return {"volume_cc": 0.0, "suv_max": 0.0, "suv_mean": 0.0, "n_slices": 0, "slices": [], "centroid_mm": None}
+    zz, yy, xx = np.nonzero(mask)
+    values = pet_suv_on_ct[mask]
+    centroid = geom.index_to_patient(np.array([xx.mean(), yy.mean(), zz.mean()]))
+    slices = sorted(set(int(z) for z in zz))
+    return {
+        "volume_cc": n * geom.voxel_volume_cc,
+        "suv_max": float(values.max()),
+        "suv_mean": float(values.mean()),
+        "n_slices": len(slices),
+        "slices": slices,
+        "centroid_mm": [round(float(v), 2) for v in centroid],
+    }
+
+
+def patient_split(patients: list[str], fractions: tuple[float, float, float], seed: int) -> dict[str, list[str]]:
+    """Patient-level train/val/test split, deterministic for a given set of patients and seed."""
+    if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
+        raise ValueError(f"split fractions must be >= 0 and sum to 1, got {fractions}")
+    ordered = sorted(patients)
+    perm = [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
+    n = len(perm)
+    n_val = int(round(fractions[1] * n))
+    n_test = int(round(fractions[2] * n))
+    if n >= 3:  # every split non-empty when it can be
+        n_val = max(n_val, 1 if fractions[1] > 0 else 0)
+        n_test = max(n_test, 1 if fractions[2] > 0 else 0)
+    n_test = min(n_test, n)
+    n_val = min(n_val, n - n_test)
+    test, val, train = perm[:n_test], perm[n_test : n_test + n_val], perm[n_test + n_val :]
+    return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
+
+
+def resize_slice(img: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
+    """Resize a 2D float slice to ``size`` x ``size`` (bilinear, or nearest for masks)."""
+    if img.shape == (size, size):
+        return img
+    from PIL import Image
+
+    mode = Image.NEAREST if nearest else Image.BILINEAR
+    return np.asarray(Image.fromarray(img.astype(np.float32), mode="F").resize((size, size), mode))
+
+
+def _save_png(path: Path, img_u8: np.ndarray) -> None:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(img_u8).save(buf, format="PNG")
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(buf.getvalue())
+
+
+# --- one patient --------------------------------------------------------------------------------------------------
+def prepare_patient(series: list, cfg: PrepareConfig, out_dir: Path, pseudo: str) -> dict:
+    """Process one patient's series (from :func:`~igtv.data.dicom_reader.scan_dicom`); returns its record."""
+    from igtv.data.dicom_reader import read_image_series, read_pet_suv, read_roi_masks, select_exam
+    from igtv.data.windows import PRESETS, scale_pet_roi_max, scale_pet_suv, to_uint8, window_ct
+    from igtv.geometry import resample_to, save_nifti
+
+    t0 = time.perf_counter()
+    exam = select_exam(series, cfg.roi)
+    ct = read_image_series(exam.ct)
+    pet_suv, pet_geom, scale = read_pet_suv(exam.pet)
+    pet_on_ct = resample_to(pet_suv, pet_geom, ct.geometry, order=1)
+    masks = read_roi_masks(exam.structure, ct, cfg.roi)
+    preset = PRESETS[cfg.preset]
+    geom = ct.geometry
+    rois, slices = [], []
+    labels = np.zeros(geom.shape_zyx, dtype=np.uint8)
+    names = sorted(masks, key=lambda n: (len(n), n.lower()))
+    nz = geom.shape_zyx[0]
+    for k, name in enumerate(names, start=1):
+        mask = masks[name]
+        labels[mask] = k
+        st = roi_statistics(mask, pet_on_ct, geom)
+        reason = roi_qc(st["volume_cc"], st["suv_max"], cfg.min_volume_cc, cfg.min_suv_max)
+        roi = {
+            "patient": pseudo,
+            "roi": k,
+            "roi_name": name,
+            "status": "excluded" if reason else "kept",
+            "reason": reason,
+            **{key: st[key] for key in ("volume_cc", "suv_max", "suv_mean", "n_slices", "centroid_mm")},
+            "spacing_mm": list(geom.spacing_mm),
+            "manufacturer": exam.pet.manufacturer,
+            "model": exam.pet.model,
+        }
+        rois.append(roi)
+        if reason:
+            log.info("%s ROI %d excluded: %s", pseudo, k, reason)
+            continue
+        lo, hi = max(0, st["slices"][0] - cfg.context), min(nz - 1, st["slices"][-1] + cfg.context)
+        roi_slices = set(st["slices"])
+        folder = out_dir / pseudo
+        for z in range(lo, hi + 1):
+            item = f"{pseudo}_r{k}_{z:04d}"
+            ct_img = window_ct(ct.array[z], *preset.ct_hu)
+            if preset.pet_mode == "roi_max":
+                pet_img = scale_pet_roi_max(pet_on_ct[z], st["suv_max"])
+            else:
+                pet_img = scale_pet_suv(pet_on_ct[z], *preset.pet_suv)
+            _save_png(folder / f"{item}_CT.png", to_uint8(resize_slice(ct_img, cfg.size)))
+            _save_png(folder / f"{item}_PET.png", to_uint8(resize_slice(pet_img, cfg.size)))
+            m = resize_slice(mask[z].astype(np.float32), cfg.size, nearest=True) > 0.5
+            _save_png(folder / f"{item}_mask.png", m.astype(np.uint8) * 255)
+            pos = geom.index_to_patient(np.array([0.0, 0.0, float(z)]))
+            slices.append(
+                {
+                    "item": item,
+                    "patient": pseudo,
+                    "roi": k,
+                    "slice_index": z,
+                    "z_mm": round(float(pos[2]), 3),
+                    "role": "sample" if z in roi_slices else "context",
+                    "mask_pixels": int(mask[z].sum()),
+                    "mask_mm2": round(float(mask[z].sum()) * geom.spacing_mm[0] * geom.spacing_mm[1], 2),
+                    "suv_max_slice": round(float(pet_on_ct[z][mask[z]].max()), 3) if mask[z].any() else 0.0,
+                }
+            )
+    if cfg.write_volumes:
+        vol = out_dir / "volumes" / pseudo
+        save_nifti(vol / "ct_hu.nii.gz", np.round(ct.array).astype(np.int16), geom)
+        save_nifti(vol / "pet_suv.nii.gz", pet_on_ct.astype(np.float32), geom)
+        save_nifti(vol / "labels.nii.gz", labels, geom)
+    record = {
+        "patient": pseudo,
+        "ct_geometry": geom.to_dict(),
+        "pet_geometry": pet_geom.to_dict(),
+        "suv": {"kind": scale.kind, "rule": scale.rule, "notes": list(scale.notes), "factor": scale.factor},
+        "manufacturer": exam.pet.manufacturer,
+        "model": exam.pet.model,
+        "structure_modality": exam.structure.modality if exam.structure else "",
+        "roi_labels": {str(k): n for k, n in enumerate(names, start=1)},
+        "rois": rois,
+        "slices": slices,
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    write_text_atomic(out_dir / "patients" / f"{pseudo}.json", json.dumps(record, indent=1))
+    return record
+
+
+def _job(args) -> dict:
+    series, cfg, out_dir, pseudo, root = args
+    from igtv.data.dicom_reader import DicomInputError
+    from igtv.data.suv import SuvError
+
+    try:
+        return prepare_patient(series, cfg, Path(out_dir), pseudo)
+    except (DicomInputError, SuvError, ValueError, OSError) as exc:
+        ids = [s.patient_id for s in series] + [s.patient_name for s in series]
+        msg = redact(str(exc).replace(str(root), "<ROOT>"), ids, pseudo)
+        return {"patient": pseudo, "error": f"{type(exc).__name__}: {msg}"}
+
+
+# --- the dataset --------------------------------------------------------------------------------------------------
+@dataclass
+class PrepareResult:
+    out_dir: Path
+    patients: int
+    processed: int
+    skipped: int
+    failed: list[dict]
+    rois_kept: int
+    rois_excluded: int
+    samples: int
+    seconds: float
+
+
+def _pseudonym_key(out: Path) -> bytes:
+    path = out / ".pseudonym_key"
+    if not path.exists():
+        write_text_atomic(path, secrets.token_hex(32) + "\n")
+    return bytes.fromhex(path.read_text().strip())
+
+
+def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({c: json.dumps(r.get(c)) if isinstance(r.get(c), (list, dict)) else r.get(c) for c in columns})
+    write_text_atomic(path, buf.getvalue())
+
+
+ROI_COLUMNS = ["patient", "roi", "roi_name", "status", "reason", "volume_cc", "suv_max", "suv_mean", "n_slices",
+               "centroid_mm", "spacing_mm", "manufacturer", "model", "split"]  # fmt: skip
+SLICE_COLUMNS = ["item", "patient", "roi", "slice_index", "z_mm", "role", "mask_pixels", "mask_mm2", "suv_max_slice",
+                 "split"]  # fmt: skip
+
+
+def prepare_dataset(
+    dicom_root: str | Path, out_dir: str | Path, cfg: PrepareConfig = PrepareConfig(), progress: bool = True
+) -> PrepareResult:
+    """Run :func:`prepare_patient` over every patient of ``dicom_root`` (parallel, resumable), then write the
+    tables, QC report, splits and sample lists."""
+    from tqdm import tqdm
+
+    from igtv.data.dicom_reader import scan_dicom
+
+    root, out = Path(dicom_root), Path(out_dir)
+    t0 = time.perf_counter()
+    patients = scan_dicom(root)
+    if not patients:
+        raise FileNotFoundError(f"{root}: no CT/PT/RTSTRUCT/SEG DICOM files found")
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "prepare.yaml"
+    if saved.exists() and dump_yaml(replace(load_config(PrepareConfig, saved), workers=cfg.workers)) != dump_yaml(cfg):
+        raise ValueError(f"{out} was prepared with other settings ({saved}); choose another --out or delete it")
+    save_config(cfg, saved)
+    key = _pseudonym_key(out)
+    pseudo_of = {pid: pseudonym(pid, key) for pid in patients}
+    if len(set(pseudo_of.values())) != len(pseudo_of):
+        raise RuntimeError("pseudonym collision; delete .pseudonym_key and re-run")
+    records: dict[str, dict] = {}
+    jobs = []
+    for pid in sorted(patients, key=lambda p: pseudo_of[p]):
+        done = out / "patients" / f"{pseudo_of[pid]}.json"
+        if done.exists():
+            records[pseudo_of[pid]] = json.loads(done.read_text())
+        else:
+            jobs.append((patients[pid], cfg, str(out), pseudo_of[pid], str(root)))
+    skipped = len(records)
+    bar = tqdm(total=len(jobs), desc="prepare", unit="patient", disable=not progress)
+    results = []
+    if cfg.workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
+            for rec in pool.map(_job, jobs):
+                results.append(rec)
+                bar.update()
+    else:
+        for job in jobs:
+            results.append(_job(job))
+            bar.update()
+    bar.close()
+    failed = []
+    for rec in results:
+        if "error" in rec:
+            log.warning("patient %s skipped: %s", rec["patient"], rec["error"])
+            failed.append(rec)
+        else:
+            records[rec["patient"]] = rec
+    summary = write_tables(out, records, failed, cfg)
+    seconds = time.perf_counter() - t0
+    summary["seconds"] = round(seconds, 2)
+    write_text_atomic(out / "dataset.json", json.dumps(summary, indent=1))
+    return PrepareResult(
+        out,
+        len(patients),
+        len(jobs) - len(failed),
+        skipped,
+        failed,
+        summary["rois_kept"],
+        summary["rois_excluded"],
+        summary["samples"]["train"] + summary["samples"]["val"] + summary["samples"]["test"],
+        seconds,
+    )
+
+
+def write_tables(out: Path, records: dict[str, dict], failed: list[dict], cfg: PrepareConfig) -> dict:
+    """rois.csv, slices.csv, qc_report.csv, splits.json, {train,val,test}.txt from the per-patient records."""
+    with_rois = [p for p, r in records.items() if any(x["status"] == "kept" for x in r["rois"])]
+    splits = patient_split(with_rois, cfg.split, cfg.seed)
+    split_of = {p: s for s, ps in splits.items() for p in ps}
+    rois = [dict(r, split=split_of.get(r["patient"], "")) for p in sorted(records) for r in records[p]["rois"]]
+    slices = [dict(s, split=split_of.get(s["patient"], "")) for p in sorted(records) for s in records[p]["slices"]]
+    _write_csv(out / "rois.csv", rois, ROI_COLUMNS)
+    _write_csv(out / "slices.csv", slices, SLICE_COLUMNS)
+    qc = [
+        {"patient": r["patient"], "roi": r["roi"], "status": r["status"], "reason": r["reason"],
+         "volume_cc": round(r["volume_cc"], 3), "suv_max": round(r["suv_max"], 3)}
+        for r in rois
+    ] + [{"patient": f["patient"], "roi": "", "status": "failed", "reason": f["error"]} for f in failed]  # fmt: skip
+    _write_csv(out / "qc_report.csv", qc, ["patient", "roi", "status", "reason", "volume_cc", "suv_max"])
+    write_text_atomic(out / "splits.json", json.dumps({"seed": cfg.seed, "fractions": list(cfg.split), **splits}))
+    counts = {}
+    for name in ("train", "val", "test"):
+        items = [s["item"] for s in slices if s["role"] == "sample" and s["split"] == name]
+        write_text_atomic(out / f"{name}.txt", "".join(f"{i}\n" for i in items))
+        counts[name] = len(items)
+    return {
+        "format": "igtv-prepared-1",
+        "config": to_dict(cfg),
+        "patients": len(records),
+        "patients_failed": len(failed),
+        "patients_with_rois": len(with_rois),
+        "rois_kept": sum(r["status"] == "kept" for r in rois),
+        "rois_excluded": sum(r["status"] == "excluded" for r in rois),
+        "samples": counts,
+        "suv_rules": sorted({records[p]["suv"]["rule"].split(",")[0] for p in records}),
+        "manufacturers": sorted({f"{records[p]['manufacturer']} {records[p]['model']}".strip() for p in records}),
+    }
