@@ -102,6 +102,36 @@ def _export_nnunet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _train(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from igtv.config import load_config, replace
+    from igtv.training.config import RunConfig, apply_overrides
+
+    if args.nproc and args.nproc > 1:
+        from torch.distributed.run import main as torchrun
+
+        argv = [a for a in sys.argv[1:] if a != "--nproc" and a != str(args.nproc)]
+        torchrun([f"--nproc_per_node={args.nproc}", "-m", "igtv.train", *argv])
+        return 0
+    from igtv.training.loop import train
+
+    cfg = load_config(RunConfig, args.config)
+    cfg = apply_overrides(cfg, args.set or [])
+    changes = {"data": replace(cfg.data, root=args.data)} if args.data else {}
+    if args.init:
+        changes["init"] = args.init
+    if args.device:
+        changes["device"] = args.device
+    cfg = replace(cfg, **changes)
+    if args.command == "finetune" and not cfg.init and not args.resume:
+        raise ValueError("finetune needs --init RUN/best.pt (the stage-1 checkpoint)")
+    out = Path(args.out) if args.out else Path("runs") / Path(args.config).stem
+    result = train(cfg, out, resume=args.resume)
+    print(f"best validation IoU {result.best_iou:.4f} at epoch {result.best_epoch}; checkpoints in {out}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="igtv", description="IGTV/GTV lung tumour contouring on PET/CT.")
     parser.add_argument("--version", action="version", version=f"igtv {__version__}")
@@ -168,6 +198,22 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--id", type=int, default=501, help="nnU-Net dataset id (default 501)")
     e.add_argument("--name", default="IGTV", help="dataset name and label (default IGTV)")
     e.set_defaults(func=_export_nnunet)
+    for name, helptext in (
+        ("train", "train a model (stage 1: 2D GTV pre-training)"),
+        ("finetune", "fine-tune from a checkpoint (stage 2: 2.5D + SIM on IGTV)"),
+    ):
+        t = sub.add_parser(name, help=helptext, description=helptext + "; torchrun-compatible (DDP).")
+        t.add_argument("--config", required=True, help="run config YAML (e.g. configs/pretrain_gtv.yaml)")
+        t.add_argument("--data", help="dataset folder (overrides data.root)")
+        t.add_argument("--out", help="run folder (default runs/<config name>)")
+        t.add_argument("--init", help="checkpoint to transfer weights from (stage 2: RUN/best.pt)")
+        t.add_argument(
+            "--set", action="append", metavar="KEY=VALUE", help="override a config value, e.g. train.lr=1e-4"
+        )
+        t.add_argument("--resume", action="store_true", help="continue from RUN/last.pt")
+        t.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default from config: auto)")
+        t.add_argument("--nproc", type=int, help="launch N DDP processes with torchrun on this machine")
+        t.set_defaults(func=_train)
     m = sub.add_parser(
         "model-info",
         help="print parameters and GFLOPs of a registered model",
@@ -190,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError) as exc:
+    except (ValueError, FileNotFoundError, KeyError, FloatingPointError) as exc:
         print(f"igtv {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

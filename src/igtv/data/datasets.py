@@ -72,10 +72,11 @@ def read_list(root: Path, split: str) -> list[ItemRef]:
 def split_items(
     root: str | Path, split: Literal["train", "val", "test"], val_fraction: float = 0.15, seed: int = 0
 ) -> list[ItemRef]:
-    """Items of a split. Without ``val.txt`` (PCLT20K ships train/test only), ``val`` is a seeded patient-level
-    fraction of ``train`` and ``train`` is the rest."""
+    """Items of a split. Without a non-empty ``val.txt`` (PCLT20K ships train/test only; a prepared dataset of very
+    few patients may have no validation patient), ``val`` is a seeded patient-level fraction of ``train`` and
+    ``train`` is the rest."""
     root = Path(root)
-    if split == "test" or (root / "val.txt").exists():
+    if split == "test" or ((root / "val.txt").exists() and read_list(root, "val")):
         return read_list(root, split)
     train = read_list(root, "train")
     folders = sorted({r.folder for r in train})
@@ -104,6 +105,7 @@ class SliceDataset:
         mode: ``2d`` (one CT + one PET slice) or ``25d`` (slices t-1, t, t+1 per modality).
         transform: ``f(image, mask, rng) -> (image, mask)`` on numpy arrays, e.g. :class:`igtv.data.augment.Augment`.
         seed: seeds the augmentation stream (sample i of epoch e uses ``(seed, e, i)``; call :meth:`set_epoch`).
+        size: resize every slice to ``size`` x ``size`` on load (bilinear; nearest for the mask); 0 keeps it.
     """
 
     def __init__(
@@ -115,6 +117,7 @@ class SliceDataset:
         val_fraction: float = 0.15,
         seed: int = 0,
         items: Sequence[ItemRef] | None = None,
+        size: int = 0,
     ) -> None:
         if mode not in ("2d", "25d"):
             raise ValueError(f"mode must be '2d' or '25d', got {mode!r}")
@@ -122,6 +125,7 @@ class SliceDataset:
         self.mode = mode
         self.transform = transform
         self.seed = seed
+        self.size = size
         self.epoch = 0
         self.items = list(items) if items is not None else split_items(self.root, split, val_fraction, seed)
         self._available: dict[str, set[str]] = {}
@@ -151,8 +155,14 @@ class SliceDataset:
         folder = self.root / ref.folder
         names = self.names(index)
         slices = {m: [load_png(folder / f"{n}_{m}.png") for n in names] for m in MODALITIES}
+        mask = load_png(folder / f"{ref.name}_mask.png") > 127
+        if self.size and mask.shape != (self.size, self.size):
+            from igtv.data.prepare import resize_slice
+
+            slices = {m: [resize_slice(s, self.size) for s in v] for m, v in slices.items()}
+            mask = resize_slice(mask.astype(np.float32), self.size, nearest=True) > 0.5
         image = stack_slices(slices)
-        mask = (load_png(folder / f"{ref.name}_mask.png") > 127).astype(np.float32)[None]
+        mask = mask.astype(np.float32)[None]
         if self.transform is not None:
             rng = np.random.default_rng([self.seed, self.epoch, index])
             image, mask = self.transform(image, mask, rng)

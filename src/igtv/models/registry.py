@@ -2,7 +2,8 @@
 
 Names: ``cipa_2d``, ``cipa_25d``, ``cipa_25d_cbam``, ``cipa_25d_nonlocal``, ``cipa_25d_sim``, each with the
 width suffix ``_tiny`` (tests: a few ten thousand parameters) or ``_t`` (paper size, VMamba-T), plus the MONAI
-baselines ``unet_25d`` / ``segresnet_25d`` on the same 6-channel input.
+baselines ``unet_{2d,25d}`` / ``segresnet_{2d,25d}`` on the same 2- or 6-channel input; ``_s`` is a small CIPA
+width for CPU demos.
 """
 
 from __future__ import annotations
@@ -26,6 +27,16 @@ WIDTHS: dict[str, dict[str, Any]] = {
         decoder_d_state=2,
         crm_pool=4,
         crm_token_dim=8,
+    ),
+    # small: CPU demos and quick Table II runs at 128-256 px
+    "s": dict(
+        dims=(16, 32, 64, 128),
+        depths=(1, 1, 2, 1),
+        d_state=8,
+        decoder_depths=(1, 1, 1),
+        decoder_d_state=4,
+        crm_pool=8,
+        crm_token_dim=32,
     ),
     # Sigma's decoder defaults (depths 4/4/4, MLP ratio 4): 54.15 M parameters for cipa_2d_t vs the paper's 54.57 M
     "t": dict(
@@ -86,14 +97,14 @@ for _abl in ABLATIONS:
         register_model(_cipa_factory(f"{_abl}_{_w}"))
 
 
-def _monai_unet(width: str) -> Callable[..., nn.Module]:
+def _monai_unet(width: str, in_channels: int = 6) -> Callable[..., nn.Module]:
     def build(**overrides: Any) -> nn.Module:
         from monai.networks.nets import UNet
 
-        channels = (8, 16, 32, 64) if width == "tiny" else (32, 64, 128, 256, 512)
+        channels = {"tiny": (8, 16, 32, 64), "s": (16, 32, 64, 128)}.get(width, (32, 64, 128, 256, 512))
         kwargs = dict(
             spatial_dims=2,
-            in_channels=6,
+            in_channels=in_channels,
             out_channels=1,
             channels=channels,
             strides=(2,) * (len(channels) - 1),
@@ -105,11 +116,13 @@ def _monai_unet(width: str) -> Callable[..., nn.Module]:
     return build
 
 
-def _monai_segresnet(width: str) -> Callable[..., nn.Module]:
+def _monai_segresnet(width: str, in_channels: int = 6) -> Callable[..., nn.Module]:
     def build(**overrides: Any) -> nn.Module:
         from monai.networks.nets import SegResNet
 
-        kwargs = dict(spatial_dims=2, in_channels=6, out_channels=1, init_filters=8 if width == "tiny" else 32)
+        kwargs = dict(
+            spatial_dims=2, in_channels=in_channels, out_channels=1, init_filters={"tiny": 8, "s": 16}.get(width, 32)
+        )
         kwargs.update(overrides)
         return SegResNet(**kwargs)
 
@@ -117,5 +130,6 @@ def _monai_segresnet(width: str) -> Callable[..., nn.Module]:
 
 
 for _w in WIDTHS:
-    register_model(_monai_unet(_w), f"unet_25d_{_w}")
-    register_model(_monai_segresnet(_w), f"segresnet_25d_{_w}")
+    for _mode, _ch in (("2d", 2), ("25d", 6)):
+        register_model(_monai_unet(_w, _ch), f"unet_{_mode}_{_w}")
+        register_model(_monai_segresnet(_w, _ch), f"segresnet_{_mode}_{_w}")

@@ -1,0 +1,1 @@
+"""Evaluation metrics (paper Eqs. 9-12)."""

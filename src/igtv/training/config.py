@@ -1,0 +1,86 @@
+"""Run configuration: frozen dataclasses, saved as ``config.yaml`` in the run folder and inside every checkpoint.
+
+Paper defaults (Sec. IV-E): stage 1 AdamW (0.9, 0.999), weight decay 1e-2, lr 1e-3 with cosine annealing, batch 16,
+2D input; stage 2 lr 6e-5, batch 4, 30 epochs, early stopping and model selection on validation IoU, 2.5D + SIM.
+
+``train.batch_size`` is the global batch: with N processes (DDP) each one gets ``batch_size / N`` samples per step,
+so the optimisation (and the learning rate) is the same as a single process with the same config.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import yaml
+
+from igtv.config import ConfigError, from_dict, to_dict
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    root: str = ""  # dataset folder in the PCLT20K layout (PCLT20K or igtv prepare output); --data sets it
+    mode: Literal["2d", "25d"] = "2d"
+    size: int = 0  # resize PNGs to size x size on load (0 = as stored); must be divisible by 32 for CIPA
+    val_fraction: float = 0.15  # patient-level share of train used for validation when there is no val.txt
+    augment: bool = True
+    num_workers: int = 0
+
+
+@dataclass(frozen=True)
+class OptimConfig:
+    optimizer: Literal["adamw", "sgd"] = "adamw"  # sgd: Nesterov momentum, nnU-Net's choice
+    momentum: float = 0.99  # SGD only
+    lr: float = 1e-3
+    min_lr: float = 0.0  # cosine annealing floor
+    weight_decay: float = 1e-2
+    betas: tuple[float, float] = (0.9, 0.999)
+    batch_size: int = 16  # global batch (all processes together)
+    epochs: int = 50
+    patience: int = 0  # early stopping after this many epochs without a better validation IoU (0 = off)
+    grad_clip: float = 0.0  # max gradient norm (0 = off)
+    amp: Literal["auto", "off"] = "auto"  # auto: bf16 (or fp16 + scaler) on CUDA, off on CPU
+    max_steps_per_epoch: int = 0  # 0 = the whole training split every epoch
+    threshold: float = 0.5  # probability threshold for validation metrics
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    stage: Literal["pretrain", "finetune"] = "pretrain"
+    model: str = "cipa_2d_t"
+    data: DataConfig = field(default_factory=DataConfig)
+    train: OptimConfig = field(default_factory=OptimConfig)
+    seed: int = 0
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    sync_bn: bool = False  # SyncBatchNorm under DDP
+    init: str = ""  # checkpoint whose weights are transferred before training (stage 2)
+    evaluate_test: bool = True  # evaluate best.pt on the test split at the end
+    overrides: tuple[str, ...] = ()  # command-line --set overrides, recorded
+
+
+def apply_overrides(cfg: RunConfig, sets: list[str] | tuple[str, ...]) -> RunConfig:
+    """Apply ``key.sub=value`` overrides (values parsed as YAML) and record them in ``cfg.overrides``."""
+    if not sets:
+        return cfg
+    data = to_dict(cfg)
+    for item in sets:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value (e.g. train.lr=1e-4)")
+        key, text = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            if not isinstance(node.get(p), dict):
+                raise ConfigError(f"--set {item!r}: {p!r} is not a config section")
+            node = node[p]
+        if parts[-1] not in node:
+            raise ConfigError(f"--set {item!r}: unknown key {parts[-1]!r} (valid: {sorted(node)})")
+        value = yaml.safe_load(text)
+        if isinstance(node[parts[-1]], float) and isinstance(value, (int, str)) and not isinstance(value, bool):
+            try:
+                value = float(value)  # YAML 1.1 reads "1e-4" as a string
+            except ValueError:
+                pass
+        node[parts[-1]] = value
+    data["overrides"] = list(cfg.overrides) + list(sets)
+    return from_dict(RunConfig, data, "--set")

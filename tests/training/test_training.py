@@ -1,0 +1,186 @@
+"""Trainer: both stages end to end, transfer, resume, checkpoints, configs, DDP on gloo."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from igtv.config import ConfigError, dump_yaml, load_config, save_config
+from igtv.models import create_model
+from igtv.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from igtv.training.config import DataConfig, OptimConfig, RunConfig, apply_overrides
+from igtv.training.loop import EpochSampler, train
+from igtv.training.transfer import TransferError, transfer_weights
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def tiny_cfg(root, model="cipa_2d_tiny", mode="2d", **train_kw) -> RunConfig:
+    opt = dict(lr=3e-3, batch_size=2, epochs=2, max_steps_per_epoch=3, amp="off")
+    opt.update(train_kw)
+    return RunConfig(
+        model=model,
+        data=DataConfig(root=str(root), mode=mode, num_workers=0),
+        train=OptimConfig(**opt),
+        seed=1,
+        device="cpu",
+    )
+
+
+def test_two_stages_end_to_end(small_cohort, prepared, tmp_path):
+    _, cohort = small_cohort
+    s1 = train(tiny_cfg(cohort.out_dir / "pclt"), tmp_path / "s1", progress=False)
+    assert (tmp_path / "s1" / "best.pt").exists() and (tmp_path / "s1" / "log.csv").exists()
+    cfg2 = dataclasses.replace(
+        tiny_cfg(prepared[1].out_dir, "cipa_25d_sim_tiny", "25d", lr=1e-2, epochs=4, max_steps_per_epoch=4),
+        stage="finetune",
+        init=str(tmp_path / "s1" / "best.pt"),
+    )
+    s2 = train(cfg2, tmp_path / "s2", progress=False)
+    report = s2.transfer
+    source = load_checkpoint(tmp_path / "s1" / "best.pt")["model"]
+    assert set(report["loaded"]) == set(source)  # every stage-1 tensor carried over
+    assert report["new"] and all(k.startswith(("slice_ct.", "slice_pet.")) for k in report["new"])
+    assert report["skipped"] == [] and report["adapted"] == []
+    losses = [row["train_loss"] for row in s2.history]
+    assert losses[-1] < losses[0]
+    ious = [row["val_iou"] for row in s2.history]
+    assert s2.best_epoch == ious.index(max(ious)) + 1
+    best = load_checkpoint(tmp_path / "s2" / "best.pt")
+    assert best["epoch"] + 1 == s2.best_epoch and best["run_config"]["init"] == cfg2.init
+    assert s1.test is not None and 0.0 <= s1.test["iou"] <= 1.0  # best.pt evaluated on the held-out split
+    has_test = bool((prepared[1].out_dir / "test.txt").read_text().strip())
+    assert (s2.test is not None) == has_test
+    assert (tmp_path / "s2" / "transfer_report.json").exists() and (tmp_path / "s2" / "config.yaml").exists()
+
+
+def test_resume_reproduces_uninterrupted_run(small_cohort, tmp_path):
+    root = small_cohort[1].out_dir / "pclt"
+    cfg = (
+        tiny_cfg(root, epochs=3, evaluate_test=False)
+        if False
+        else dataclasses.replace(tiny_cfg(root, epochs=3), evaluate_test=False)
+    )
+    full = train(cfg, tmp_path / "full", progress=False)
+    train(cfg, tmp_path / "cut", stop_after_epoch=1, progress=False)
+    resumed = train(cfg, tmp_path / "cut", resume=True, progress=False)
+    a = load_checkpoint(tmp_path / "full" / "last.pt")
+    b = load_checkpoint(tmp_path / "cut" / "last.pt")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+    assert [r["train_loss"] for r in full.history] == [r["train_loss"] for r in resumed.history]
+    other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=1.0))
+    with pytest.raises(CheckpointError, match="another config"):
+        train(other, tmp_path / "cut", resume=True, progress=False)
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_checkpoint_errors(tmp_path):
+    good = save_checkpoint(tmp_path / "good.pt", {"model": {"w": torch.ones(3)}})
+    assert torch.equal(load_checkpoint(good)["model"]["w"], torch.ones(3))
+    data = good.read_bytes()
+    (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="cut.pt: corrupt or truncated"):
+        load_checkpoint(tmp_path / "cut.pt")
+    torch.save({"format": "igtv-checkpoint-1", "model": {}, "x": _Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="evil.pt: refused"):
+        load_checkpoint(tmp_path / "evil.pt")
+    torch.save({"weights": torch.ones(1)}, tmp_path / "foreign.pt")
+    with pytest.raises(CheckpointError, match="not an igtv checkpoint"):
+        load_checkpoint(tmp_path / "foreign.pt")
+
+
+@pytest.mark.parametrize(
+    "src,dst,adapted", [("cipa_2d_tiny", "cipa_25d_tiny", 0), ("unet_2d_tiny", "unet_25d_tiny", 2)]
+)
+def test_transfer_identical_slices_give_2d_output(src, dst, adapted):
+    torch.manual_seed(0)
+    m2, m25 = create_model(src).eval(), create_model(dst).eval()
+    report = transfer_weights(m25, m2.state_dict())
+    assert len(report.adapted) == adapted and not report.new
+    x = torch.randn(2, 2, 32, 32)
+    x25 = torch.cat([x[:, :1].expand(-1, 3, -1, -1), x[:, 1:].expand(-1, 3, -1, -1)], dim=1)  # CT x3, PET x3
+    with torch.no_grad():
+        torch.testing.assert_close(m25(x25), m2(x), rtol=1e-4, atol=1e-5)
+
+
+def test_transfer_refuses_incomplete_source():
+    with pytest.raises(TransferError, match="uninitialised"):
+        transfer_weights(create_model("cipa_25d_sim_tiny"), create_model("unet_2d_tiny").state_dict())
+
+
+def test_sampler_shards_union_is_single_process_batch():
+    single = EpochSampler(10, seed=3).indices()
+    r0, r1 = EpochSampler(10, 3, 0, 2).indices(), EpochSampler(10, 3, 1, 2).indices()
+    assert [x for pair in zip(r0, r1, strict=True) for x in pair] == single
+    s = EpochSampler(10, seed=3)
+    s.set_epoch(1)
+    assert s.indices() != single
+
+
+def test_shipped_configs_round_trip(tmp_path):
+    from igtv.data.phantom import PhantomConfig
+
+    kinds = {"phantom": PhantomConfig}
+    for path in sorted((ROOT / "configs").glob("*.yaml")):
+        cls = next((c for k, c in kinds.items() if path.stem.startswith(k)), RunConfig)
+        cfg = load_config(cls, path)
+        save_config(cfg, tmp_path / path.name)
+        assert load_config(cls, tmp_path / path.name) == cfg
+        assert dump_yaml(cfg) == (tmp_path / path.name).read_text()
+
+
+def test_overrides_are_typed_and_recorded():
+    cfg = apply_overrides(RunConfig(), ["train.lr=1e-4", "data.mode=25d", "model=cipa_25d_sim_tiny"])
+    assert cfg.train.lr == 1e-4 and cfg.data.mode == "25d" and len(cfg.overrides) == 3
+    with pytest.raises(ConfigError, match="unknown key 'lrr'"):
+        apply_overrides(cfg, ["train.lrr=1"])
+    with pytest.raises(ConfigError, match="batch_size"):
+        apply_overrides(cfg, ["train.batch_size=big"])
+
+
+def test_mode_mismatch_is_clear(small_cohort, tmp_path):
+    cfg = tiny_cfg(small_cohort[1].out_dir / "pclt", model="cipa_25d_tiny", mode="2d")
+    with pytest.raises(ValueError, match="2.5D input but data.mode is 2d"):
+        train(cfg, tmp_path / "x", progress=False)
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_ddp_two_processes_equal_single_process(prepared, tmp_path):
+    root = prepared[1].out_dir  # >= 3 global batches of 4, so no rank pads its shard with a repeated sample
+    # MONAI's U-Net normalises per instance, so 2 processes x 2 samples is exactly 1 process x 4 samples; CIPA's
+    # BatchNorm layers would need SyncBatchNorm, which PyTorch only provides on CUDA. SGD, because Adam turns the
+    # 1e-9 gradient noise of biases in front of a norm layer into full +-lr steps whose sign is summation-order luck.
+    cfg = dataclasses.replace(
+        tiny_cfg(root, model="unet_2d_tiny", batch_size=4, epochs=1, max_steps_per_epoch=3, optimizer="sgd", lr=0.05),
+        evaluate_test=False,
+    )
+    save_config(cfg, tmp_path / "cfg.yaml")
+    single = train(cfg, tmp_path / "single", progress=False)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={_free_port()}",
+           "-m", "igtv.train", "--config", str(tmp_path / "cfg.yaml"), "--out", str(tmp_path / "ddp")]  # fmt: skip
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a = load_checkpoint(tmp_path / "single" / "last.pt")["model"]
+    b = load_checkpoint(tmp_path / "ddp" / "last.pt")["model"]
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
+    ddp_hist = load_checkpoint(tmp_path / "ddp" / "last.pt")["history"]
+    assert ddp_hist[0]["val_iou"] == pytest.approx(single.history[0]["val_iou"], abs=1e-6)
