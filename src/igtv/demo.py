@@ -1,4 +1,14 @@
-"""The README's first command: the whole pipeline on the embedded phantom."""
+"""The README's first command: the whole pipeline on the embedded phantom.
+
+1. phantom GTV cohort (12 patients, PCLT20K-like) and IGTV cohort (6 patients, LUCID-like), mirroring the paper's
+   605 vs 60 patients, with DICOM CT/PET/RTSTRUCT and a preview PNG;
+2. ``igtv prepare`` of the IGTV cohort's DICOM (SUV, PET->CT, QC, PNGs, split) and its Fig. 2 report;
+3. stage 1: 2D CIPA pre-training on the GTV cohort (``configs/demo_pretrain.yaml``);
+4. stage 2: 2.5D CIPA + SIM fine-tuning on the IGTV dataset from stage 1 (``configs/demo_finetune.yaml``).
+
+Small CIPA width and 128 px so it ends in minutes on a laptop CPU; the paper-size runs use the other configs.
+``quick=True`` shrinks everything further for smoke tests.
+"""
 
 from __future__ import annotations
 
@@ -7,36 +17,77 @@ from pathlib import Path
 from igtv.data.phantom import PhantomConfig
 from igtv.data.phantom_io import generate_cohort
 
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
-def run_demo(out: str | Path, workers: int = 2, quick: bool = False) -> dict[str, Path]:
-    """Generate a GTV cohort (pre-training) and a smaller IGTV cohort (fine-tuning), mirroring PCLT20K (605
-    patients) vs LUCID-PET/CT (60), plus a preview PNG. Later stages (prepare, train, predict) extend this."""
+
+def _demo_config(name: str, root: Path, quick: bool, init: str = ""):
+    from igtv.config import load_config, replace
+    from igtv.training.config import RunConfig
+
+    path = CONFIGS / name
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: demo config missing (run from a source checkout)")
+    cfg = load_config(RunConfig, path)
+    cfg = replace(cfg, data=replace(cfg.data, root=str(root)), init=init)
+    if quick:
+        model = cfg.model.rsplit("_", 1)[0] + "_tiny"
+        cfg = replace(
+            cfg,
+            model=model,
+            data=replace(cfg.data, size=64),
+            train=replace(cfg.train, epochs=1, max_steps_per_epoch=2, batch_size=2),
+        )
+    return cfg
+
+
+def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool = True) -> dict[str, Path]:
+    """Run the demo into ``out``; returns the paths it made. Re-running reuses finished phantoms and datasets."""
+    from igtv.data.prepare import PrepareConfig, prepare_dataset
+    from igtv.data.report import dataset_report
+
     out = Path(out)
     scale = 0.125 if quick else 1.0
+    size = 64 if quick else 128
+    print("[1/4] phantom cohorts (DICOM CT, PET, RTSTRUCT; ground truth)")
     gtv = generate_cohort(
         PhantomConfig(
-            cohort="gtv",
-            patients=3 if quick else 12,
-            seed=0,
-            matrix_scale=scale,
-            workers=workers,
-            pclt_size=64 if quick else 512,
+            cohort="gtv", patients=3 if quick else 12, seed=0, matrix_scale=scale, workers=workers, pclt_size=size
         ),
         out / "phantom_gtv",
     )
     igtv = generate_cohort(
         PhantomConfig(
-            cohort="igtv",
-            patients=2 if quick else 6,
-            seed=1,
-            matrix_scale=scale,
-            workers=workers,
-            pclt_size=64 if quick else 512,
+            cohort="igtv", patients=3 if quick else 6, seed=1, matrix_scale=scale, workers=workers, pclt_size=size
         ),
         out / "phantom_igtv",
         preview=True,
     )
     paths = {"gtv_cohort": gtv.out_dir, "igtv_cohort": igtv.out_dir, "preview": igtv.out_dir / "preview.png"}
+    print("[2/4] igtv prepare: IGTV cohort DICOM -> 2.5D dataset")
+    prep_cfg = PrepareConfig(size=size, workers=workers, min_suv_max=0.0 if quick else 3.0)
+    prep = prepare_dataset(igtv.out_dir, out / "dataset_igtv", prep_cfg)
+    print(
+        f"      {prep.rois_kept} IGTV ROIs kept, {prep.rois_excluded} excluded by QC (see qc_report.csv), "
+        f"{prep.samples} slices"
+    )
+    paths["dataset"] = prep.out_dir
+    paths["dataset_report"] = dataset_report(prep.out_dir)
+    if train:
+        from igtv.training.loop import train as run_training
+
+        print("[3/4] stage 1: 2D pre-training on the GTV cohort")
+        s1 = run_training(_demo_config("demo_pretrain.yaml", gtv.out_dir / "pclt", quick), out / "run_pretrain")
+        print("[4/4] stage 2: 2.5D + SIM fine-tuning on the IGTV dataset, weights transferred from stage 1")
+        s2 = run_training(
+            _demo_config("demo_finetune.yaml", prep.out_dir, quick, init=str(out / "run_pretrain" / "best.pt")),
+            out / "run_finetune",
+        )
+        print(
+            f"      stage 1 best validation IoU {s1.best_iou:.3f} (epoch {s1.best_epoch}); "
+            f"stage 2 best validation IoU {s2.best_iou:.3f} (epoch {s2.best_epoch})"
+        )
+        paths["pretrain"] = out / "run_pretrain" / "best.pt"
+        paths["finetune"] = out / "run_finetune" / "best.pt"
     for key, path in paths.items():
-        print(f"{key:12s} {path}")
+        print(f"{key:15s} {path}")
     return paths
