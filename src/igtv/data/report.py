@@ -48,7 +48,11 @@ def dataset_report(dataset: str | Path, out_png: str | Path | None = None) -> Pa
             bins = np.geomspace(lo, hi * 1.001, 16) if log and lo > 0 else np.linspace(lo, hi + 1e-6, 16)
             ax.hist([data_k, data_e], bins=bins, stacked=True, color=["tab:red", "0.7"], label=["kept", "excluded"])
             if log:
+                from matplotlib.ticker import NullFormatter, ScalarFormatter
+
                 ax.set_xscale("log")
+                ax.xaxis.set_major_formatter(ScalarFormatter())
+                ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_title(f"{title} (n={len(kept)} kept, {len(excl)} excluded)")
         ax.legend()
     shares = Counter(f"{r['manufacturer']} {r['model']}".strip() or "unknown" for r in kept or rois)
