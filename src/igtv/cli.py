@@ -102,6 +102,17 @@ def _export_nnunet(args: argparse.Namespace) -> int:
     return 0
 
 
+def torchrun_args(args: argparse.Namespace) -> list[str]:
+    """The ``igtv.train`` arguments each DDP process gets: the parsed ones, without ``--nproc``."""
+    argv = ["--config", args.config]
+    for flag, value in (("--data", args.data), ("--out", args.out), ("--init", args.init), ("--device", args.device)):
+        if value:
+            argv += [flag, value]
+    for item in args.set or []:
+        argv += ["--set", item]
+    return argv + (["--resume"] if args.resume else [])
+
+
 def _train(args: argparse.Namespace) -> int:
     from pathlib import Path
 
@@ -111,8 +122,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.nproc and args.nproc > 1:
         from torch.distributed.run import main as torchrun
 
-        argv = [a for a in sys.argv[1:] if a != "--nproc" and a != str(args.nproc)]
-        torchrun([f"--nproc_per_node={args.nproc}", "-m", "igtv.train", *argv])
+        torchrun([f"--nproc_per_node={args.nproc}", "-m", "igtv.train", *torchrun_args(args)])
         return 0
     from igtv.training.loop import train
 

@@ -54,7 +54,7 @@ def test_prepare_matches_phantom_truth(qc_cohort, prepared):
 
 
 def test_mask_pngs_match_ground_truth(qc_cohort, prepared):
-    from igtv.data.prepare import resize_slice
+    from igtv.data.png import resize_slice
 
     cfg, result = prepared
     out = result.out_dir

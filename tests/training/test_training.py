@@ -184,3 +184,12 @@ def test_ddp_two_processes_equal_single_process(prepared, tmp_path):
         torch.testing.assert_close(b[key], a[key], rtol=1e-4, atol=1e-5, msg=key)
     ddp_hist = load_checkpoint(tmp_path / "ddp" / "last.pt")["history"]
     assert ddp_hist[0]["val_iou"] == pytest.approx(single.history[0]["val_iou"], abs=1e-6)
+
+
+def test_nproc_relaunch_passes_every_option_but_nproc():
+    from igtv.cli import build_parser, torchrun_args
+
+    args = build_parser().parse_args(
+        ["train", "--config", "c.yaml", "--nproc", "2", "--data", "d", "--set", "train.epochs=2", "--resume"]
+    )
+    assert torchrun_args(args) == ["--config", "c.yaml", "--data", "d", "--set", "train.epochs=2", "--resume"]

@@ -20,6 +20,8 @@ from typing import Literal
 
 import numpy as np
 
+from igtv.data.png import load_png
+
 _SLICE = re.compile(r"^(.*)_(\d+)$")
 MODALITIES = ("CT", "PET")
 
@@ -86,16 +88,6 @@ def split_items(
     return [r for r in train if (r.folder in val) == (split == "val")]
 
 
-def load_png(path: Path) -> np.ndarray:
-    from PIL import Image
-
-    try:
-        with Image.open(path) as im:
-            return np.asarray(im.convert("L"))
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{path}: cannot read PNG ({exc})") from exc
-
-
 class SliceDataset:
     """2D or 2.5D PET/CT slices of one split (a ``torch.utils.data.Dataset``: ``len`` and integer indexing).
 
@@ -157,7 +149,7 @@ class SliceDataset:
         slices = {m: [load_png(folder / f"{n}_{m}.png") for n in names] for m in MODALITIES}
         mask = load_png(folder / f"{ref.name}_mask.png") > 127
         if self.size and mask.shape != (self.size, self.size):
-            from igtv.data.prepare import resize_slice
+            from igtv.data.png import resize_slice
 
             slices = {m: [resize_slice(s, self.size) for s in v] for m, v in slices.items()}
             mask = resize_slice(mask.astype(np.float32), self.size, nearest=True) > 0.5

@@ -97,7 +97,7 @@ def _struct_refs(ds) -> tuple[str, str, tuple[str, ...]]:
 
 
 def scan_dicom(root: str | Path) -> dict[str, list[SeriesInfo]]:
-    """Walk ``root`` and group every DICOM file by PatientID -> series; non-DICOM files are skipped (logged)."""
+    """Walk ``root`` and group every DICOM file by PatientID -> series; other files are skipped (only counted)."""
     import pydicom
     from pydicom.errors import InvalidDicomError
 
@@ -105,15 +105,16 @@ def scan_dicom(root: str | Path) -> dict[str, list[SeriesInfo]]:
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a folder")
     series: dict[tuple[str, str], SeriesInfo] = {}
+    skipped = 0  # counted, not listed: folder names are often patient names or IDs
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
-            log.debug("skipping %s: not DICOM (%s)", path, exc)
+        except (InvalidDicomError, OSError, EOFError, ValueError):
+            skipped += 1
             continue
         modality = _str(ds, "Modality").upper()
         if modality not in ("CT", "PT", "RTSTRUCT", "SEG"):
-            log.debug("skipping %s: modality %r", path, modality)
+            skipped += 1
             continue
         for keyword in ("StudyInstanceUID", "SeriesInstanceUID"):
             if not _str(ds, keyword):
@@ -141,6 +142,8 @@ def scan_dicom(root: str | Path) -> dict[str, list[SeriesInfo]]:
         elif info.modality != modality:
             raise DicomInputError(f"{path}: series {info.series_uid} mixes modalities {info.modality} and {modality}")
         info.files.append(path)
+    if skipped:
+        log.info("%d files under the DICOM root are not CT/PT/RTSTRUCT/SEG DICOM and were skipped", skipped)
     patients: dict[str, list[SeriesInfo]] = defaultdict(list)
     for info in series.values():
         patients[info.patient_id].append(info)

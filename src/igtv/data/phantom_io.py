@@ -148,31 +148,20 @@ def export_pclt_patient(p: PhantomPatient, pet_on_ct: np.ndarray, pclt_root: Pat
 
     The GTV cohort exports GTV masks (like PCLT20K), the IGTV cohort IGTV masks.
     """
-    from PIL import Image
-
+    from igtv.data.png import resize_slice, save_png
     from igtv.data.windows import PCLT20K, scale_pet_suv, to_uint8, window_ct
-    from igtv.io import atomic_path
 
     labels = p.gtv if p.cohort == "gtv" else p.igtv
     items = []
     folder = pclt_root / pid
-    folder.mkdir(parents=True, exist_ok=True)
     for k in np.nonzero(labels.reshape(labels.shape[0], -1).any(axis=1))[0]:
         item = f"{pid}_{int(k):04d}"
         ct = window_ct(p.ct_hu[k], *PCLT20K.ct_hu)
         pet = scale_pet_suv(pet_on_ct[k], *PCLT20K.pet_suv)
-        mask = (labels[k] > 0).astype(np.uint8) * 255
-        for suffix, img, resample in (
-            ("CT", ct, Image.BILINEAR),
-            ("PET", pet, Image.BILINEAR),
-            ("mask", mask, Image.NEAREST),
-        ):
-            im = Image.fromarray(img.astype(np.float32), mode="F") if suffix != "mask" else Image.fromarray(img)
-            if im.size != (size, size):
-                im = im.resize((size, size), resample)
-            arr = to_uint8(np.asarray(im)) if suffix != "mask" else np.asarray(im)
-            with atomic_path(folder / f"{item}_{suffix}.png") as tmp:
-                Image.fromarray(arr).save(tmp, format="PNG")
+        mask = resize_slice((labels[k] > 0).astype(np.float32), size, nearest=True) > 0.5
+        save_png(folder / f"{item}_CT.png", to_uint8(resize_slice(ct, size)))
+        save_png(folder / f"{item}_PET.png", to_uint8(resize_slice(pet, size)))
+        save_png(folder / f"{item}_mask.png", mask.astype(np.uint8) * 255)
         items.append(item)
     return items
 

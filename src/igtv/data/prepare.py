@@ -39,7 +39,7 @@ from typing import Literal
 import numpy as np
 
 from igtv.config import dump_yaml, load_config, replace, save_config, to_dict
-from igtv.io import atomic_path, write_text_atomic
+from igtv.io import write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -127,29 +127,11 @@ def patient_split(patients: list[str], fractions: tuple[float, float, float], se
     return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
 
 
-def resize_slice(img: np.ndarray, size: int, nearest: bool = False) -> np.ndarray:
-    """Resize a 2D float slice to ``size`` x ``size`` (bilinear, or nearest for masks)."""
-    if img.shape == (size, size):
-        return img
-    from PIL import Image
-
-    mode = Image.NEAREST if nearest else Image.BILINEAR
-    return np.asarray(Image.fromarray(img.astype(np.float32), mode="F").resize((size, size), mode))
-
-
-def _save_png(path: Path, img_u8: np.ndarray) -> None:
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(img_u8).save(buf, format="PNG")
-    with atomic_path(path) as tmp:
-        tmp.write_bytes(buf.getvalue())
-
-
 # --- one patient --------------------------------------------------------------------------------------------------
 def prepare_patient(series: list, cfg: PrepareConfig, out_dir: Path, pseudo: str) -> dict:
     """Process one patient's series (from :func:`~igtv.data.dicom_reader.scan_dicom`); returns its record."""
     from igtv.data.dicom_reader import read_image_series, read_pet_suv, read_roi_masks, select_exam
+    from igtv.data.png import resize_slice, save_png
     from igtv.data.windows import PRESETS, scale_pet_roi_max, scale_pet_suv, to_uint8, window_ct
     from igtv.geometry import resample_to, save_nifti
 
@@ -195,10 +177,10 @@ def prepare_patient(series: list, cfg: PrepareConfig, out_dir: Path, pseudo: str
                 pet_img = scale_pet_roi_max(pet_on_ct[z], st["suv_max"])
             else:
                 pet_img = scale_pet_suv(pet_on_ct[z], *preset.pet_suv)
-            _save_png(folder / f"{item}_CT.png", to_uint8(resize_slice(ct_img, cfg.size)))
-            _save_png(folder / f"{item}_PET.png", to_uint8(resize_slice(pet_img, cfg.size)))
+            save_png(folder / f"{item}_CT.png", to_uint8(resize_slice(ct_img, cfg.size)))
+            save_png(folder / f"{item}_PET.png", to_uint8(resize_slice(pet_img, cfg.size)))
             m = resize_slice(mask[z].astype(np.float32), cfg.size, nearest=True) > 0.5
-            _save_png(folder / f"{item}_mask.png", m.astype(np.uint8) * 255)
+            save_png(folder / f"{item}_mask.png", m.astype(np.uint8) * 255)
             pos = geom.index_to_patient(np.array([0.0, 0.0, float(z)]))
             slices.append(
                 {
