@@ -43,6 +43,39 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from igtv.inference.lesions import PostprocessConfig
+
+    if args.pclt:
+        from igtv.inference.pclt import predict_pclt
+
+        summary = predict_pclt(
+            args.pclt, args.model, args.out, split=args.split, device=args.device, tta=args.tta,
+            batch_size=args.batch_size, preset=args.preset,
+        )  # fmt: skip
+        print(f"{summary['slices']} slices predicted into {args.out}")
+        if "mean_dice" in summary:
+            print(f"mean per-slice Dice {summary['mean_dice']:.4f}, IoU {summary['mean_iou']:.4f}")
+        return 0
+    from igtv.inference.predict import predict_dicom
+
+    result = predict_dicom(
+        args.dicom, args.model, args.out, device=args.device, roi_name=args.roi_name, tta=args.tta,
+        postprocess_cfg=PostprocessConfig(min_volume_cc=args.min_volume_cc, min_suv_max=args.min_suv),
+        compare=args.compare, compare_roi=args.compare_roi, batch_size=args.batch_size, preset=args.preset,
+    )  # fmt: skip
+    lesions = result.stats["lesions"]
+    print(
+        f"{len(lesions)} lesion(s), {result.stats['prediction']['total_volume_cc']:.2f} cc, "
+        f"in {result.stats['prediction']['seconds']:.1f} s"
+    )
+    if "compare" in result.stats:
+        c = result.stats["compare"]
+        print(f"against the reference: Dice {c['dice']:.3f}, HD95 {c['hd95_mm']:.1f} mm")
+    print(f"report: {result.files['report']}")
+    return 0
+
+
 def _model_info(args: argparse.Namespace) -> int:
     from igtv.models import list_models
     from igtv.models.info import model_info
@@ -224,6 +257,27 @@ def build_parser() -> argparse.ArgumentParser:
         t.add_argument("--device", choices=["auto", "cpu", "cuda"], help="device (default from config: auto)")
         t.add_argument("--nproc", type=int, help="launch N DDP processes with torchrun on this machine")
         t.set_defaults(func=_train)
+    p = sub.add_parser(
+        "predict",
+        help="contour a new patient's PET/CT DICOM (RTSTRUCT + NIfTI + stats + report)",
+        description="Predict the IGTV of one patient's PET/CT DICOM folder, or of PNG slices in the PCLT20K layout.",
+    )
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--dicom", help="one patient's folder with a CT and a PET series (any tree)")
+    src.add_argument("--pclt", help="a PNG dataset in the PCLT20K layout (or made by igtv prepare)")
+    p.add_argument("--model", required=True, help="checkpoint, e.g. runs/finetune_igtv/best.pt")
+    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    p.add_argument("--roi-name", default="IGTV", help="ROI name in the RTSTRUCT (default IGTV)")
+    p.add_argument("--tta", action="store_true", help="average over flips of the slice plane (4x slower)")
+    p.add_argument("--min-volume-cc", type=float, default=0.1, help="drop components below this (0: keep all)")
+    p.add_argument("--min-suv", type=float, default=0.0, help="drop components with SUVmax below this (0: off)")
+    p.add_argument("--compare", help="reference RTSTRUCT: adds Dice, HD95, FP/FN volumes to stats.json")
+    p.add_argument("--compare-roi", help="ROI of --compare to use (default: like --roi-name)")
+    p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass")
+    p.add_argument("--preset", choices=["lucid", "pclt20k"], help="windows (default: the checkpoint's)")
+    p.add_argument("--split", default="test", help="--pclt: train, val, test or all (default test)")
+    p.set_defaults(func=_predict)
     m = sub.add_parser(
         "model-info",
         help="print parameters and GFLOPs of a registered model",

@@ -76,7 +76,8 @@ def test_contour_data_fits_ds_limit(tmp_path):
     ds = pydicom.dcmread(tmp_path / "rs.dcm")
     for c in ds.ROIContourSequence[0].ContourSequence:
         assert all(len(str(v)) <= 16 for v in c.ContourData)
-    assert ds.OperatorsName == "igtv" and ds.FrameOfReferenceUID == "1.2.3.4"
+    assert ds.OperatorsName == "igtv^autocontour" and ds.FrameOfReferenceUID == "1.2.3.4"
+    assert ds.PositionReferenceIndicator == ""
 
 
 def test_no_degenerate_polygons():

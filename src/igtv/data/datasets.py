@@ -168,3 +168,20 @@ class SliceDataset:
 
     def patient_of(self, index: int) -> str:
         return self.items[index].folder
+
+
+def dataset_preprocessing(root: str | Path) -> dict:
+    """How a dataset's PNGs were windowed, so that prediction on new DICOM can do the same.
+
+    A dataset made by ``igtv prepare`` records its preset in ``prepare.yaml``; any other folder in the PCLT20K
+    layout is taken to use the PCLT20K windows (CT [-1200, 200] HU, PET SUV [0, 15]).
+    """
+    root = Path(root)
+    saved = root / "prepare.yaml"
+    if saved.exists():
+        from igtv.config import load_config
+        from igtv.data.prepare import PrepareConfig
+
+        cfg = load_config(PrepareConfig, saved)
+        return {"preset": cfg.preset, "min_suv_max": cfg.min_suv_max, "source": "prepare.yaml"}
+    return {"preset": "pclt20k", "min_suv_max": 0.0, "source": "PCLT20K layout"}

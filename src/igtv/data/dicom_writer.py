@@ -61,6 +61,30 @@ class PatientStudy:
     study_id: str = "1"
     accession_number: str = ""
     patient_birth_date: str = ""
+    study_date: str = ""  # as read from a DICOM file; overrides study_datetime when set
+    study_time: str = ""
+
+    @classmethod
+    def from_dataset(cls, ds: Dataset) -> PatientStudy:
+        """The patient and study identifiers of an existing image, copied verbatim (for objects that must match)."""
+
+        def text(keyword: str) -> str:
+            v = getattr(ds, keyword, "")
+            return "" if v is None else str(v)
+
+        return cls(
+            patient_name=text("PatientName"),
+            patient_id=text("PatientID"),
+            patient_sex=text("PatientSex"),
+            study_uid=text("StudyInstanceUID"),
+            frame_of_reference_uid=text("FrameOfReferenceUID"),
+            study_datetime=dt.datetime(1970, 1, 1),
+            study_id=text("StudyID"),
+            accession_number=text("AccessionNumber"),
+            patient_birth_date=text("PatientBirthDate"),
+            study_date=text("StudyDate"),
+            study_time=text("StudyTime"),
+        )
 
     def fill(self, ds: Dataset) -> None:
         ds.PatientName = self.patient_name
@@ -68,8 +92,8 @@ class PatientStudy:
         ds.PatientBirthDate = self.patient_birth_date
         ds.PatientSex = self.patient_sex
         ds.StudyInstanceUID = self.study_uid
-        ds.StudyDate = dicom_date(self.study_datetime)
-        ds.StudyTime = dicom_time(self.study_datetime)
+        ds.StudyDate = self.study_date or dicom_date(self.study_datetime)
+        ds.StudyTime = self.study_time or dicom_time(self.study_datetime)
         ds.StudyID = self.study_id
         ds.AccessionNumber = self.accession_number
         ds.ReferringPhysicianName = ""

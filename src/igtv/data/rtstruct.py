@@ -98,7 +98,7 @@ def write_rtstruct(
     sop_uid: str,
     when: dt.datetime,
     description: str = "",
-    operator: str = "igtv",
+    operator: str = "igtv^autocontour",
 ) -> Path:
     """Write ``rois`` as an RTSTRUCT referencing every CT image of ``ct``; returns the path (atomic write)."""
     geom = ct.geometry
@@ -111,11 +111,12 @@ def write_rtstruct(
     ds.OperatorsName = operator
     ds.Manufacturer = "igtv"
     ds.FrameOfReferenceUID = ct.study.frame_of_reference_uid
+    ds.PositionReferenceIndicator = ""
     ds.InstanceNumber = 1
     ds.StructureSetLabel = label[:16]
     ds.StructureSetName = label[:64]
-    ds.StructureSetDate = ds.SeriesDate = ds.ContentDate = dicom_date(when)
-    ds.StructureSetTime = ds.SeriesTime = ds.ContentTime = dicom_time(when)
+    ds.StructureSetDate = ds.SeriesDate = dicom_date(when)
+    ds.StructureSetTime = ds.SeriesTime = dicom_time(when)
     ds.ApprovalStatus = "UNAPPROVED"
 
     def image_ref(k: int) -> Dataset:

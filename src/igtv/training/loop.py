@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from igtv.config import dump_yaml, to_dict
+from igtv.data.datasets import dataset_preprocessing
 from igtv.io import write_text_atomic
 from igtv.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from igtv.training.config import RunConfig
@@ -215,6 +216,7 @@ def _payload(cfg, model, opt, sched, scaler, epoch, best, history, stale, transf
         "model_config": to_dict(m.config) if hasattr(m, "config") else {},
         "input_slices": model_input_slices(cfg.model),
         "run_config": to_dict(cfg),
+        "preprocessing": dataset_preprocessing(cfg.data.root),
         "model": {k: v.detach().cpu() for k, v in m.state_dict().items()},
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),

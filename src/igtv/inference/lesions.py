@@ -1,0 +1,120 @@
+"""Post-processing of predicted masks and per-lesion PET statistics (MTV, SUVmax/mean/peak, TLG).
+
+Pure functions over ``[z, y, x]`` arrays with a :class:`~igtv.geometry.Geometry`. Lesions are 26-connected
+components of the mask. SUVpeak follows PERCIST: the highest mean SUV in a 1 cc sphere (radius 6.2 mm) centred
+on a voxel of the lesion, the sphere built in millimetres on the (anisotropic) CT grid.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from igtv.geometry import Geometry
+
+SPHERE_1CC_RADIUS_MM = (3.0 / (4.0 * np.pi)) ** (1.0 / 3.0) * 10.0  # 6.2035 mm
+CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
+
+
+@dataclass(frozen=True)
+class PostprocessConfig:
+    """Optional clean-up of a predicted mask (each step off when its value is 0)."""
+
+    min_volume_cc: float = 0.1  # drop components smaller than this (single-voxel islands)
+    min_suv_max: float = 0.0  # drop components whose SUVmax is below this (no PET uptake)
+
+
+def label_lesions(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """26-connected components of a 3D mask: (int32 labels, count)."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(np.asarray(mask, dtype=bool), structure=CONNECTIVITY)
+    return labels.astype(np.int32), int(n)
+
+
+def postprocess(
+    mask: np.ndarray, pet_suv: np.ndarray, geom: Geometry, cfg: PostprocessConfig
+) -> tuple[np.ndarray, list[dict]]:
+    """Drop components below ``cfg.min_volume_cc`` or with SUVmax below ``cfg.min_suv_max``; returns the cleaned
+    mask and one record per dropped component (volume, SUVmax, reason)."""
+    labels, n = label_lesions(mask)
+    keep = np.asarray(mask, dtype=bool).copy()
+    dropped = []
+    for lab in range(1, n + 1):
+        comp = labels == lab
+        vol = float(comp.sum()) * geom.voxel_volume_cc
+        suv_max = float(pet_suv[comp].max())
+        reason = ""
+        if cfg.min_volume_cc and vol < cfg.min_volume_cc:
+            reason = f"volume {vol:.3f} cc < {cfg.min_volume_cc:g} cc"
+        elif cfg.min_suv_max and suv_max < cfg.min_suv_max:
+            reason = f"SUVmax {suv_max:.2f} < {cfg.min_suv_max:g}"
+        if reason:
+            keep[comp] = False
+            dropped.append({"volume_cc": round(vol, 3), "suv_max": round(suv_max, 3), "reason": reason})
+    return keep, dropped
+
+
+def sphere_kernel(spacing_zyx_mm: tuple[float, float, float], radius_mm: float = SPHERE_1CC_RADIUS_MM) -> np.ndarray:
+    """Boolean ball of ``radius_mm`` on a grid of the given spacing (voxel centres inside the sphere)."""
+    half = [int(np.floor(radius_mm / s)) for s in spacing_zyx_mm]
+    axes = [np.arange(-h, h + 1) * s for h, s in zip(half, spacing_zyx_mm, strict=True)]
+    zz, yy, xx = np.meshgrid(*axes, indexing="ij")
+    return zz**2 + yy**2 + xx**2 <= radius_mm**2 + 1e-9
+
+
+def suv_peak(
+    pet_suv: np.ndarray,
+    lesion: np.ndarray,
+    spacing_zyx_mm: tuple[float, float, float],
+    radius_mm: float = SPHERE_1CC_RADIUS_MM,
+) -> float:
+    """Highest mean SUV of a ``radius_mm`` sphere centred on a lesion voxel (the sphere may reach outside the
+    lesion, as in PERCIST; outside the image it is cut)."""
+    from scipy import ndimage
+
+    ball = sphere_kernel(spacing_zyx_mm, radius_mm)
+    pad = [k // 2 for k in ball.shape]
+    zz, yy, xx = np.nonzero(lesion)
+    if zz.size == 0:
+        return 0.0
+    lo = [max(int(a.min()) - p, 0) for a, p in zip((zz, yy, xx), pad, strict=True)]
+    hi = [min(int(a.max()) + p + 1, n) for a, p, n in zip((zz, yy, xx), pad, pet_suv.shape, strict=True)]
+    box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+    sub = pet_suv[box].astype(np.float64)
+    inside = np.ones_like(sub)
+    sums = ndimage.correlate(sub, ball.astype(np.float64), mode="constant", cval=0.0)
+    n = ndimage.correlate(inside, ball.astype(np.float64), mode="constant", cval=0.0)
+    means = sums / np.maximum(n, 1.0)
+    return float(means[lesion[box]].max())
+
+
+def lesion_statistics(mask: np.ndarray, pet_suv: np.ndarray, geom: Geometry) -> list[dict]:
+    """Per lesion (largest first): MTV cc, SUVmax, SUVmean, SUVpeak, TLG (= MTV x SUVmean, cc x SUV), centroid in
+    patient mm (LPS), slice index range and the number of slices."""
+    labels, n = label_lesions(mask)
+    spacing_zyx = tuple(geom.spacing_mm[::-1])
+    out = []
+    for lab in range(1, n + 1):
+        comp = labels == lab
+        zz, yy, xx = np.nonzero(comp)
+        values = pet_suv[comp].astype(np.float64)
+        mtv = float(comp.sum()) * geom.voxel_volume_cc
+        centroid = geom.index_to_patient(np.array([xx.mean(), yy.mean(), zz.mean()]))
+        out.append(
+            {
+                "volume_cc": mtv,
+                "suv_max": float(values.max()),
+                "suv_mean": float(values.mean()),
+                "suv_peak": suv_peak(pet_suv, comp, spacing_zyx),
+                "tlg": mtv * float(values.mean()),
+                "centroid_mm": [float(v) for v in centroid],
+                "slice_range": [int(zz.min()), int(zz.max())],
+                "n_slices": int(np.unique(zz).size),
+            }
+        )
+    out.sort(key=lambda r: -r["volume_cc"])
+    for i, r in enumerate(out, start=1):
+        r["lesion"] = i
+    return out

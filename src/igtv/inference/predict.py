@@ -1,0 +1,298 @@
+"""``igtv predict``: a new patient's PET/CT DICOM -> RTSTRUCT, NIfTI, statistics and an HTML report.
+
+Reads the CT and the PET of one patient (no structure set needed), computes SUV, resamples the PET onto the CT,
+predicts every CT slice with the model's 2D or 2.5D input and its training windows (see
+:mod:`igtv.inference.predictor`), reassembles a 3D probability map and mask on the CT grid, cleans the mask
+(:mod:`igtv.inference.lesions`) and writes, into ``OUT``::
+
+    RTSTRUCT_igtv.dcm   the ROI as closed planar contours on every contoured CT image (patient coordinates)
+    mask.nii.gz         uint8 mask on the CT grid
+    probability.nii.gz  uint8 foreground probability x 255 on the CT grid
+    pet_suv.nii.gz      float32 SUV resampled onto the CT grid
+    stats.json          per lesion MTV, SUVmax/mean/peak, TLG, centroid, slices (+ --compare metrics)
+    report.html         self-contained visual report
+
+Everything is validated and computed before ``OUT`` is touched; the files are then written into a staging folder
+beside ``OUT`` and moved in one by one, so a failure leaves ``OUT`` as it was. Only the RTSTRUCT carries the
+CT's patient and study identifiers (a planning system matches on them); nothing else written or logged does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import json
+import logging
+import math
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from igtv.inference.lesions import PostprocessConfig
+
+log = logging.getLogger(__name__)
+
+CANDIDATE_MARGIN_MM = 20.0  # slices predicted beyond a PET candidate's extent (IGTV covers breathing motion)
+
+
+@dataclass
+class PredictResult:
+    out_dir: Path
+    files: dict[str, Path] = field(default_factory=dict)
+    stats: dict = field(default_factory=dict)
+
+
+@contextlib.contextmanager
+def staged_output(out: Path) -> Iterator[Path]:
+    """A staging folder beside ``out``; on success its files are moved into ``out`` (each rename atomic), on
+    failure it is removed and ``out`` is left untouched."""
+    out = Path(out)
+    stage = out.parent / f".{out.name}.partial-{os.getpid()}"
+    if stage.exists():
+        shutil.rmtree(stage)
+    stage.mkdir(parents=True)
+    try:
+        yield stage
+        out.mkdir(parents=True, exist_ok=True)
+        for f in sorted(stage.iterdir()):
+            os.replace(f, out / f.name)
+    finally:
+        shutil.rmtree(stage, ignore_errors=True)
+
+
+def _read_exam(dicom_dir: Path):
+    from igtv.data.dicom_reader import (
+        DicomInputError,
+        read_image_series,
+        read_pet_suv,
+        scan_dicom,
+        select_exam,
+    )
+    from igtv.geometry import resample_to
+
+    patients = scan_dicom(dicom_dir)
+    if not patients:
+        raise DicomInputError(f"{dicom_dir}: no CT or PET DICOM files found")
+    if len(patients) > 1:
+        raise DicomInputError(f"{dicom_dir}: holds {len(patients)} patients; point --dicom at one patient's folder")
+    series = next(iter(patients.values()))
+    exam = select_exam(series, roi=None)
+    ct = read_image_series(exam.ct)
+    pet_suv, pet_geom, scale = read_pet_suv(exam.pet)
+    pet_on_ct = resample_to(pet_suv, pet_geom, ct.geometry, order=1).astype(np.float32)
+    return ct, pet_on_ct, scale
+
+
+def predict_volume(
+    lm,
+    ct_hu: np.ndarray,
+    pet_suv: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    device: torch.device,
+    tta: bool = False,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> tuple[np.ndarray, list[dict]]:
+    """uint8 probability ``[z, y, x]`` (x 255) of arrays already in head-first axial orientation, and the PET
+    candidates tried (LUCID windows) as records."""
+    from tqdm import tqdm
+
+    from igtv.geometry import Geometry
+    from igtv.inference.lesions import label_lesions
+    from igtv.inference.predictor import (
+        pet_references,
+        predict_slices,
+        to_native,
+        window_inputs,
+        window_pet,
+    )
+
+    nz, ny, nx = ct_hu.shape
+    ct_u8 = window_inputs(ct_hu, lm.preset, lm.size)
+    prob = np.zeros(ct_hu.shape, dtype=np.uint8)
+    passes: list[tuple[range, float | None, int]] = []  # (slices, reference SUV, candidate label or 0)
+    candidates: list[dict] = []
+    labels = None
+    if lm.preset == "pclt20k":
+        passes.append((range(nz), None, 0))
+    else:
+        geom = Geometry(ct_hu.shape, spacing_mm, (0.0, 0.0, 0.0))
+        labels, refs = pet_references(pet_suv, geom, min_suv_max=max(lm.min_suv_max, 2.5))
+        margin = math.ceil(CANDIDATE_MARGIN_MM / spacing_mm[2])
+        for r in refs:
+            zs = range(max(r.z_lo - margin, 0), min(r.z_hi + margin, nz - 1) + 1)
+            passes.append((zs, r.suv_max, r.label))
+            candidates.append({"suv_max": round(r.suv_max, 3), "volume_cc": round(r.volume_cc, 3), "slices": len(zs)})
+    total = sum(len(p[0]) for p in passes)
+    bar = tqdm(total=total, unit="slice", desc="predict", disable=not progress)
+    threshold_u8 = lm.threshold * 255.0
+    for i, (zs, reference, label) in enumerate(passes):
+        lo, hi = zs.start, zs.stop - 1
+        pet_u8 = np.zeros_like(ct_u8)
+        ext = slice(max(lo - 1, 0), min(hi + 1, nz - 1) + 1)  # 2.5D neighbours of the edge slices
+        pet_u8[ext] = window_pet(pet_suv[ext], lm.preset, lm.size, reference)
+        p_model = predict_slices(
+            lm.model, ct_u8, pet_u8, list(zs), lm.input_slices, device, batch_size, tta, progress=bar.update
+        )
+        p_u8 = to_native(p_model, (ny, nx))
+        if label:  # keep only the predicted components that overlap this candidate
+            comp, _ = label_lesions(p_u8 >= threshold_u8)
+            hits = np.unique(comp[(labels[lo : hi + 1] == label) & (comp > 0)])
+            p_u8 = np.where(np.isin(comp, hits), p_u8, 0).astype(np.uint8)
+            candidates[i]["kept_components"] = int(hits.size)
+        prob[lo : hi + 1] = np.maximum(prob[lo : hi + 1], p_u8)
+    bar.close()
+    return prob, candidates
+
+
+def compare_with_reference(
+    mask: np.ndarray, rtstruct: Path, roi_name: str | None, ct, default_roi: str
+) -> tuple[dict, np.ndarray]:
+    """Dice, HD95, surface Dice at 2 mm and FP/FN volumes of ``mask`` against an ROI of a reference RTSTRUCT."""
+    from igtv.data.dicom_reader import DicomInputError, roi_matches
+    from igtv.data.rtstruct import RTStructError, rasterize_contours, read_rtstruct
+    from igtv.evaluation.metrics import dice, hd95, overlap_volumes_cc, surface_dice
+
+    try:
+        rs = read_rtstruct(rtstruct)
+    except RTStructError as exc:
+        raise DicomInputError(str(exc)) from exc
+    if rs.frame_of_reference_uid and rs.frame_of_reference_uid != ct.info.frame_of_reference_uid:
+        raise DicomInputError(f"{rtstruct}: the reference RTSTRUCT is in another frame of reference than the CT")
+    wanted = roi_name or default_roi
+    names = [n for n in rs.rois if roi_matches(n, wanted)]
+    if not names and roi_name is None and len(rs.rois) == 1:
+        names = list(rs.rois)
+    if not names:
+        raise DicomInputError(
+            f"{rtstruct}: no ROI named like {wanted!r} (ROIs: {', '.join(rs.rois) or 'none'}); use --compare-roi"
+        )
+    try:
+        ref = np.zeros(mask.shape, dtype=bool)
+        for n in names:
+            ref |= rasterize_contours(rs.rois[n], ct.geometry, n)
+    except RTStructError as exc:
+        raise DicomInputError(f"{rtstruct}: {exc}") from exc
+    spacing = tuple(ct.geometry.spacing_mm[::-1])
+    out = {
+        "reference_rois": len(names),
+        "dice": dice(mask, ref),
+        "hd95_mm": hd95(mask, ref, spacing),
+        "surface_dice_2mm": surface_dice(mask, ref, spacing, 2.0),
+        **overlap_volumes_cc(mask, ref, spacing),
+    }
+    return out, ref
+
+
+def predict_dicom(
+    dicom_dir: str | Path,
+    model_path: str | Path,
+    out: str | Path,
+    *,
+    device: str = "auto",
+    roi_name: str = "IGTV",
+    tta: bool = False,
+    postprocess_cfg: PostprocessConfig | None = None,
+    compare: str | Path | None = None,
+    compare_roi: str | None = None,
+    batch_size: int = 8,
+    preset: str | None = None,
+    progress: bool = True,
+) -> PredictResult:
+    """Contour one patient; see the module docstring for what is written."""
+    import igtv
+    from igtv.data.dicom_writer import PatientStudy
+    from igtv.data.rtstruct import CTReference, RoiMask, write_rtstruct
+    from igtv.geometry import save_nifti
+    from igtv.inference.lesions import lesion_statistics, postprocess
+    from igtv.inference.model import load_model
+    from igtv.inference.predictor import apply_flips, canonical_flips
+    from igtv.inference.report import render_report
+    from igtv.io import write_text_atomic
+    from igtv.training.loop import pick_device
+
+    t0 = time.perf_counter()
+    dicom_dir, out = Path(dicom_dir), Path(out)
+    post = postprocess_cfg or PostprocessConfig()
+    dev = pick_device(device)
+    lm = load_model(model_path, dev, preset)
+    ct, pet_suv, scale = _read_exam(dicom_dir)
+    geom = ct.geometry
+    flips = canonical_flips(geom)
+    ct_c, pet_c = apply_flips(ct.array, flips), apply_flips(pet_suv, flips)
+    prob_c, candidates = predict_volume(lm, ct_c, pet_c, geom.spacing_mm, dev, tta, batch_size, progress)
+    prob = np.ascontiguousarray(apply_flips(prob_c, flips))
+    raw_mask = prob >= lm.threshold * 255.0
+    mask, dropped = postprocess(raw_mask, pet_suv, geom, post)
+    lesions = lesion_statistics(mask, pet_suv, geom)
+    comparison, reference = None, None
+    if compare is not None:
+        comparison, reference = compare_with_reference(mask, Path(compare), compare_roi, ct, roi_name)
+    seconds = time.perf_counter() - t0
+    stats = {
+        "prediction": {
+            "roi_name": roi_name,
+            "threshold": lm.threshold,
+            "tta": tta,
+            "windows": lm.preset,
+            "pet_candidates": candidates,
+            "postprocess": asdict(post),
+            "dropped_components": dropped,
+            "total_volume_cc": float(mask.sum()) * geom.voxel_volume_cc,
+            "ct_shape_zyx": list(geom.shape_zyx),
+            "ct_spacing_mm": list(geom.spacing_mm),
+            "orientation_flips_zyx": list(flips),
+            "suv": f"{scale.kind} ({scale.rule})",
+            "seconds": seconds,
+            "device": str(dev),
+            "igtv_version": igtv.__version__,
+        },
+        "model": lm.describe(),
+        "lesions": lesions,
+    }
+    if comparison is not None:
+        stats["compare"] = comparison
+    if not lesions:
+        log.warning("no lesion predicted: the RTSTRUCT holds an empty ROI %r", roi_name)
+    html_text = render_report(
+        ct_hu=ct_c,
+        pet_suv=pet_c,
+        mask=apply_flips(mask, flips),
+        geom=geom,
+        stats=stats,
+        model_facts=lm.describe(),
+        reference=None if reference is None else apply_flips(reference, flips),
+    )
+    names = {
+        "rtstruct": "RTSTRUCT_igtv.dcm",
+        "mask": "mask.nii.gz",
+        "probability": "probability.nii.gz",
+        "pet_suv": "pet_suv.nii.gz",
+        "stats": "stats.json",
+        "report": "report.html",
+    }
+    from pydicom.uid import generate_uid
+
+    with staged_output(out) as stage:
+        write_rtstruct(
+            stage / names["rtstruct"],
+            [RoiMask(roi_name, mask, color=(0, 220, 0), interpreted_type="GTV")],
+            CTReference(geom, ct.sop_uids, ct.info.series_uid, PatientStudy.from_dataset(ct.datasets[0])),
+            label="igtv",
+            series_uid=generate_uid(),
+            sop_uid=generate_uid(),
+            when=dt.datetime.now(),
+            description=f"igtv {lm.name} (research use only)",
+        )
+        save_nifti(stage / names["mask"], mask.astype(np.uint8), geom)
+        save_nifti(stage / names["probability"], prob, geom)
+        save_nifti(stage / names["pet_suv"], pet_suv.astype(np.float32), geom)
+        write_text_atomic(stage / names["stats"], json.dumps(stats, indent=1))
+        write_text_atomic(stage / names["report"], html_text)
+    return PredictResult(out, {k: out / v for k, v in names.items()}, stats)
