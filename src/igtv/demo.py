@@ -4,7 +4,9 @@
    605 vs 60 patients, with DICOM CT/PET/RTSTRUCT and a preview PNG;
 2. ``igtv prepare`` of the IGTV cohort's DICOM (SUV, PET->CT, QC, PNGs, split) and its Fig. 2 report;
 3. stage 1: 2D CIPA pre-training on the GTV cohort (``configs/demo_pretrain.yaml``);
-4. stage 2: 2.5D CIPA + SIM fine-tuning on the IGTV dataset from stage 1 (``configs/demo_finetune.yaml``).
+4. stage 2: 2.5D CIPA + SIM fine-tuning on the IGTV dataset from stage 1 (``configs/demo_finetune.yaml``);
+5. ``igtv predict`` on a phantom patient that no model has seen (its own seed): RTSTRUCT, NIfTI, statistics
+   against its true IGTV, and ``report.html``.
 
 Small CIPA width and 128 px so it ends in minutes on a laptop CPU; the paper-size runs use the other configs.
 ``quick=True`` shrinks everything further for smoke tests.
@@ -18,6 +20,7 @@ from igtv.data.phantom import PhantomConfig
 from igtv.data.phantom_io import generate_cohort
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+UNSEEN_SEED = 2026  # the held-out patient's seed; the training cohorts use seeds 0 and 1
 
 
 def _demo_config(name: str, root: Path, quick: bool, init: str = ""):
@@ -48,7 +51,7 @@ def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool
     out = Path(out)
     scale = 0.125 if quick else 1.0
     size = 64 if quick else 128
-    print("[1/4] phantom cohorts (DICOM CT, PET, RTSTRUCT; ground truth)")
+    print("[1/5] phantom cohorts (DICOM CT, PET, RTSTRUCT; ground truth)")
     gtv = generate_cohort(
         PhantomConfig(
             cohort="gtv", patients=3 if quick else 12, seed=0, matrix_scale=scale, workers=workers, pclt_size=size
@@ -63,7 +66,7 @@ def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool
         preview=True,
     )
     paths = {"gtv_cohort": gtv.out_dir, "igtv_cohort": igtv.out_dir, "preview": igtv.out_dir / "preview.png"}
-    print("[2/4] igtv prepare: IGTV cohort DICOM -> 2.5D dataset")
+    print("[2/5] igtv prepare: IGTV cohort DICOM -> 2.5D dataset")
     prep_cfg = PrepareConfig(size=size, workers=workers, min_suv_max=0.0 if quick else 3.0)
     prep = prepare_dataset(igtv.out_dir, out / "dataset_igtv", prep_cfg)
     print(
@@ -75,9 +78,9 @@ def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool
     if train:
         from igtv.training.loop import train as run_training
 
-        print("[3/4] stage 1: 2D pre-training on the GTV cohort")
+        print("[3/5] stage 1: 2D pre-training on the GTV cohort")
         s1 = run_training(_demo_config("demo_pretrain.yaml", gtv.out_dir / "pclt", quick), out / "run_pretrain")
-        print("[4/4] stage 2: 2.5D + SIM fine-tuning on the IGTV dataset, weights transferred from stage 1")
+        print("[4/5] stage 2: 2.5D + SIM fine-tuning on the IGTV dataset, weights transferred from stage 1")
         s2 = run_training(
             _demo_config("demo_finetune.yaml", prep.out_dir, quick, init=str(out / "run_pretrain" / "best.pt")),
             out / "run_finetune",
@@ -88,6 +91,26 @@ def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool
         )
         paths["pretrain"] = out / "run_pretrain" / "best.pt"
         paths["finetune"] = out / "run_finetune" / "best.pt"
+        from igtv.inference.predict import predict_dicom
+
+        print("[5/5] igtv predict on a new phantom patient (never seen in training or validation)")
+        unseen = generate_cohort(
+            PhantomConfig(
+                cohort="igtv", patients=1, seed=UNSEEN_SEED, matrix_scale=scale, workers=1, write_pclt=False
+            ),
+            out / "phantom_unseen",
+        )
+        patient = unseen.out_dir / "I0001" / "dicom"
+        pred = predict_dicom(
+            patient, paths["finetune"], out / "predict", compare=patient / "RTSTRUCT_truth.dcm", device="auto"
+        )
+        c = pred.stats["compare"]
+        print(
+            f"      {len(pred.stats['lesions'])} lesion(s), {pred.stats['prediction']['total_volume_cc']:.1f} cc "
+            f"predicted vs {c['truth_cc']:.1f} cc true IGTV: Dice {c['dice']:.3f}, HD95 {c['hd95_mm']:.1f} mm"
+        )
+        paths["rtstruct"] = pred.files["rtstruct"]
+        paths["report"] = pred.files["report"]
     for key, path in paths.items():
         print(f"{key:15s} {path}")
     return paths

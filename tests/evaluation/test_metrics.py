@@ -1,0 +1,89 @@
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from igtv.evaluation.metrics import (
+    balanced_accuracy,
+    counts,
+    dice,
+    hd95,
+    iou,
+    overlap_volumes_cc,
+    pixel_accuracy,
+    surface_dice,
+)
+
+
+def _masks():
+    truth = np.zeros((6, 6), dtype=bool)
+    truth[1:4, 1:4] = True  # 9 pixels
+    pred = np.zeros((6, 6), dtype=bool)
+    pred[2:5, 2:4] = True  # 6 pixels, 4 of them in truth
+    return pred, truth
+
+
+def test_overlap_metrics_by_hand():
+    pred, truth = _masks()
+    assert counts(pred, truth) == (4, 2, 5, 25)
+    assert iou(pred, truth) == pytest.approx(4 / 11)
+    assert dice(pred, truth) == pytest.approx(8 / 15)
+    assert pixel_accuracy(pred, truth) == pytest.approx(29 / 36)
+    assert balanced_accuracy(pred, truth) == pytest.approx(0.5 * (4 / 9 + 25 / 27))
+
+
+def test_empty_masks():
+    e = np.zeros((4, 4), dtype=bool)
+    full = np.ones((4, 4), dtype=bool)
+    assert iou(e, e) == 1.0 and dice(e, e) == 1.0 and iou(e, e, empty=0.0) == 0.0
+    assert iou(e, full) == 0.0 and dice(full, e) == 0.0
+    assert hd95(e, e, (1.0, 1.0)) == 0.0
+    assert math.isnan(hd95(e, full, (1.0, 1.0)))
+    assert hd95(full, e, (1.0, 1.0), one_empty=99.0) == 99.0
+    assert surface_dice(e, e, (1.0, 1.0)) == 1.0 and surface_dice(full, e, (1.0, 1.0)) == 0.0
+
+
+def test_hd95_anisotropic_by_hand():
+    # two single-slice squares shifted by 2 rows: every border point of one is 2 rows from the other's border
+    a = np.zeros((1, 10, 10), dtype=bool)
+    b = np.zeros((1, 10, 10), dtype=bool)
+    a[0, 2:5, 2:5] = True
+    b[0, 4:7, 2:5] = True
+    assert hd95(a, b, (5.0, 1.0, 1.0)) == pytest.approx(2.0)
+    assert hd95(a, b, (5.0, 3.0, 1.0)) == pytest.approx(6.0)  # rows are 3 mm apart now
+    # a shift through slices: one slice of 5 mm
+    c = np.zeros((3, 10, 10), dtype=bool)
+    d = np.zeros((3, 10, 10), dtype=bool)
+    c[0, 2:5, 2:5] = True
+    d[1, 2:5, 2:5] = True
+    assert hd95(c, d, (5.0, 1.0, 1.0)) == pytest.approx(5.0)
+    assert hd95(a, a, (5.0, 1.0, 1.0)) == 0.0
+
+
+def test_surface_dice_tolerance():
+    a = np.zeros((1, 12, 12), dtype=bool)
+    b = np.zeros((1, 12, 12), dtype=bool)
+    a[0, 2:8, 2:8] = True
+    b[0, 3:9, 2:8] = True  # shifted by one 1.5 mm row
+    assert surface_dice(a, b, (3.0, 1.5, 1.5), tolerance_mm=2.0) == pytest.approx(1.0)
+    assert surface_dice(a, b, (3.0, 1.5, 1.5), tolerance_mm=1.0) < 1.0
+
+
+def test_volumes():
+    pred = np.zeros((2, 4, 4), dtype=bool)
+    truth = np.zeros((2, 4, 4), dtype=bool)
+    pred[0, :2, :2] = True  # 4 voxels
+    truth[0, :2, :] = True  # 8 voxels, 4 shared
+    v = overlap_volumes_cc(pred, truth, (2.0, 5.0, 10.0))  # 100 mm^3 = 0.1 cc per voxel
+    assert v == pytest.approx(
+        {"pred_cc": 0.4, "truth_cc": 0.8, "false_positive_cc": 0.0, "false_negative_cc": 0.4, "volume_difference_cc": -0.4}
+    )
+
+
+def test_shape_and_spacing_errors():
+    with pytest.raises(ValueError, match="differs"):
+        dice(np.zeros((2, 2)), np.zeros((3, 3)))
+    with pytest.raises(ValueError, match="spacing_mm"):
+        hd95(np.ones((2, 2)), np.ones((2, 2)), (1.0, 1.0, 1.0))

@@ -1,0 +1,104 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from igtv.geometry import Geometry
+from igtv.inference.lesions import (
+    SPHERE_1CC_RADIUS_MM,
+    PostprocessConfig,
+    lesion_statistics,
+    postprocess,
+    sphere_kernel,
+    suv_peak,
+)
+from igtv.inference.predictor import OrientationError, canonical_flips, pet_references, stack_indices
+
+
+def _brute_peak(pet, lesion, spacing_zyx, r):
+    """Independent SUVpeak: for every lesion voxel, the mean of all image voxels within r mm (loops)."""
+    idx = np.argwhere(np.ones(pet.shape, dtype=bool)).astype(float)
+    coords = idx * np.asarray(spacing_zyx)
+    flat = pet.reshape(-1)
+    best = -np.inf
+    for v in np.argwhere(lesion):
+        d2 = ((coords - v * np.asarray(spacing_zyx)) ** 2).sum(1)
+        best = max(best, flat[d2 <= r * r + 1e-9].mean())
+    return best
+
+
+def test_sphere_is_one_cc():
+    ball = sphere_kernel((0.25, 0.25, 0.25))
+    assert ball.sum() * 0.25**3 / 1000 == pytest.approx(1.0, rel=0.02)
+    assert SPHERE_1CC_RADIUS_MM == pytest.approx(6.2035, abs=1e-4)
+
+
+def test_stats_of_a_known_cube():
+    geom = Geometry((20, 24, 24), (1.0, 1.0, 2.0), (-10.0, -20.0, 30.0))  # x, y, z spacing
+    pet = np.ones(geom.shape_zyx, dtype=np.float32)
+    mask = np.zeros(geom.shape_zyx, dtype=bool)
+    mask[5:15, 7:17, 2:12] = True  # 10 slices x 10 rows x 10 columns
+    pet[mask] = 4.0
+    pet[10, 12, 6] = 6.0  # one hot voxel inside
+    (s,) = lesion_statistics(mask, pet, geom)
+    assert s["volume_cc"] == pytest.approx(1000 * 2.0 / 1000)
+    assert s["suv_max"] == 6.0
+    assert s["suv_mean"] == pytest.approx((999 * 4.0 + 6.0) / 1000)
+    assert s["tlg"] == pytest.approx(2.0 * s["suv_mean"])
+    # centroid: index centre (6.5, 11.5, 9.5) (x, y, z) -> origin + index * spacing
+    assert s["centroid_mm"] == pytest.approx([-10.0 + 6.5, -20.0 + 11.5, 30.0 + 9.5 * 2.0])
+    assert s["slice_range"] == [5, 14] and s["n_slices"] == 10
+    expect = _brute_peak(pet, mask, (2.0, 1.0, 1.0), SPHERE_1CC_RADIUS_MM)
+    assert s["suv_peak"] == pytest.approx(expect, rel=1e-9)
+    assert 1.0 < s["suv_peak"] < 4.0  # the 12.4 mm sphere is wider than the 10 mm cube: background leaks in
+
+
+def test_suv_peak_of_a_large_uniform_lesion_is_its_value():
+    pet = np.full((30, 30, 30), 1.0)
+    lesion = np.zeros_like(pet, dtype=bool)
+    lesion[2:28, 2:28, 2:28] = True
+    pet[lesion] = 7.5
+    assert suv_peak(pet, lesion, (1.0, 1.0, 1.0)) == pytest.approx(7.5)
+
+
+def test_postprocess_drops_small_and_cold_components():
+    geom = Geometry((10, 20, 20), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))  # 8 mm^3 voxels
+    pet = np.ones(geom.shape_zyx, dtype=np.float32)
+    mask = np.zeros(geom.shape_zyx, dtype=bool)
+    mask[1:6, 1:6, 1:6] = True  # 125 voxels = 1 cc, hot
+    pet[1:6, 1:6, 1:6] = 5.0
+    mask[8, 15, 15] = True  # 0.008 cc island
+    mask[2:7, 12:17, 12:17] = True  # 1 cc, cold (SUV 1)
+    kept, dropped = postprocess(mask, pet, geom, PostprocessConfig(min_volume_cc=0.1, min_suv_max=2.5))
+    assert kept.sum() == 125 and kept[3, 3, 3]
+    assert sorted(d["reason"].split()[0] for d in dropped) == ["SUVmax", "volume"]
+    kept_all, none = postprocess(mask, pet, geom, PostprocessConfig(min_volume_cc=0.0, min_suv_max=0.0))
+    assert (kept_all == mask).all() and none == []
+    stats = lesion_statistics(mask, pet, geom)
+    assert [s["lesion"] for s in stats] == [1, 2, 3]
+    assert stats[0]["volume_cc"] >= stats[1]["volume_cc"] >= stats[2]["volume_cc"]
+
+
+def test_canonical_flips():
+    assert canonical_flips(Geometry((2, 2, 2), (1, 1, 1), (0, 0, 0))) == (False, False, False)
+    feet_first = Geometry((2, 2, 2), (1, 1, 1), (0, 0, 0), (-1, 0, 0, 0, 1, 0, 0, 0, -1))
+    assert canonical_flips(feet_first) == (True, False, True)
+    coronal = Geometry((2, 2, 2), (1, 1, 1), (0, 0, 0), (1, 0, 0, 0, 0, 1, 0, -1, 0))
+    with pytest.raises(OrientationError, match="only axial"):
+        canonical_flips(coronal)
+
+
+def test_pet_references_respect_qc_threshold():
+    geom = Geometry((12, 16, 16), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    pet = np.ones(geom.shape_zyx, dtype=np.float32)
+    pet[2:5, 2:5, 2:5] = 5.0  # passes QC
+    pet[8:11, 10:13, 10:13] = 2.8  # avid but below SUVmax 3
+    labels, refs = pet_references(pet, geom, min_suv_max=3.0)
+    assert len(refs) == 1 and refs[0].suv_max == 5.0 and (refs[0].z_lo, refs[0].z_hi) == (2, 4)
+    assert labels[3, 3, 3] == refs[0].label
+
+
+def test_stack_indices_replicate_edges():
+    assert stack_indices(0, 5, 3) == [0, 0, 1]
+    assert stack_indices(4, 5, 3) == [3, 4, 4]
+    assert stack_indices(2, 5, 1) == [2]
