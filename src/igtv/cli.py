@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from igtv import __version__
 
@@ -73,6 +74,32 @@ def _predict(args: argparse.Namespace) -> int:
         c = result.stats["compare"]
         print(f"against the reference: Dice {c['dice']:.3f}, HD95 {c['hd95_mm']:.1f} mm")
     print(f"report: {result.files['report']}")
+    return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from igtv.evaluation.evaluate import EvalConfig, evaluate_checkpoint
+
+    cfg = EvalConfig(convention=args.convention, bootstrap=args.bootstrap, seed=args.seed, tta=args.tta)
+    summary = evaluate_checkpoint(args.model, args.data, args.split, args.out, cfg, args.device)
+    h = summary["headline"]
+    print(
+        f"{summary['slices']} slices of {summary['patients']} patients ({args.convention} convention): "
+        + ", ".join(f"{k} {v['value']:.4f} [{v['ci95'][0]:.4f}, {v['ci95'][1]:.4f}]" for k, v in h.items())
+        + f" (HD95 in {summary['hd95_unit']}); written to {args.out}"
+    )
+    return 0
+
+
+def _table2(args: argparse.Namespace) -> int:
+    from igtv.evaluation.table2 import run_table2
+
+    run_table2(
+        args.out, data=args.data, pretrain_data=args.pretrain_data, budget=args.budget, workers=args.workers,
+        device=args.device,
+    )  # fmt: skip
+    print(f"{args.out}/table2.md, table2.csv, table2.json, fig4.png")
+    print((Path(args.out) / "table2.md").read_text())
     return 0
 
 
@@ -278,6 +305,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--preset", choices=["lucid", "pclt20k"], help="windows (default: the checkpoint's)")
     p.add_argument("--split", default="test", help="--pclt: train, val, test or all (default test)")
     p.set_defaults(func=_predict)
+    ev = sub.add_parser("evaluate", help="per-slice and per-patient metrics of a checkpoint on a dataset split")
+    ev.add_argument("--model", required=True, help="checkpoint (RUN/best.pt)")
+    ev.add_argument("--data", required=True, help="PNG dataset (PCLT20K layout or igtv prepare output)")
+    ev.add_argument("--split", default="test", choices=["train", "val", "test"])
+    ev.add_argument("--out", required=True, help="folder for per_slice.csv, per_patient.csv, summary.json")
+    ev.add_argument("--convention", choices=["paper", "cipa"], default="paper", help="see igtv.evaluation.evaluate")
+    ev.add_argument("--bootstrap", type=int, default=1000, help="patient-level bootstrap resamples (0: none)")
+    ev.add_argument("--seed", type=int, default=0)
+    ev.add_argument("--tta", action="store_true")
+    ev.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ev.set_defaults(func=_evaluate)
+    tb = sub.add_parser("table2", help="run the paper's Table II ablation end to end")
+    tb.add_argument("--out", required=True)
+    tb.add_argument("--data", help="IGTV dataset (default: a generated phantom cohort)")
+    tb.add_argument("--pretrain-data", help="GTV dataset for 2D pre-training (default: phantom GTV cohort)")
+    tb.add_argument("--budget", choices=["quick", "paper", "smoke"], default="quick")
+    tb.add_argument("--workers", type=int, default=2)
+    tb.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    tb.set_defaults(func=_table2)
     m = sub.add_parser(
         "model-info",
         help="print parameters and GFLOPs of a registered model",

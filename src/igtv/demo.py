@@ -95,9 +95,7 @@ def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool
 
         print("[5/5] igtv predict on a new phantom patient (never seen in training or validation)")
         unseen = generate_cohort(
-            PhantomConfig(
-                cohort="igtv", patients=1, seed=UNSEEN_SEED, matrix_scale=scale, workers=1, write_pclt=False
-            ),
+            PhantomConfig(cohort="igtv", patients=1, seed=UNSEEN_SEED, matrix_scale=scale, workers=1, write_pclt=False),
             out / "phantom_unseen",
         )
         patient = unseen.out_dir / "I0001" / "dicom"

@@ -1,0 +1,84 @@
+"""Classic PET threshold contouring, the rows of Table II that need no training.
+
+Both act inside the lesion's neighbourhood, as a physician's volume of interest would: the bounding box of the
+true contour on the slice, widened by 15 mm (or by 1/32 of the image side when the pixel size is unknown).
+
+- ``pet41``: SUV >= 41 % of the lesion's SUVmax (the EANM recommendation for FDG; the 3D ROI SUVmax from
+  ``rois.csv`` when the dataset has it, else the neighbourhood's maximum on the slice);
+- ``suv25``: SUV >= 2.5 (absolute threshold).
+
+SUV is recovered from the PET PNGs: LUCID windows store SUV / ROI SUVmax x 255 (hotter organs saturate, which
+does not change either threshold below the ROI SUVmax), PCLT20K windows store SUV / 15 x 255.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+RULES = ("pet41", "suv25")
+MARGIN_MM = 15.0
+
+
+def neighbourhood(truth: np.ndarray, margin_px: int) -> np.ndarray:
+    """Boolean box around the true contour of a slice widened by ``margin_px`` (empty when the truth is)."""
+    box = np.zeros_like(truth, dtype=bool)
+    rows, cols = np.nonzero(truth)
+    if rows.size == 0:
+        return box
+    r0, r1 = max(rows.min() - margin_px, 0), min(rows.max() + margin_px + 1, truth.shape[0])
+    c0, c1 = max(cols.min() - margin_px, 0), min(cols.max() + margin_px + 1, truth.shape[1])
+    box[r0:r1, c0:c1] = True
+    return box
+
+
+def threshold_mask(
+    pet_suv: np.ndarray, truth: np.ndarray, rule: str, margin_px: int, roi_suv_max: float | None = None
+) -> np.ndarray:
+    """One slice's threshold contour (see the module docstring)."""
+    if rule not in RULES:
+        raise ValueError(f"unknown threshold rule {rule!r}; expected one of {RULES}")
+    voi = neighbourhood(truth, margin_px)
+    if not voi.any():
+        return voi
+    if rule == "suv25":
+        return voi & (pet_suv >= 2.5)
+    ref = roi_suv_max if roi_suv_max else float(pet_suv[voi].max())
+    return voi & (pet_suv >= 0.41 * ref)
+
+
+def threshold_predictor(root: str | Path, dataset, rule: str) -> Callable[[list[int]], list[np.ndarray]]:
+    """Batches of a SliceDataset -> threshold masks at each PNG's size (reads the PET and mask PNGs)."""
+    from igtv.data.datasets import dataset_preprocessing
+    from igtv.data.png import load_png
+    from igtv.data.windows import PRESETS
+    from igtv.evaluation.evaluate import DatasetGeometry
+
+    root = Path(root)
+    preset = PRESETS[dataset_preprocessing(root)["preset"]]
+    geo = DatasetGeometry.load(root)
+
+    def run(idx: list[int]) -> list[np.ndarray]:
+        out = []
+        for i in idx:
+            ref = dataset.items[i]
+            grey = load_png(root / ref.folder / f"{ref.name}_PET.png").astype(np.float64)
+            truth = load_png(root / ref.folder / f"{ref.name}_mask.png") > 127
+            roi_max = None
+            spacing = geo.pixel_spacing(ref.name, truth.shape) if geo else None
+            if preset.pet_mode == "roi_max":
+                if geo is None or ref.name not in geo.slice_index:
+                    raise ValueError(f"{ref.name}: LUCID PNGs need rois.csv/slices.csv to recover SUV")
+                patient, roi, _ = geo.slice_index[ref.name]
+                roi_max = geo.roi_suv_max[(patient, roi)]
+                suv = grey / 255.0 * roi_max
+            else:
+                lo, hi = preset.pet_suv
+                suv = lo + grey / 255.0 * (hi - lo)
+            margin = int(round(MARGIN_MM / min(spacing))) if spacing else max(truth.shape[0] // 32, 2)
+            out.append(threshold_mask(suv, truth, rule, margin, roi_max))
+        return out
+
+    return run
