@@ -78,7 +78,13 @@ def test_volumes():
     truth[0, :2, :] = True  # 8 voxels, 4 shared
     v = overlap_volumes_cc(pred, truth, (2.0, 5.0, 10.0))  # 100 mm^3 = 0.1 cc per voxel
     assert v == pytest.approx(
-        {"pred_cc": 0.4, "truth_cc": 0.8, "false_positive_cc": 0.0, "false_negative_cc": 0.4, "volume_difference_cc": -0.4}
+        {
+            "pred_cc": 0.4,
+            "truth_cc": 0.8,
+            "false_positive_cc": 0.0,
+            "false_negative_cc": 0.4,
+            "volume_difference_cc": -0.4,
+        }
     )
 
 

@@ -37,6 +37,18 @@ def choose_axial_slices(mask: np.ndarray, pet_suv: np.ndarray, n: int = 6) -> li
     return ordered
 
 
+def body_box(ct_hu: np.ndarray, margin: int = 8) -> tuple[slice, slice]:
+    """In-plane (row, column) slices around the body (CT > -400 HU on any slice), so panels show the patient."""
+    body = (ct_hu > -400).any(axis=0)
+    rows, cols = np.nonzero(body)
+    if rows.size == 0:
+        return slice(None), slice(None)
+    return (
+        slice(max(rows.min() - margin, 0), rows.max() + margin + 1),
+        slice(max(cols.min() - margin, 0), cols.max() + margin + 1),
+    )
+
+
 def _png(fig) -> str:
     import matplotlib.pyplot as plt
 
@@ -60,21 +72,22 @@ def axial_figure(ct_hu, pet_suv, mask, geom: Geometry, slices: list[int], refere
 
     sx, sy, _ = geom.spacing_mm
     vmax = max(float(np.percentile(pet_suv[mask], 99)) if mask.any() else float(pet_suv.max()), 1.0)
+    rs, cs = body_box(ct_hu)
     cols = len(slices)
     fig, axes = plt.subplots(1, cols, figsize=(3.0 * cols, 3.2), facecolor="black", squeeze=False)
     for ax, z in zip(axes[0], slices, strict=True):
-        ax.imshow(np.clip(ct_hu[z], -1350, 150), cmap="gray", aspect=sy / sx)
-        pet = np.ma.masked_less(pet_suv[z], 0.15 * vmax)
+        ax.imshow(np.clip(ct_hu[z][rs, cs], -1350, 150), cmap="gray", aspect=sy / sx)
+        pet = np.ma.masked_less(pet_suv[z][rs, cs], 0.15 * vmax)
         ax.imshow(pet, cmap="hot", alpha=0.45, vmin=0, vmax=vmax, aspect=sy / sx)
-        _contour(ax, mask[z], PRED_COLOUR)
+        _contour(ax, mask[z][rs, cs], PRED_COLOUR)
         if reference is not None:
-            _contour(ax, reference[z], TRUTH_COLOUR)
+            _contour(ax, reference[z][rs, cs], TRUTH_COLOUR)
         ax.set_title(f"slice {z}", color="white", fontsize=9)
         ax.axis("off")
     return _png(fig)
 
 
-def mip_figure(pet_suv, mask, geom: Geometry, reference=None) -> str:
+def mip_figure(pet_suv, mask, geom: Geometry, reference=None, box: tuple[slice, slice] | None = None) -> str:
     """Coronal and sagittal PET MIPs (superior up) with the projected contour(s); base64 PNG."""
     import matplotlib
 
@@ -83,6 +96,9 @@ def mip_figure(pet_suv, mask, geom: Geometry, reference=None) -> str:
 
     sx, sy, sz = geom.spacing_mm
     vmax = max(float(np.percentile(pet_suv, 99.9)), 1.0)
+    if box is not None:  # crop the projections to the body
+        pet_suv, mask = pet_suv[:, box[0], box[1]], mask[:, box[0], box[1]]
+        reference = None if reference is None else reference[:, box[0], box[1]]
     fig, axes = plt.subplots(1, 2, figsize=(8, 5), facecolor="black")
     views = (("coronal MIP", 1, sz / sx), ("sagittal MIP", 2, sz / sy))
     for ax, (title, axis, aspect) in zip(axes, views, strict=True):
@@ -123,9 +139,10 @@ def render_report(
     reference: np.ndarray | None = None,
 ) -> str:
     """The HTML text. Arrays are in head-first axial orientation (``[z, y, x]``, identity direction)."""
-    slices = choose_axial_slices(mask, pet_suv)
+    shown = mask if reference is None else (mask | reference)
+    slices = choose_axial_slices(shown, pet_suv)
     axial = axial_figure(ct_hu, pet_suv, mask, geom, slices, reference)
-    mips = mip_figure(pet_suv, mask, geom, reference)
+    mips = mip_figure(pet_suv, mask, geom, reference, body_box(ct_hu))
     lesions = _table(
         stats["lesions"],
         [
