@@ -246,6 +246,34 @@ def train(
     progress: bool = True,
 ) -> TrainResult:
     """Train ``cfg`` into ``out_dir``; ``stop_after_epoch`` ends this call early (time-boxed jobs, tests)."""
+    try:
+        result = _train(cfg, out_dir, resume, stop_after_epoch, progress)
+    except BaseException:
+        shutdown_distributed(barrier=False)
+        raise
+    shutdown_distributed(barrier=True)
+    return result
+
+
+def shutdown_distributed(barrier: bool = True) -> None:
+    """Leave the process group cleanly (a gloo group left to the interpreter's exit can abort a rank)."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        try:
+            if barrier:
+                dist.barrier()
+        finally:
+            dist.destroy_process_group()
+
+
+def _train(
+    cfg: RunConfig,
+    out_dir: str | Path,
+    resume: bool,
+    stop_after_epoch: int | None,
+    progress: bool,
+) -> TrainResult:
     from tqdm import tqdm
 
     from igtv.data.augment import Augment
