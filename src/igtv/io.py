@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 
@@ -42,6 +42,23 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
+
+
+def write_csv_atomic(path: str | os.PathLike, rows: Sequence[dict], columns: Sequence[str] | None = None) -> Path:
+    """Write ``rows`` as CSV (columns: ``columns`` or the first row's keys; lists and dicts as JSON), atomically.
+    No rows and no columns give an empty file."""
+    import csv
+    import io
+    import json
+
+    cols = list(columns) if columns is not None else (list(rows[0]) if rows else [])
+    buf = io.StringIO()
+    if cols:
+        w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore", lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({c: json.dumps(r.get(c)) if isinstance(r.get(c), list | dict) else r.get(c) for c in cols})
+    return write_text_atomic(path, buf.getvalue())
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:

@@ -238,3 +238,13 @@ def test_cli_predict_and_pclt(small_cohort, halfmax_ckpt, tmp_path, capsys):
     preds = list((tmp_path / "p").glob("*/*_pred.png"))
     assert summary["slices"] == len(preds) == len(list(pclt.glob("*/*_CT.png")))
     assert 0.0 <= summary["mean_dice"] <= 1.0
+
+
+def test_patient_study_repr_hides_identifiers():
+    import datetime as dt
+
+    from igtv.data.dicom_writer import PatientStudy
+
+    ps = PatientStudy("Doe^Jane", "ID-4711", "F", "1.2", "1.3", dt.datetime(2020, 1, 1), accession_number="ACC9")
+    text = repr(ps)
+    assert "Doe" not in text and "ID-4711" not in text and "ACC9" not in text and "1.2" in text

@@ -332,6 +332,34 @@ def read_pet_suv(info: SeriesInfo):
 
 
 # --- masks --------------------------------------------------------------------------------------------------------
+def structure_series(path: str | Path) -> SeriesInfo:
+    """The :class:`SeriesInfo` of one RTSTRUCT or SEG file given directly (e.g. a reference contour to compare)."""
+    import pydicom
+    from pydicom.errors import InvalidDicomError
+
+    path = Path(path)
+    try:
+        ds = pydicom.dcmread(path, stop_before_pixels=True)
+    except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+        raise DicomInputError(f"{path}: not a readable DICOM file ({exc})") from exc
+    modality = _str(ds, "Modality").upper()
+    if modality not in ("RTSTRUCT", "SEG"):
+        raise DicomInputError(f"{path}: Modality is {modality or 'missing'}, not RTSTRUCT or SEG")
+    for_uid, ref, names = _struct_refs(ds)
+    return SeriesInfo(
+        patient_id=_str(ds, "PatientID"),
+        patient_name=_str(ds, "PatientName"),
+        study_uid=_str(ds, "StudyInstanceUID"),
+        series_uid=_str(ds, "SeriesInstanceUID"),
+        modality=modality,
+        frame_of_reference_uid=for_uid,
+        description=_str(ds, "SeriesDescription"),
+        files=[path],
+        referenced_series_uid=ref,
+        roi_names=names,
+    )
+
+
 def read_roi_masks(structure: SeriesInfo, ct: ImageSeries, roi: str) -> dict[str, np.ndarray]:
     """Masks on the CT grid of every ROI whose name matches ``roi``, from an RTSTRUCT or a SEG."""
     if structure.modality == "SEG":

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -50,23 +50,28 @@ def dicom_time(t: dt.datetime) -> str:
 
 @dataclass
 class PatientStudy:
-    """Identifiers and study attributes shared by every object of one patient's study."""
+    """Identifiers and study attributes shared by every object of one patient's study.
 
-    patient_name: str
-    patient_id: str
+    The identifying fields are left out of ``repr`` so that a log line or traceback showing this object does not
+    carry them; they are only ever written into DICOM objects that must match the patient's images.
+    """
+
+    patient_name: str = field(repr=False)
+    patient_id: str = field(repr=False)
     patient_sex: str
     study_uid: str
     frame_of_reference_uid: str
     study_datetime: dt.datetime
     study_id: str = "1"
-    accession_number: str = ""
-    patient_birth_date: str = ""
+    accession_number: str = field(default="", repr=False)
+    patient_birth_date: str = field(default="", repr=False)
     study_date: str = ""  # as read from a DICOM file; overrides study_datetime when set
     study_time: str = ""
 
     @classmethod
     def from_dataset(cls, ds: Dataset) -> PatientStudy:
-        """The patient and study identifiers of an existing image, copied verbatim (for objects that must match)."""
+        """The patient and study identifiers of an existing image, copied verbatim; used only for the RTSTRUCT that
+        predict writes, which a planning system matches to the CT by them."""
 
         def text(keyword: str) -> str:
             v = getattr(ds, keyword, "")

@@ -23,10 +23,8 @@ in ``DATASET/.pseudonym_key``, so pseudonyms are stable across runs and cannot b
 
 from __future__ import annotations
 
-import csv
 import hashlib
 import hmac
-import io
 import json
 import logging
 import secrets
@@ -39,7 +37,7 @@ from typing import Literal
 import numpy as np
 
 from igtv.config import dump_yaml, load_config, replace, save_config, to_dict
-from igtv.io import write_text_atomic
+from igtv.io import write_csv_atomic, write_text_atomic
 
 log = logging.getLogger(__name__)
 
@@ -251,15 +249,6 @@ def _pseudonym_key(out: Path) -> bytes:
     return bytes.fromhex(path.read_text().strip())
 
 
-def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=columns, extrasaction="ignore", lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({c: json.dumps(r.get(c)) if isinstance(r.get(c), (list, dict)) else r.get(c) for c in columns})
-    write_text_atomic(path, buf.getvalue())
-
-
 ROI_COLUMNS = ["patient", "roi", "roi_name", "status", "reason", "volume_cc", "suv_max", "suv_mean", "n_slices",
                "centroid_mm", "spacing_mm", "manufacturer", "model", "split"]  # fmt: skip
 SLICE_COLUMNS = ["item", "patient", "roi", "slice_index", "z_mm", "role", "mask_pixels", "mask_mm2", "suv_max_slice",
@@ -341,14 +330,14 @@ def write_tables(out: Path, records: dict[str, dict], failed: list[dict], cfg: P
     split_of = {p: s for s, ps in splits.items() for p in ps}
     rois = [dict(r, split=split_of.get(r["patient"], "")) for p in sorted(records) for r in records[p]["rois"]]
     slices = [dict(s, split=split_of.get(s["patient"], "")) for p in sorted(records) for s in records[p]["slices"]]
-    _write_csv(out / "rois.csv", rois, ROI_COLUMNS)
-    _write_csv(out / "slices.csv", slices, SLICE_COLUMNS)
+    write_csv_atomic(out / "rois.csv", rois, ROI_COLUMNS)
+    write_csv_atomic(out / "slices.csv", slices, SLICE_COLUMNS)
     qc = [
         {"patient": r["patient"], "roi": r["roi"], "status": r["status"], "reason": r["reason"],
          "volume_cc": round(r["volume_cc"], 3), "suv_max": round(r["suv_max"], 3)}
         for r in rois
     ] + [{"patient": f["patient"], "roi": "", "status": "failed", "reason": f["error"]} for f in failed]  # fmt: skip
-    _write_csv(out / "qc_report.csv", qc, ["patient", "roi", "status", "reason", "volume_cc", "suv_max"])
+    write_csv_atomic(out / "qc_report.csv", qc, ["patient", "roi", "status", "reason", "volume_cc", "suv_max"])
     write_text_atomic(out / "splits.json", json.dumps({"seed": cfg.seed, "fractions": list(cfg.split), **splits}))
     counts = {}
     for name in ("train", "val", "test"):

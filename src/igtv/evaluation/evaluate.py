@@ -21,7 +21,6 @@ Slices that are not samples of the split count as predicted empty.
 from __future__ import annotations
 
 import csv
-import io
 import json
 import logging
 from collections import defaultdict
@@ -186,20 +185,6 @@ class DatasetGeometry:
         return (g.spacing_mm[1] * ny / png_shape[0], g.spacing_mm[0] * nx / png_shape[1])
 
 
-def _write_csv(path: Path, rows: list[dict]) -> None:
-    from igtv.io import write_text_atomic
-
-    if not rows:
-        write_text_atomic(path, "")
-        return
-    buf = io.StringIO()
-    cols = list(rows[0])
-    w = csv.DictWriter(buf, fieldnames=cols, extrasaction="ignore")
-    w.writeheader()
-    w.writerows(rows)
-    write_text_atomic(path, buf.getvalue())
-
-
 def patient_rows_3d(root: Path, geo: DatasetGeometry, preds: dict[str, np.ndarray]) -> list[dict]:
     """Per patient 3D metrics on the native CT grid from the per-slice predicted masks (PNG resolution)."""
     import torch
@@ -248,11 +233,12 @@ def evaluate_masks(
     cfg: EvalConfig,
     out: str | Path | None = None,
     keep_predictions: bool = False,
+    extra: dict | None = None,
 ) -> dict:
     """Score ``predict_batch(indices) -> boolean masks at each PNG's own size`` over ``dataset`` (a SliceDataset
     of ``split``); writes ``per_slice.csv``, ``per_patient.csv`` and ``summary.json`` into ``out`` when given."""
     from igtv.data.png import load_png
-    from igtv.io import write_text_atomic
+    from igtv.io import write_csv_atomic, write_text_atomic
 
     root = Path(root)
     geo = DatasetGeometry.load(root)
@@ -271,11 +257,11 @@ def evaluate_masks(
             slice_rows.append(row)
             preds[ref.name] = pred
     patient_rows = patient_rows_3d(root, geo, preds) if geo else []
-    summary = {"split": split, **summarize(slice_rows, patient_rows, cfg)}
+    summary = {"split": split, **summarize(slice_rows, patient_rows, cfg), **(extra or {})}
     if out is not None:
         out = Path(out)
-        _write_csv(out / "per_slice.csv", slice_rows)
-        _write_csv(out / "per_patient.csv", patient_rows)
+        write_csv_atomic(out / "per_slice.csv", slice_rows)
+        write_csv_atomic(out / "per_patient.csv", patient_rows)
         write_text_atomic(out / "summary.json", json.dumps(summary, indent=1))
     if keep_predictions:
         summary["_predictions"] = preds
@@ -324,11 +310,5 @@ def evaluate_checkpoint(
     ds = SliceDataset(data, split, mode=lm.mode, size=lm.size)  # type: ignore[arg-type]
     if len(ds) == 0:
         raise ValueError(f"{data}: split {split!r} is empty")
-    summary = evaluate_masks(data, split, model_predictor(lm, ds, dev, cfg.tta), ds, cfg, out, keep_predictions)
-    summary["model"] = lm.describe()
-    if out is not None:
-        from igtv.io import write_text_atomic
-
-        public = {k: v for k, v in summary.items() if not k.startswith("_")}
-        write_text_atomic(Path(out) / "summary.json", json.dumps(public, indent=1))
-    return summary
+    predict_batch = model_predictor(lm, ds, dev, cfg.tta)
+    return evaluate_masks(data, split, predict_batch, ds, cfg, out, keep_predictions, {"model": lm.describe()})

@@ -19,7 +19,6 @@ every run folder under ``OUT/runs``.
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 import logging
@@ -328,7 +327,7 @@ def _patient_dice(runs: list[dict]) -> dict[str, float]:
 
 def _write_outputs(out: Path, table: dict) -> None:
     """``table2.md`` (our numbers next to the paper's) and ``table2.csv``."""
-    from igtv.io import write_text_atomic
+    from igtv.io import write_csv_atomic, write_text_atomic
 
     unit = next((r["hd95_unit"] for r in table["rows"] if r["hd95_unit"]), "")
     head = (
@@ -379,11 +378,7 @@ def _write_outputs(out: Path, table: dict) -> None:
         "over seeds. 3D Dice: per patient on the CT grid. Wilcoxon: paired, per-patient 3D Dice against +SIM.",
     ]
     write_text_atomic(out / "table2.md", "\n".join(lines) + "\n")
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(csv_rows[0]) if csv_rows else ["key"])
-    w.writeheader()
-    w.writerows(csv_rows)
-    write_text_atomic(out / "table2.csv", buf.getvalue())
+    write_csv_atomic(out / "table2.csv", csv_rows)
 
 
 def choose_fig4_slices(root: Path, items: list, n_each: int = 1) -> list[tuple[str, str]]:

@@ -93,25 +93,24 @@ def suv_peak(
 def lesion_statistics(mask: np.ndarray, pet_suv: np.ndarray, geom: Geometry) -> list[dict]:
     """Per lesion (largest first): MTV cc, SUVmax, SUVmean, SUVpeak, TLG (= MTV x SUVmean, cc x SUV), centroid in
     patient mm (LPS), slice index range and the number of slices."""
+    from igtv.data.prepare import roi_statistics
+
     labels, n = label_lesions(mask)
     spacing_zyx = tuple(geom.spacing_mm[::-1])
     out = []
     for lab in range(1, n + 1):
         comp = labels == lab
-        zz, yy, xx = np.nonzero(comp)
-        values = pet_suv[comp].astype(np.float64)
-        mtv = float(comp.sum()) * geom.voxel_volume_cc
-        centroid = geom.index_to_patient(np.array([xx.mean(), yy.mean(), zz.mean()]))
+        st = roi_statistics(comp, pet_suv, geom)  # volume, SUVmax/mean, centroid, slices: as prepare's QC
         out.append(
             {
-                "volume_cc": mtv,
-                "suv_max": float(values.max()),
-                "suv_mean": float(values.mean()),
+                "volume_cc": st["volume_cc"],
+                "suv_max": st["suv_max"],
+                "suv_mean": st["suv_mean"],
                 "suv_peak": suv_peak(pet_suv, comp, spacing_zyx),
-                "tlg": mtv * float(values.mean()),
-                "centroid_mm": [float(v) for v in centroid],
-                "slice_range": [int(zz.min()), int(zz.max())],
-                "n_slices": int(np.unique(zz).size),
+                "tlg": st["volume_cc"] * st["suv_mean"],
+                "centroid_mm": st["centroid_mm"],
+                "slice_range": [st["slices"][0], st["slices"][-1]],
+                "n_slices": st["n_slices"],
             }
         )
     out.sort(key=lambda r: -r["volume_cc"])

@@ -8,8 +8,6 @@ windows (a warning says when the checkpoint's windows differ from the dataset's)
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 from pathlib import Path
@@ -47,7 +45,7 @@ def predict_pclt(
     from igtv.evaluation.metrics import dice, hd95, iou, pixel_accuracy
     from igtv.inference.model import load_model
     from igtv.inference.predictor import forward_probabilities, to_native
-    from igtv.io import write_text_atomic
+    from igtv.io import write_csv_atomic, write_text_atomic
     from igtv.training.loop import pick_device
 
     root, out = Path(root), Path(out)
@@ -87,11 +85,7 @@ def predict_pclt(
             rows.append(row)
     summary = {"slices": len(rows), "model": lm.describe(), "split": split}
     if rows and "iou" in rows[0]:
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
-        write_text_atomic(out / "slice_metrics.csv", buf.getvalue())
+        write_csv_atomic(out / "slice_metrics.csv", rows)
         for key in ("iou", "dice", "pixel_accuracy", "hd95_px"):
             values = np.array([r[key] for r in rows if key in r], dtype=np.float64)
             summary[f"mean_{key}"] = float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")

@@ -152,36 +152,27 @@ def predict_volume(
 
 
 def compare_with_reference(
-    mask: np.ndarray, rtstruct: Path, roi_name: str | None, ct, default_roi: str
+    mask: np.ndarray, reference: Path, roi_name: str | None, ct, default_roi: str
 ) -> tuple[dict, np.ndarray]:
-    """Dice, HD95, surface Dice at 2 mm and FP/FN volumes of ``mask`` against an ROI of a reference RTSTRUCT."""
-    from igtv.data.dicom_reader import DicomInputError, roi_matches
-    from igtv.data.rtstruct import RTStructError, rasterize_contours, read_rtstruct
+    """Dice, HD95, surface Dice at 2 mm and FP/FN volumes of ``mask`` against the ROI(s) of a reference RTSTRUCT
+    or SEG named like ``roi_name`` (default: like ``default_roi``, or its only ROI), read as ``prepare`` reads."""
+    from igtv.data.dicom_reader import DicomInputError, read_roi_masks, roi_matches, structure_series
     from igtv.evaluation.metrics import dice, hd95, overlap_volumes_cc, surface_dice
 
-    try:
-        rs = read_rtstruct(rtstruct)
-    except RTStructError as exc:
-        raise DicomInputError(str(exc)) from exc
-    if rs.frame_of_reference_uid and rs.frame_of_reference_uid != ct.info.frame_of_reference_uid:
-        raise DicomInputError(f"{rtstruct}: the reference RTSTRUCT is in another frame of reference than the CT")
+    info = structure_series(reference)
     wanted = roi_name or default_roi
-    names = [n for n in rs.rois if roi_matches(n, wanted)]
-    if not names and roi_name is None and len(rs.rois) == 1:
-        names = list(rs.rois)
-    if not names:
+    if roi_name is None and len(info.roi_names) == 1 and not roi_matches(info.roi_names[0], wanted):
+        wanted = info.roi_names[0]
+    masks = read_roi_masks(info, ct, wanted)
+    if not masks:
         raise DicomInputError(
-            f"{rtstruct}: no ROI named like {wanted!r} (ROIs: {', '.join(rs.rois) or 'none'}); use --compare-roi"
+            f"{reference}: no ROI named like {wanted!r} (ROIs: {', '.join(info.roi_names) or 'none'}); "
+            "use --compare-roi"
         )
-    try:
-        ref = np.zeros(mask.shape, dtype=bool)
-        for n in names:
-            ref |= rasterize_contours(rs.rois[n], ct.geometry, n)
-    except RTStructError as exc:
-        raise DicomInputError(f"{rtstruct}: {exc}") from exc
+    ref = np.logical_or.reduce(list(masks.values()))
     spacing = tuple(ct.geometry.spacing_mm[::-1])
     out = {
-        "reference_rois": len(names),
+        "reference_rois": len(masks),
         "dice": dice(mask, ref),
         "hd95_mm": hd95(mask, ref, spacing),
         "surface_dice_2mm": surface_dice(mask, ref, spacing, 2.0),

@@ -10,8 +10,6 @@ scheduler, AMP scaler, RNG state and epoch are restored, and the data order of e
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import math
@@ -25,7 +23,7 @@ from torch import nn
 
 from igtv.config import dump_yaml, to_dict
 from igtv.data.datasets import dataset_preprocessing
-from igtv.io import write_text_atomic
+from igtv.io import write_csv_atomic, write_text_atomic
 from igtv.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from igtv.training.config import RunConfig
 
@@ -176,13 +174,8 @@ def evaluate_loader(
 
 
 def _write_log(path: Path, history: list[dict]) -> None:
-    if not history:
-        return
-    buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(history[0]), lineterminator="\n")
-    w.writeheader()
-    w.writerows(history)
-    write_text_atomic(path, buf.getvalue())
+    if history:
+        write_csv_atomic(path, history)
 
 
 def _tensorboard(out: Path):
