@@ -6,6 +6,9 @@ import torch.nn.functional as F
 
 from igtv.models.scan import available_impls, selective_scan, selective_scan_ref
 
+CPU_IMPLS = [i for i in available_impls() if i in ("numba",)]
+CUDA_IMPLS = ["triton", "mamba_ssm"]
+
 
 def _inputs(b=2, d=6, length=37, n=4, groups=2, seed=0):
     g = torch.Generator().manual_seed(seed)
@@ -45,7 +48,7 @@ def test_reference_chunking_does_not_change_result():
     assert torch.allclose(selective_scan_ref(*args, chunk=7), selective_scan_ref(*args, chunk=256), atol=1e-6)
 
 
-@pytest.mark.parametrize("impl", [i for i in available_impls() if i != "ref"])
+@pytest.mark.parametrize("impl", CPU_IMPLS)
 def test_fast_paths_match_reference(impl):
     args = [t.clone().double().float().requires_grad_(True) for t in _inputs(length=70)]
     ref_args = [t.detach().clone().requires_grad_(True) for t in args]
@@ -69,3 +72,67 @@ def test_scan_runs_in_float32_under_autocast():
     with torch.autocast("cpu", dtype=torch.bfloat16):
         y = selective_scan(*args, impl="ref")
     assert y.dtype == torch.float32
+
+
+def _check_cuda_path(impl, shape, atol=2e-4, rtol=2e-3):
+    """The CUDA path on the GPU against the float64 reference on the CPU: outputs and every gradient."""
+    if impl not in available_impls():
+        pytest.skip(f"{impl} scan not available here")
+    b, d, length, n, groups = shape
+    cpu = [t.double().requires_grad_(True) for t in _inputs(b=b, d=d, length=length, n=n, groups=groups, seed=length)]
+    gpu = [t.detach().float().cuda().requires_grad_(True) for t in cpu]
+    y_ref = selective_scan_ref(*cpu)
+    y = selective_scan(*gpu, impl=impl)
+    w = torch.randn(y_ref.shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    (y_ref * w).sum().backward()
+    (y * w.float().cuda()).sum().backward()
+    assert y.dtype == torch.float32 and y.is_cuda
+    torch.testing.assert_close(y.cpu().double(), y_ref, atol=atol, rtol=rtol)
+    for name, got, want in zip("u delta A B C D bias".split(), gpu, cpu, strict=True):
+        scale = want.grad.abs().max().item() + 1e-12
+        torch.testing.assert_close(got.grad.cpu().double() / scale, want.grad / scale, atol=atol, rtol=rtol, msg=name)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("impl", CUDA_IMPLS)
+@pytest.mark.parametrize(
+    "shape",
+    [
+        (2, 6, 70, 4, 2),  # 3 channels per group: one-channel blocks; length not a multiple of any chunk
+        (1, 64, 1000, 16, 4),  # 8-channel blocks, 32 chunks, N = 16 as in CIPA's encoder
+        (2, 16, 5, 5, 1),  # shorter than one chunk, N not a power of two
+        (1, 8, 4096, 16, 1),  # long sequence: the state carried over many chunks
+    ],
+)
+def test_cuda_paths_match_reference(impl, shape):
+    _check_cuda_path(impl, shape)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("impl", CUDA_IMPLS)
+def test_cuda_path_under_autocast_returns_input_dtype_and_scans_in_fp32(impl):
+    if impl not in available_impls():
+        pytest.skip(f"{impl} scan not available here")
+    args = [t.cuda() for t in _inputs(length=300)]
+    u16 = args[0].half()
+    with torch.autocast("cuda", dtype=torch.float16):
+        y = selective_scan(u16, *args[1:], impl=impl)
+    want = selective_scan_ref(u16.float().cpu(), *[t.cpu() for t in args[1:]])
+    assert y.dtype == torch.float16
+    torch.testing.assert_close(y.float().cpu(), want, atol=2e-3, rtol=2e-3)
+
+
+@pytest.mark.gpu
+def test_auto_picks_a_cuda_kernel_for_cuda_tensors():
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    from igtv.models import scan
+
+    picked = []
+    real = scan.selective_scan_ref
+    scan.selective_scan_ref = lambda *a, **k: picked.append("ref") or real(*a, **k)
+    try:
+        selective_scan(*[t.cuda() for t in _inputs()], impl="auto")
+    finally:
+        scan.selective_scan_ref = real
+    assert picked == [] or not any(i in available_impls() for i in CUDA_IMPLS)

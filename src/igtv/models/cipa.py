@@ -43,7 +43,7 @@ class CIPAConfig:
     slice_module_at: Literal["input", "stage1"] = "input"
     sim_weights: tuple[float, float, float] = (0.3, 0.3, 0.4)
     drop_path_rate: float = 0.0
-    scan_impl: Literal["auto", "ref", "numba", "cuda"] = "auto"
+    scan_impl: Literal["auto", "ref", "numba", "triton", "mamba_ssm"] = "auto"
 
 
 def normalize_png(x: torch.Tensor) -> torch.Tensor:

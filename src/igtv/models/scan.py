@@ -10,9 +10,11 @@ Implementations:
   slower) and processes the sequence in chunks so that at most ``chunk`` steps of the (B, D, L, N) state
   increments exist at once: stage 1 of CIPA-T at 512x512 would otherwise materialise ~0.8 GB per image.
 * ``"numba"``: fused CPU kernels (forward and backward) with checkpointed states, used when numba is importable.
-* ``"cuda"``: ``mamba_ssm``'s ``selective_scan_fn`` when importable (never required).
+* ``"triton"``: our chunked parallel scan for CUDA tensors (:mod:`igtv.models.scan_triton`), used when Triton is
+  importable (it ships with every CUDA build of PyTorch).
+* ``"mamba_ssm"``: ``mamba_ssm``'s CUDA ``selective_scan_fn`` when importable (never required).
 
-``impl="auto"`` picks cuda for CUDA tensors when available, numba on CPU when available, else ref. The scan runs
+``impl="auto"`` picks triton (else mamba_ssm) for CUDA tensors, numba on CPU when available, else ref. The scan runs
 in float32 whatever the autocast dtype (fp16 scans give NaN losses). Tests check every available path against
 the reference (outputs and gradients).
 """
@@ -25,7 +27,7 @@ import importlib.util
 import torch
 import torch.nn.functional as F
 
-IMPLS = ("auto", "ref", "numba", "cuda")
+IMPLS = ("auto", "ref", "numba", "triton", "mamba_ssm")
 
 
 @functools.cache
@@ -34,7 +36,18 @@ def numba_available() -> bool:
 
 
 @functools.cache
-def cuda_scan_available() -> bool:
+def triton_scan_available() -> bool:
+    if not torch.cuda.is_available() or importlib.util.find_spec("triton") is None:
+        return False
+    try:
+        import igtv.models.scan_triton  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+@functools.cache
+def mamba_ssm_available() -> bool:
     if not torch.cuda.is_available() or importlib.util.find_spec("mamba_ssm") is None:
         return False
     try:  # mamba_ssm imports its CUDA extension at top level; a CPU-only build fails here
@@ -48,8 +61,10 @@ def available_impls() -> list[str]:
     out = ["ref"]
     if numba_available():
         out.append("numba")
-    if cuda_scan_available():
-        out.append("cuda")
+    if triton_scan_available():
+        out.append("triton")
+    if mamba_ssm_available():
+        out.append("mamba_ssm")
     return out
 
 
@@ -114,8 +129,10 @@ def selective_scan(
     if impl not in IMPLS:
         raise ValueError(f"unknown selective-scan implementation {impl!r}; choose one of {IMPLS}")
     if impl == "auto":
-        if u.is_cuda and cuda_scan_available():
-            impl = "cuda"
+        if u.is_cuda and triton_scan_available():
+            impl = "triton"
+        elif u.is_cuda and mamba_ssm_available():
+            impl = "mamba_ssm"
         elif not u.is_cuda and numba_available():
             impl = "numba"
         else:
@@ -129,8 +146,14 @@ def selective_scan(
             from igtv.models.scan_numba import selective_scan_numba
 
             return selective_scan_numba(u, delta, A, B, C, D, delta_bias, delta_softplus)
-        if not cuda_scan_available():
-            raise RuntimeError("selective scan impl 'cuda' requested but mamba_ssm's CUDA kernel is not importable")
+        if impl == "triton":
+            if not triton_scan_available():
+                raise RuntimeError("selective scan impl 'triton' requested but Triton or a CUDA device is missing")
+            from igtv.models.scan_triton import selective_scan_triton
+
+            return selective_scan_triton(u, delta, A, B, C, D, delta_bias, delta_softplus)
+        if not mamba_ssm_available():
+            raise RuntimeError("selective scan impl 'mamba_ssm' requested but its CUDA kernel is not importable")
         from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 
         out = selective_scan_fn(
