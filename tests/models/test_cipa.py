@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 
 from igtv.config import from_dict, to_dict
 from igtv.models import CIPA, CIPAConfig, create_model, list_models, model_config
@@ -63,6 +64,11 @@ def test_gradients_reach_every_parameter():
         # at 64 px the DCIM region grids of stages 3-4 are 1x1: a scan of length 1 starts from h = 0, so A has
         # no effect there; every other parameter must receive a gradient
         exempt = {f"dcim.{i}.region_ssm.ssm.A_logs" for i in (2, 3)}
+        # a one-channel BN -> ReLU -> bias-free conv -> BN path (DCIM's region convs at tiny width) is invariant to
+        # the first BN's scale while its shift is 0 (as at init): that weight's gradient is zero up to rounding
+        exempt |= {
+            f"{n}.weight" for n, m in model.named_modules() if isinstance(m, nn.BatchNorm2d) and m.num_features == 1
+        }
         zero = [n for n, p in model.named_parameters() if n not in exempt and not p.grad.abs().sum() > 0]
         assert not zero, f"{name}: zero gradient for {zero[:5]}"
 
@@ -167,8 +173,17 @@ def test_model_info_counts():
     assert abs(info["gflops"] - info["gflops_dense"] - info["gflops_scan"]) < 1e-9
 
 
+@pytest.fixture
+def no_tf32():
+    """TF32 convolutions (PyTorch's default on Ampere and later) differ from fp32 by ~1e-3: off for exact checks."""
+    saved = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    yield
+    torch.backends.cudnn.allow_tf32 = saved
+
+
 @pytest.mark.gpu
-def test_cuda_forward_backward_matches_cpu_reference():
+def test_cuda_forward_backward_matches_cpu_reference(no_tf32):
     """The whole tiny network on the GPU (auto scan: Triton) equals the CPU reference; a bf16 AMP step is finite."""
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
@@ -184,7 +199,9 @@ def test_cuda_forward_backward_matches_cpu_reference():
     y_gpu.square().mean().backward()
     for (name, p_cpu), p_gpu in zip(cpu_model.named_parameters(), gpu_model.parameters(), strict=True):
         scale = p_cpu.grad.abs().max().item() + 1e-8
-        torch.testing.assert_close(p_gpu.grad.cpu() / scale, p_cpu.grad / scale, atol=5e-3, rtol=5e-3, msg=name)
+        torch.testing.assert_close(
+            p_gpu.grad.cpu() / scale, p_cpu.grad / scale, atol=5e-3, rtol=5e-3, msg=lambda m, name=name: f"{name}: {m}"
+        )
     gpu_model.zero_grad()
     with torch.autocast("cuda", dtype=torch.bfloat16):
         loss = gpu_model(x.cuda()).float().sigmoid().mean()

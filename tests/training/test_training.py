@@ -193,3 +193,25 @@ def test_nproc_relaunch_passes_every_option_but_nproc():
         ["train", "--config", "c.yaml", "--nproc", "2", "--data", "d", "--set", "train.epochs=2", "--resume"]
     )
     assert torchrun_args(args) == ["--config", "c.yaml", "--data", "d", "--set", "train.epochs=2", "--resume"]
+
+
+def test_pretrained_encoder_is_loaded_before_training(small_cohort, tmp_path):
+    """``pretrained_encoder``: VMamba weights fill the encoder before step 1, with a report in the run folder."""
+    from tests.models.test_pretrained import TINY, _as_vmamba_v0
+
+    from igtv.models.encoder import VMambaEncoder
+
+    torch.manual_seed(5)
+    source = VMambaEncoder(**TINY)
+    ckpt = tmp_path / "vmamba.pth"
+    torch.save({"model": _as_vmamba_v0(source)}, ckpt)
+    _, cohort = small_cohort
+    cfg = dataclasses.replace(
+        tiny_cfg(cohort.out_dir / "pclt", lr=0.0, epochs=1, max_steps_per_epoch=1), pretrained_encoder=str(ckpt)
+    )
+    train(cfg, tmp_path / "run", progress=False)
+    report = __import__("json").loads((tmp_path / "run" / "pretrained_report.json").read_text())
+    assert len(report) == 1 and report[0]["loaded"] and not report[0]["unknown"]
+    trained = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
+    key = "stages.1.0.op.ssm.x_proj_weight"
+    assert torch.equal(trained[f"encoder.{key}"], source.state_dict()[key])  # lr 0: still the loaded weights

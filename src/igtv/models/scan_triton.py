@@ -165,7 +165,9 @@ def _bwd_kernel(
         p2p = row[:, None] * length + tp[None, :]
         u_p = tl.load(u_ptr + p2p, mask=m2p, other=0.0)
         dt_p = _softplus(tl.load(z_ptr + p2p, mask=m2p, other=0.0))
-        B_p = tl.load(b_ptr + bc_base + offs_n[:, None] * length + tp[None, :], mask=mnt & (tp >= 0)[None, :], other=0.0)
+        B_p = tl.load(
+            b_ptr + bc_base + offs_n[:, None] * length + tp[None, :], mask=mnt & (tp >= 0)[None, :], other=0.0
+        )
         a_p = tl.where(first, 0.0, tl.exp(dt_p[:, None, :] * A[:, :, None]))
         b_p = tl.where(first, h0[:, :, None], (dt_p * u_p)[:, None, :] * B_p[None, :, :])
         _, h_prev = tl.associative_scan((a_p, b_p), axis=2, combine_fn=_compose)  # (BD, BN, BT)

@@ -54,6 +54,7 @@ class RunConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     sync_bn: bool = False  # SyncBatchNorm under DDP
     init: str = ""  # checkpoint whose weights are transferred before training (stage 2)
+    pretrained_encoder: str = ""  # local VMamba v0 ImageNet checkpoint loaded into the encoder(s) first (stage 1)
     evaluate_test: bool = True  # evaluate best.pt on the test split at the end
     overrides: tuple[str, ...] = ()  # command-line --set overrides, recorded
 

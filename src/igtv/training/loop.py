@@ -272,6 +272,7 @@ def _train(
     from igtv.data.augment import Augment
     from igtv.data.datasets import SliceDataset
     from igtv.models.cipa import normalize_png
+    from igtv.models.pretrained import load_vmamba_into_cipa
     from igtv.training.transfer import transfer_weights
 
     if not cfg.data.root:
@@ -310,12 +311,19 @@ def _train(
             raise CheckpointError(f"{last}: was trained with another config; resume needs the same settings")
         model.load_state_dict(state["model"])
         transfer = state.get("transfer") or None
-    elif cfg.init:
-        report = transfer_weights(model, load_checkpoint(cfg.init)["model"])
-        transfer = report.to_dict()
-        if dist_info.main:
-            print(report.summary())
-            write_text_atomic(out / "transfer_report.json", json.dumps(transfer, indent=1))
+    else:
+        if cfg.pretrained_encoder:  # ImageNet VMamba weights into the encoder(s), as the CIPA authors start
+            reports = load_vmamba_into_cipa(model, cfg.pretrained_encoder)
+            if dist_info.main:
+                print("\n".join(r.summary() for r in reports))
+                reports_json = json.dumps([r.to_dict() for r in reports], indent=1)
+                write_text_atomic(out / "pretrained_report.json", reports_json)
+        if cfg.init:
+            report = transfer_weights(model, load_checkpoint(cfg.init)["model"])
+            transfer = report.to_dict()
+            if dist_info.main:
+                print(report.summary())
+                write_text_atomic(out / "transfer_report.json", json.dumps(transfer, indent=1))
     if cfg.sync_bn and dist_info.enabled:
         if device.type == "cuda":
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
