@@ -183,27 +183,34 @@ def no_tf32():
 
 
 @pytest.mark.gpu
-def test_cuda_forward_backward_matches_cpu_reference(no_tf32):
-    """The whole tiny network on the GPU (auto scan: Triton) equals the CPU reference; a bf16 AMP step is finite."""
+def test_cuda_forward_backward_matches_reference_scan(no_tf32):
+    """The tiny network on the GPU with the auto scan (Triton) equals the same network with the reference scan,
+    outputs and every gradient, and the forward equals the CPU's; a bf16 AMP step is finite."""
     if not torch.cuda.is_available():
         pytest.skip("no CUDA device")
     torch.manual_seed(0)
     cpu_model = create_model("cipa_25d_sim_tiny", scan_impl="ref").train()
-    gpu_model = create_model("cipa_25d_sim_tiny", scan_impl="auto").cuda().train()
-    gpu_model.load_state_dict(cpu_model.state_dict())
+    fast = create_model("cipa_25d_sim_tiny", scan_impl="auto").cuda().train()
+    ref = create_model("cipa_25d_sim_tiny", scan_impl="ref").cuda().train()
+    fast.load_state_dict(cpu_model.state_dict())
+    ref.load_state_dict(cpu_model.state_dict())
     x = torch.randn(2, 6, 64, 64)
-    y_cpu = cpu_model(x)
-    y_gpu = gpu_model(x.cuda())
-    torch.testing.assert_close(y_gpu.cpu(), y_cpu, atol=2e-3, rtol=2e-3)
-    y_cpu.square().mean().backward()
-    y_gpu.square().mean().backward()
-    for (name, p_cpu), p_gpu in zip(cpu_model.named_parameters(), gpu_model.parameters(), strict=True):
-        scale = p_cpu.grad.abs().max().item() + 1e-8
+    y_fast, y_ref = fast(x.cuda()), ref(x.cuda())
+    torch.testing.assert_close(y_fast, y_ref, atol=1e-4, rtol=1e-4)
+    with torch.no_grad():
+        torch.testing.assert_close(y_fast.cpu(), cpu_model(x), atol=2e-3, rtol=2e-3)
+    y_fast.square().mean().backward()
+    y_ref.square().mean().backward()
+    # each gradient to 1e-3 of its own largest entry; a floor of 1e-8 of the model's largest covers the weights
+    # whose gradient is zero but for rounding (a depthwise 1x1 or one-channel BN scale that a BatchNorm undoes)
+    floor = 1e-8 * max(p.grad.abs().max().item() for p in ref.parameters())
+    for (name, p_ref), p_fast in zip(ref.named_parameters(), fast.parameters(), strict=True):
+        atol = 1e-3 * p_ref.grad.abs().max().item() + floor
         torch.testing.assert_close(
-            p_gpu.grad.cpu() / scale, p_cpu.grad / scale, atol=5e-3, rtol=5e-3, msg=lambda m, name=name: f"{name}: {m}"
+            p_fast.grad, p_ref.grad, atol=atol, rtol=1e-3, msg=lambda m, name=name: f"{name}: {m}"
         )
-    gpu_model.zero_grad()
+    fast.zero_grad()
     with torch.autocast("cuda", dtype=torch.bfloat16):
-        loss = gpu_model(x.cuda()).float().sigmoid().mean()
+        loss = fast(x.cuda()).float().sigmoid().mean()
     loss.backward()
-    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in gpu_model.parameters())
+    assert torch.isfinite(loss) and all(torch.isfinite(p.grad).all() for p in fast.parameters())

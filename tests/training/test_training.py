@@ -197,9 +197,8 @@ def test_nproc_relaunch_passes_every_option_but_nproc():
 
 def test_pretrained_encoder_is_loaded_before_training(small_cohort, tmp_path):
     """``pretrained_encoder``: VMamba weights fill the encoder before step 1, with a report in the run folder."""
-    from tests.models.test_pretrained import TINY, _as_vmamba_v0
-
     from igtv.models.encoder import VMambaEncoder
+    from tests.models.test_pretrained import TINY, _as_vmamba_v0
 
     torch.manual_seed(5)
     source = VMambaEncoder(**TINY)
