@@ -18,7 +18,7 @@ def _count_scan_flops() -> Iterator[list[int]]:
 
     def counting(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True, impl="auto"):
         total[0] += 9 * u.shape[0] * u.shape[1] * u.shape[2] * A.shape[1]
-        return original(u, delta, A, B, C, D, delta_bias, delta_softplus, impl="ref" if impl == "auto" else impl)
+        return original(u, delta, A, B, C, D, delta_bias, delta_softplus, impl=impl)
 
     import igtv.models.blocks as blocks
 
