@@ -34,8 +34,8 @@ class DicomInputError(ValueError):
 class SeriesInfo:
     """One series of one patient, from the headers only."""
 
-    patient_id: str
-    patient_name: str
+    patient_id: str = field(repr=False)  # identifiers never reach a repr, a log or an error message
+    patient_name: str = field(repr=False)
     study_uid: str
     series_uid: str
     modality: str

@@ -109,7 +109,7 @@ def _short(names: list[str], n: int = 3) -> str:
 class _ConfigStub:
     """Stands in for a pickled config class: unpickles into an ordered dict (allowed under weights_only)."""
 
-    def __new__(cls, *args, **kwargs):  # noqa: ARG004
+    def __new__(cls, *args, **kwargs):
         return collections.OrderedDict()
 
 

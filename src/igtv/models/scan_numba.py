@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from numba import prange
 
+from igtv.models.scan import fused_kernel_inputs
+
 CHUNK = 64
 
 
@@ -119,13 +121,5 @@ class _NumbaScan(torch.autograd.Function):
 
 def selective_scan_numba(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True) -> torch.Tensor:
     """Same contract as :func:`igtv.models.scan.selective_scan_ref`; differentiable."""
-    if not delta_softplus:
-        raise NotImplementedError("the numba scan implements delta_softplus=True (what every SS2D uses)")
-    z = delta.float()
-    if delta_bias is not None:
-        z = z + delta_bias.float()[None, :, None]
-    if D is None:
-        D = torch.zeros(u.shape[1], device=u.device)
-    if u.shape[1] % B.shape[1]:
-        raise ValueError(f"channels ({u.shape[1]}) must be a multiple of B/C groups ({B.shape[1]})")
-    return _NumbaScan.apply(u.float(), z, A.float(), B.float(), C.float(), D.float()).to(u.dtype)
+    args = fused_kernel_inputs("numba", u, delta, A, B, C, D, delta_bias, delta_softplus)
+    return _NumbaScan.apply(*args).to(u.dtype)

@@ -21,6 +21,8 @@ import torch
 import triton
 import triton.language as tl
 
+from igtv.models.scan import fused_kernel_inputs
+
 BLOCK_T_FWD = 32
 BLOCK_T_BWD = 16
 
@@ -34,6 +36,27 @@ def _compose(a_l, b_l, a_r, b_r):
 @triton.jit
 def _softplus(x):
     return tl.where(x > 20.0, x, tl.log(1.0 + tl.exp(x)))
+
+
+@triton.jit
+def _block(
+    a_ptr, d_ptr, dim, length, n_state, groups, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_T: tl.constexpr
+):
+    """This program's batch, channel block (inside one B/C group: the host sees to it), masks and A/D rows."""
+    pid_b = tl.program_id(0)
+    pid_d = tl.program_id(1)
+    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
+    offs_n = tl.arange(0, BLOCK_N)
+    offs_t = tl.arange(0, BLOCK_T)
+    mask_d = offs_d < dim
+    mask_n = offs_n < n_state
+    mask_dn = mask_d[:, None] & mask_n[None, :]
+    A = tl.load(a_ptr + offs_d[:, None] * n_state + offs_n[None, :], mask=mask_dn, other=0.0)  # (BD, BN)
+    Dv = tl.load(d_ptr + offs_d, mask=mask_d, other=0.0)
+    row = pid_b * dim + offs_d  # (BD,) rows of u, delta, y in (B * D, L)
+    g = (pid_d * BLOCK_D) // (dim // groups)
+    bc_base = (pid_b * groups + g) * n_state * length  # start of this (batch, group)'s B/C
+    return pid_b, offs_d, offs_n, offs_t, mask_d, mask_n, mask_dn, A, Dv, row, bc_base
 
 
 @triton.jit
@@ -57,19 +80,9 @@ def _fwd_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_T: tl.constexpr,
 ):
-    pid_b = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_t = tl.arange(0, BLOCK_T)
-    mask_d = offs_d < dim
-    mask_n = offs_n < n_state
-    g = (pid_d * BLOCK_D) // (dim // groups)  # the host makes every block lie inside one group
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    A = tl.load(a_ptr + offs_d[:, None] * n_state + offs_n[None, :], mask=mask_dn, other=0.0)  # (BD, BN)
-    Dv = tl.load(d_ptr + offs_d, mask=mask_d, other=0.0)
-    row = pid_b * dim + offs_d  # (BD,)
-    bc_base = (pid_b * groups + g) * n_state * length
+    pid_b, offs_d, offs_n, offs_t, mask_d, mask_n, mask_dn, A, Dv, row, bc_base = _block(
+        a_ptr, d_ptr, dim, length, n_state, groups, BLOCK_D, BLOCK_N, BLOCK_T
+    )
     ckpt_rows = (row[:, None] * n_ckpt) * n_state + offs_n[None, :]  # (BD, BN), checkpoint 0
     h = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
     for c in range(n_chunks):
@@ -127,19 +140,9 @@ def _bwd_kernel(
     BLOCK_N: tl.constexpr,
     BLOCK_T: tl.constexpr,
 ):
-    pid_b = tl.program_id(0)
-    pid_d = tl.program_id(1)
-    offs_d = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
-    offs_n = tl.arange(0, BLOCK_N)
-    offs_t = tl.arange(0, BLOCK_T)
-    mask_d = offs_d < dim
-    mask_n = offs_n < n_state
-    g = (pid_d * BLOCK_D) // (dim // groups)
-    mask_dn = mask_d[:, None] & mask_n[None, :]
-    A = tl.load(a_ptr + offs_d[:, None] * n_state + offs_n[None, :], mask=mask_dn, other=0.0)
-    Dv = tl.load(d_ptr + offs_d, mask=mask_d, other=0.0)
-    row = pid_b * dim + offs_d
-    bc_base = (pid_b * groups + g) * n_state * length
+    pid_b, offs_d, offs_n, offs_t, mask_d, mask_n, mask_dn, A, Dv, row, bc_base = _block(
+        a_ptr, d_ptr, dim, length, n_state, groups, BLOCK_D, BLOCK_N, BLOCK_T
+    )
     first = offs_t[None, None, :] == 0
     q_carry = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)  # adjoint of h at the start of the next chunk
     gA = tl.zeros((BLOCK_D, BLOCK_N), dtype=tl.float32)
@@ -246,16 +249,7 @@ class _TritonScan(torch.autograd.Function):
 
 def selective_scan_triton(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True) -> torch.Tensor:
     """Same contract as :func:`igtv.models.scan.selective_scan_ref`; differentiable; CUDA tensors only."""
-    if not delta_softplus:
-        raise NotImplementedError("the Triton scan implements delta_softplus=True (what every SS2D uses)")
     if not u.is_cuda:
         raise ValueError("the Triton selective scan needs CUDA tensors")
-    if u.shape[1] % B.shape[1]:
-        raise ValueError(f"channels ({u.shape[1]}) must be a multiple of B/C groups ({B.shape[1]})")
-    z = delta.float()
-    if delta_bias is not None:
-        z = z + delta_bias.float()[None, :, None]
-    if D is None:
-        D = torch.zeros(u.shape[1], device=u.device)
-    args = (u.float(), z, A.float(), B.float(), C.float(), D.float())
-    return _TritonScan.apply(*(t.contiguous() for t in args)).to(u.dtype)
+    args = fused_kernel_inputs("Triton", u, delta, A, B, C, D, delta_bias, delta_softplus)
+    return _TritonScan.apply(*args).to(u.dtype)
