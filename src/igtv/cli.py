@@ -44,9 +44,30 @@ def _demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _predict(args: argparse.Namespace) -> int:
+def _postprocess_cfg(args: argparse.Namespace):
     from igtv.inference.lesions import PostprocessConfig
 
+    return PostprocessConfig(
+        min_volume_cc=args.min_volume_cc, min_suv_max=args.min_suv, thorax_margin_mm=args.thorax_margin_mm,
+        min_mean_hu=args.min_mean_hu, max_bone_fraction=args.max_bone_fraction,
+    )  # fmt: skip
+
+
+def _add_postprocess_args(p: argparse.ArgumentParser) -> None:
+    from igtv.inference.lesions import PostprocessConfig
+
+    d = PostprocessConfig()
+    p.add_argument("--min-volume-cc", type=float, default=d.min_volume_cc, help="drop components below this (0: off)")
+    p.add_argument("--min-suv", type=float, default=d.min_suv_max, help="drop components with SUVmax below this")
+    p.add_argument("--thorax-margin-mm", type=float, default=d.thorax_margin_mm,
+                   help="keep components touching the lungs + mediastinum grown by this margin (0: off)")  # fmt: skip
+    p.add_argument("--min-mean-hu", type=float, default=d.min_mean_hu,
+                   help="drop components whose mean CT is below this (air; -1024: off)")  # fmt: skip
+    p.add_argument("--max-bone-fraction", type=float, default=d.max_bone_fraction,
+                   help="drop components with more than this share of voxels > 300 HU (1: off)")  # fmt: skip
+
+
+def _predict(args: argparse.Namespace) -> int:
     if args.pclt:
         from igtv.inference.pclt import predict_pclt
 
@@ -62,7 +83,7 @@ def _predict(args: argparse.Namespace) -> int:
 
     result = predict_dicom(
         args.dicom, args.model, args.out, device=args.device, roi_name=args.roi_name, tta=args.tta,
-        postprocess_cfg=PostprocessConfig(min_volume_cc=args.min_volume_cc, min_suv_max=args.min_suv),
+        postprocess_cfg=_postprocess_cfg(args),
         compare=args.compare, compare_roi=args.compare_roi, batch_size=args.batch_size, preset=args.preset,
     )  # fmt: skip
     lesions = result.stats["lesions"]
@@ -80,6 +101,21 @@ def _predict(args: argparse.Namespace) -> int:
 def _evaluate(args: argparse.Namespace) -> int:
     from igtv.evaluation.evaluate import EvalConfig, evaluate_checkpoint
 
+    if args.protocol == "whole-patient":
+        from igtv.evaluation.whole_patient import WholePatientConfig, evaluate_whole_patients
+
+        wcfg = WholePatientConfig(split=args.split, tta=args.tta, postprocess=_postprocess_cfg(args),
+                                  bootstrap=args.bootstrap, seed=args.seed)  # fmt: skip
+        s = evaluate_whole_patients(args.model, args.data, args.out, wcfg, args.device)
+        w = s["whole_patient"]
+        print(
+            f"whole patient, {w['patients']} patients: 3D Dice mean {w['dice_3d']['mean']:.4f} "
+            f"[{w['dice_3d']['ci95'][0]:.4f}, {w['dice_3d']['ci95'][1]:.4f}], median {w['dice_3d']['median']:.4f}; "
+            f"HD95 median {w['hd95_3d_mm'].get('median', float('nan')):.1f} mm; FP {w['false_positive_cc']['mean']:.1f}"
+            f" cc, FN {w['false_negative_cc']['mean']:.1f} cc per patient; lesions hit {w['lesions_hit']}/"
+            f"{w['lesions_true']}, false lesions {w['false_lesions']}; written to {args.out}"
+        )
+        return 0
     cfg = EvalConfig(convention=args.convention, bootstrap=args.bootstrap, seed=args.seed, tta=args.tta)
     summary = evaluate_checkpoint(args.model, args.data, args.split, args.out, cfg, args.device)
     h = summary["headline"]
@@ -297,8 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--roi-name", default="IGTV", help="ROI name in the RTSTRUCT (default IGTV)")
     p.add_argument("--tta", action="store_true", help="average over flips of the slice plane (4x slower)")
-    p.add_argument("--min-volume-cc", type=float, default=0.1, help="drop components below this (0: keep all)")
-    p.add_argument("--min-suv", type=float, default=0.0, help="drop components with SUVmax below this (0: off)")
+    _add_postprocess_args(p)
     p.add_argument("--compare", help="reference RTSTRUCT: adds Dice, HD95, FP/FN volumes to stats.json")
     p.add_argument("--compare-roi", help="ROI of --compare to use (default: like --roi-name)")
     p.add_argument("--batch-size", type=int, default=8, help="slices per forward pass")
@@ -315,6 +350,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--tta", action="store_true")
     ev.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    ev.add_argument(
+        "--protocol", choices=["whole-patient", "slices"], default="whole-patient",
+        help="whole-patient: the predict pipeline on every patient's volumes, scored in 3D (FP/FN cc, lesions) and on "
+        "the ROI slices; slices: the paper's protocol on the dataset's PNGs (truth-windowed for lucid datasets)",
+    )  # fmt: skip
+    _add_postprocess_args(ev)
     ev.set_defaults(func=_evaluate)
     tb = sub.add_parser("table2", help="run the paper's Table II ablation end to end")
     tb.add_argument("--out", required=True)

@@ -19,10 +19,18 @@ CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 
 @dataclass(frozen=True)
 class PostprocessConfig:
-    """Optional clean-up of a predicted mask (each step off when its value is 0)."""
+    """Clean-up of a predicted mask, each rule off when its value is 0 (or False). Rules are applied in this order
+    and a component is dropped by the first rule it fails; the anatomical rules need the CT."""
 
     min_volume_cc: float = 0.1  # drop components smaller than this (single-voxel islands)
     min_suv_max: float = 0.0  # drop components whose SUVmax is below this (no PET uptake)
+    thorax_margin_mm: float = 0.0  # keep only components touching the lungs + mediastinum, grown by this margin
+    min_mean_hu: float = -1024.0  # drop components whose mean CT is below this (air: the CT shows nothing there)
+    max_bone_fraction: float = 1.0  # drop components with more than this share of voxels above BONE_HU (bone only)
+
+
+BONE_HU = 300.0
+LUNG_HU = -400.0
 
 
 def label_lesions(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -33,26 +41,81 @@ def label_lesions(mask: np.ndarray) -> tuple[np.ndarray, int]:
     return labels.astype(np.int32), int(n)
 
 
-def postprocess(
-    mask: np.ndarray, pet_suv: np.ndarray, geom: Geometry, cfg: PostprocessConfig
+def thorax_region(ct_hu: np.ndarray, geom: Geometry, margin_mm: float = 10.0, min_lung_cc: float = 50.0) -> np.ndarray:
+    """Lungs + mediastinum: per axial slice, the convex hull of the lung voxels, grown by ``margin_mm`` in-plane.
+
+    Lungs are the connected air regions (CT < -400 HU) inside the body that do not touch the slice border (outside
+    air does) and hold at least ``min_lung_cc``; the hull of both lungs on a slice covers the mediastinum between
+    them (heart, great vessels, hilum) and the tumours inside or against the lungs. Slices without lung (neck,
+    abdomen below the lung bases) get no region.
+    """
+    from scipy import ndimage
+    from skimage.morphology import convex_hull_image
+
+    air = np.asarray(ct_hu) < LUNG_HU
+    lab, n = ndimage.label(air, structure=CONNECTIVITY)
+    edges = (lab[:, 0], lab[:, -1], lab[:, :, 0], lab[:, :, -1])
+    border = np.unique(np.concatenate([e.ravel() for e in edges]))
+    sizes = ndimage.sum(air, lab, np.arange(1, n + 1)) * geom.voxel_volume_cc
+    keep = [i + 1 for i, v in enumerate(sizes) if v >= min_lung_cc and (i + 1) not in set(border.tolist())]
+    lungs = np.isin(lab, keep)
+    region = np.zeros(lungs.shape, dtype=bool)
+    sx, sy = geom.spacing_mm[0], geom.spacing_mm[1]
+    ry, rx = int(np.ceil(margin_mm / sy)), int(np.ceil(margin_mm / sx))
+    yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
+    disk = (yy * sy) ** 2 + (xx * sx) ** 2 <= margin_mm**2
+    for z in range(lungs.shape[0]):
+        if lungs[z].any():
+            hull = convex_hull_image(lungs[z])
+            region[z] = ndimage.binary_dilation(hull, structure=disk) if margin_mm > 0 else hull
+    return region
+
+
+def component_verdicts(
+    mask: np.ndarray, pet_suv: np.ndarray, geom: Geometry, cfg: PostprocessConfig, ct_hu: np.ndarray | None = None
 ) -> tuple[np.ndarray, list[dict]]:
-    """Drop components below ``cfg.min_volume_cc`` or with SUVmax below ``cfg.min_suv_max``; returns the cleaned
-    mask and one record per dropped component (volume, SUVmax, reason)."""
+    """Label the components of ``mask`` and judge each by the rules of ``cfg``: (labels, one record per component
+    with its label, volume, SUVmax, mean HU, rule that drops it ('' = kept) and reason)."""
     labels, n = label_lesions(mask)
-    keep = np.asarray(mask, dtype=bool).copy()
-    dropped = []
+    region = None
+    if cfg.thorax_margin_mm and ct_hu is not None and n:
+        region = thorax_region(ct_hu, geom, cfg.thorax_margin_mm)
+    out = []
     for lab in range(1, n + 1):
         comp = labels == lab
         vol = float(comp.sum()) * geom.voxel_volume_cc
         suv_max = float(pet_suv[comp].max())
-        reason = ""
+        hu = ct_hu[comp] if ct_hu is not None else None
+        mean_hu = float(hu.mean()) if hu is not None else float("nan")
+        rule, reason = "", ""
         if cfg.min_volume_cc and vol < cfg.min_volume_cc:
-            reason = f"volume {vol:.3f} cc < {cfg.min_volume_cc:g} cc"
+            rule, reason = "min_volume_cc", f"volume {vol:.3f} cc < {cfg.min_volume_cc:g} cc"
         elif cfg.min_suv_max and suv_max < cfg.min_suv_max:
-            reason = f"SUVmax {suv_max:.2f} < {cfg.min_suv_max:g}"
-        if reason:
-            keep[comp] = False
-            dropped.append({"volume_cc": round(vol, 3), "suv_max": round(suv_max, 3), "reason": reason})
+            rule, reason = "min_suv_max", f"SUVmax {suv_max:.2f} < {cfg.min_suv_max:g}"
+        elif region is not None and not region[comp].any():
+            rule, reason = "thorax_margin_mm", f"outside the lungs and mediastinum (+{cfg.thorax_margin_mm:g} mm)"
+        elif hu is not None and cfg.min_mean_hu > -1024 and mean_hu < cfg.min_mean_hu:
+            rule, reason = "min_mean_hu", f"mean CT {mean_hu:.0f} HU < {cfg.min_mean_hu:g} HU (air)"
+        elif hu is not None and cfg.max_bone_fraction < 1 and float((hu > BONE_HU).mean()) > cfg.max_bone_fraction:
+            rule, reason = "max_bone_fraction", f"{float((hu > BONE_HU).mean()):.0%} of voxels > {BONE_HU:g} HU (bone)"
+        out.append({"label": lab, "volume_cc": round(vol, 3), "suv_max": round(suv_max, 3),
+                    "mean_hu": round(mean_hu, 1), "rule": rule, "reason": reason})  # fmt: skip
+    return labels, out
+
+
+def postprocess(
+    mask: np.ndarray,
+    pet_suv: np.ndarray,
+    geom: Geometry,
+    cfg: PostprocessConfig,
+    ct_hu: np.ndarray | None = None,
+) -> tuple[np.ndarray, list[dict]]:
+    """Drop the components that fail a rule of ``cfg`` (see :func:`component_verdicts`); returns the cleaned mask
+    and one record per dropped component (volume, SUVmax, mean HU, rule, reason)."""
+    labels, verdicts = component_verdicts(mask, pet_suv, geom, cfg, ct_hu)
+    drop = [v["label"] for v in verdicts if v["rule"]]
+    keep = np.asarray(mask, dtype=bool) & ~np.isin(labels, drop)
+    dropped = [{k: v[k] for k in ("volume_cc", "suv_max", "mean_hu", "rule", "reason")} for v in verdicts if v["rule"]]
     return keep, dropped
 
 

@@ -26,6 +26,8 @@ class LoadedModel:
     preset: str  # "lucid" (PET / ROI SUVmax) or "pclt20k" (PET SUV [0, 15])
     min_suv_max: float  # QC of the training data: lesions below it were never shown to the model
     path: Path
+    spacing_mm: float = 0.0  # patch-trained models: in-plane pixel size (0 = the CT's own)
+    patch: int = 0  # > 0: patch-trained (sliding-window prediction) with this patch side
     run_config: dict = field(default_factory=dict)
 
     @property
@@ -40,6 +42,9 @@ class LoadedModel:
             "input_size_px": self.size,
             "threshold": self.threshold,
             "windows": self.preset,
+            "sampling": f"patches of {self.patch} px at {self.spacing_mm:g} mm, sliding window"
+            if self.patch > 0
+            else f"whole slices resized to {self.size} px",
             "parameters": sum(p.numel() for p in self.model.parameters()),
             "stage": self.run_config.get("stage", ""),
             "epochs": self.run_config.get("train", {}).get("epochs", ""),
@@ -95,16 +100,19 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", preset: str
     if chosen not in ("lucid", "pclt20k"):
         raise ValueError(f"unknown preset {chosen!r}; expected lucid or pclt20k")
     train_cfg = run_cfg.get("train") or {}
+    patches = pre.get("sampler") == "patches"
     return LoadedModel(
         model=model,
         name=name,
         input_slices=slices,
-        size=int((run_cfg.get("data") or {}).get("size") or 512),
+        size=int(pre["patch"]) if patches else int((run_cfg.get("data") or {}).get("size") or 512),
         threshold=float(train_cfg.get("threshold", 0.5)),
         preset=chosen,
         min_suv_max=float(pre.get("min_suv_max", 0.0)),
         path=path,
         run_config=run_cfg,
+        spacing_mm=float(pre.get("spacing_mm", 0.0)) if patches else 0.0,
+        patch=int(pre.get("patch", 0)) if patches else 0,
     )
 
 

@@ -113,6 +113,8 @@ def predict_volume(
         window_pet,
     )
 
+    if lm.patch > 0:
+        return predict_volume_patches(lm, ct_hu, pet_suv, spacing_mm, device, tta, batch_size, progress)
     nz, ny, nx = ct_hu.shape
     ct_u8 = window_inputs(ct_hu, lm.preset, lm.size)
     prob = np.zeros(ct_hu.shape, dtype=np.uint8)
@@ -147,6 +149,85 @@ def predict_volume(
             p_u8 = np.where(np.isin(comp, hits), p_u8, 0).astype(np.uint8)
             candidates[i]["kept_components"] = int(hits.size)
         prob[lo : hi + 1] = np.maximum(prob[lo : hi + 1], p_u8)
+    bar.close()
+    return prob, candidates
+
+
+def predict_volume_patches(
+    lm,
+    ct_hu: np.ndarray,
+    pet_suv: np.ndarray,
+    spacing_mm: tuple[float, float, float],
+    device: torch.device,
+    tta: bool = False,
+    batch_size: int = 8,
+    progress: bool = True,
+) -> tuple[np.ndarray, list[dict]]:
+    """Sliding-window prediction of a patch-trained model (:mod:`igtv.inference.sliding`) at the pixel size it was
+    trained on; returns the uint8 probability on the CT grid and the PET candidates tried (LUCID windows).
+
+    Every slice that holds body (CT > -400 HU) is predicted, with tiles that overlap the body. With the LUCID
+    windows, each PET candidate is a pass over its slices +- ``CANDIDATE_MARGIN_MM``, its PET divided by its SUVmax,
+    keeping the predicted components that overlap it (as for whole-slice models).
+    """
+    from tqdm import tqdm
+
+    from igtv.data.sampling import AIR_HU, BODY_HU, resample_inplane, resample_to_shape, window_patch
+    from igtv.geometry import Geometry
+    from igtv.inference.lesions import label_lesions
+    from igtv.inference.predictor import forward_probabilities, pet_references, stack_indices
+    from igtv.inference.sliding import pad_to, sliding_window
+
+    nz, ny, nx = ct_hu.shape
+    sp_yx = (float(spacing_mm[1]), float(spacing_mm[0]))
+    ct_r, _ = pad_to(resample_inplane(ct_hu, sp_yx, lm.spacing_mm), lm.patch, AIR_HU)
+    pet_r, _ = pad_to(resample_inplane(pet_suv, sp_yx, lm.spacing_mm), lm.patch, 0.0)
+    ry, rx = resample_inplane(ct_hu[:1], sp_yx, lm.spacing_mm).shape[1:]
+    body = ct_r > BODY_HU
+    body_slices = [z for z in range(nz) if body[z].any()]
+    passes: list[tuple[list[int], float | None, int]] = []
+    candidates: list[dict] = []
+    labels = None
+    if lm.preset == "pclt20k":
+        passes.append((body_slices, None, 0))
+    else:
+        geom = Geometry(ct_hu.shape, spacing_mm, (0.0, 0.0, 0.0))
+        labels, refs = pet_references(pet_suv, geom, min_suv_max=max(lm.min_suv_max, 2.5))
+        margin = math.ceil(CANDIDATE_MARGIN_MM / spacing_mm[2])
+        for r in refs:
+            zs = [z for z in range(max(r.z_lo - margin, 0), min(r.z_hi + margin, nz - 1) + 1) if body[z].any()]
+            passes.append((zs, r.suv_max, r.label))
+            candidates.append({"suv_max": round(r.suv_max, 3), "volume_cc": round(r.volume_cc, 3), "slices": len(zs)})
+
+    def forward(x: np.ndarray) -> np.ndarray:
+        return forward_probabilities(lm.model, torch.from_numpy(x), device, tta).cpu().numpy()
+
+    prob = np.zeros(ct_hu.shape, dtype=np.uint8)
+    threshold_u8 = lm.threshold * 255.0
+    bar = tqdm(total=None, unit="tile", desc="predict", disable=not progress)
+    for i, (zs, reference, label) in enumerate(passes):
+        if not zs:
+            continue
+
+        def inputs(z: int, reference=reference) -> np.ndarray:
+            idx = stack_indices(z, nz, lm.input_slices)
+            return window_patch(ct_r[idx], pet_r[idx], lm.preset, reference)
+
+        p_r = sliding_window(
+            forward, inputs, zs, ct_r.shape[1:], lm.patch, 0.5, batch_size, lambda z: body[z], bar.update
+        )
+        for k in range(0, len(zs), 32):  # back to the CT grid a few slices at a time (memory stays small)
+            part = resample_to_shape(p_r[k : k + 32, :ry, :rx], (ny, nx))
+            p_u8 = np.clip(np.round(part * 255.0), 0, 255).astype(np.uint8)
+            rows = zs[k : k + 32]
+            if label:  # keep only the predicted components that overlap this candidate
+                comp, _ = label_lesions(p_u8 >= threshold_u8)
+                hits = np.unique(comp[(labels[rows] == label) & (comp > 0)])
+                p_u8 = np.where(np.isin(comp, hits), p_u8, 0).astype(np.uint8)
+            prob[rows] = np.maximum(prob[rows], p_u8)
+        if label:
+            comp, _ = label_lesions(prob[zs] >= threshold_u8)
+            candidates[i]["kept_components"] = int(np.unique(comp[(labels[zs] == label) & (comp > 0)]).size)
     bar.close()
     return prob, candidates
 
@@ -220,7 +301,7 @@ def predict_dicom(
     prob_c, candidates = predict_volume(lm, ct_c, pet_c, geom.spacing_mm, dev, tta, batch_size, progress)
     prob = np.ascontiguousarray(apply_flips(prob_c, flips))
     raw_mask = prob >= lm.threshold * 255.0
-    mask, dropped = postprocess(raw_mask, pet_suv, geom, post)
+    mask, dropped = postprocess(raw_mask, pet_suv, geom, post, ct.array)
     lesions = lesion_statistics(mask, pet_suv, geom)
     comparison, reference = None, None
     if compare is not None:

@@ -25,6 +25,17 @@ class DataConfig:
     val_fraction: float = 0.15  # patient-level share of train used for validation when there is no val.txt
     augment: bool = True
     num_workers: int = 0
+    # "slices": the paper's protocol (whole PNG slices of the split lists, resized to `size`); "patches": patches
+    # drawn from the prepared volumes at `spacing_mm` with negatives (igtv.data.sampling), windows on the fly
+    sampler: Literal["slices", "patches"] = "slices"
+    preset: Literal["pclt20k", "lucid"] = "pclt20k"  # patches: windows applied on the fly (prediction does the same)
+    spacing_mm: float = 2.0  # patches: in-plane pixel size in mm (0 = the CT's own)
+    patch: int = 96  # patches: side in pixels (divisible by 32 for CIPA)
+    fg_fraction: float = 0.5  # patches: share centred on the target (with jitter)
+    hot_fraction: float = 0.25  # patches: share centred on PET-avid regions that are not target (hot organs)
+    jitter: float = 0.8  # patches: lesion centres move by up to jitter * patch / 2 pixels
+    samples_per_epoch: int = 1024  # patches: training samples per epoch (steps = samples / batch)
+    eval_samples: int = 256  # patches: fixed validation / test patches
 
 
 @dataclass(frozen=True)
@@ -42,6 +53,7 @@ class OptimConfig:
     amp: Literal["auto", "off"] = "auto"  # auto: bf16 (or fp16 + scaler) on CUDA, off on CPU
     max_steps_per_epoch: int = 0  # 0 = the whole training split every epoch
     threshold: float = 0.5  # probability threshold for validation metrics
+    batch_dice: bool = False  # Dice loss over the whole batch (nnU-Net's 2D choice) instead of per sample
 
 
 @dataclass(frozen=True)

@@ -113,13 +113,14 @@ def model_input_slices(name: str) -> int:
 
 
 class DiceBCELoss(nn.Module):
-    """Eqs. 7-8: Dice loss + binary cross-entropy on logits (MONAI DiceLoss with sigmoid, per-sample mean)."""
+    """Eqs. 7-8: Dice loss + binary cross-entropy on logits (MONAI DiceLoss with sigmoid; per-sample mean, or one
+    Dice over the whole batch with ``batch=True``, which does not punish patches without target as hard)."""
 
-    def __init__(self) -> None:
+    def __init__(self, batch: bool = False) -> None:
         super().__init__()
         from monai.losses import DiceLoss
 
-        self.dice = DiceLoss(sigmoid=True)
+        self.dice = DiceLoss(sigmoid=True, batch=batch)
         self.bce = nn.BCEWithLogitsLoss()
 
     def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -209,7 +210,7 @@ def _payload(cfg, model, opt, sched, scaler, epoch, best, history, stale, transf
         "model_config": to_dict(m.config) if hasattr(m, "config") else {},
         "input_slices": model_input_slices(cfg.model),
         "run_config": to_dict(cfg),
-        "preprocessing": dataset_preprocessing(cfg.data.root),
+        "preprocessing": preprocessing_of(cfg),
         "model": {k: v.detach().cpu() for k, v in m.state_dict().items()},
         "optimizer": opt.state_dict(),
         "scheduler": sched.state_dict(),
@@ -222,6 +223,56 @@ def _payload(cfg, model, opt, sched, scaler, epoch, best, history, stale, transf
         "rng_torch": torch.get_rng_state(),
         "transfer": transfer or {},
     }
+
+
+def preprocessing_of(cfg: RunConfig) -> dict:
+    """What prediction must reproduce: windows, and for patch-trained models the pixel size and patch side."""
+    pre = dataset_preprocessing(cfg.data.root)
+    if cfg.data.sampler == "slices":
+        return {**pre, "sampler": "slices"}
+    return {
+        "preset": cfg.data.preset,
+        "min_suv_max": pre.get("min_suv_max", 0.0),
+        "source": "run config (patches)",
+        "sampler": "patches",
+        "spacing_mm": cfg.data.spacing_mm,
+        "patch": cfg.data.patch,
+    }
+
+
+def build_datasets(cfg: RunConfig, splits: tuple[str, ...] = ("train", "val")) -> list:
+    """The datasets of ``splits``: whole slices (paper protocol) or patches from the volumes."""
+    from igtv.data.augment import Augment
+    from igtv.data.datasets import SliceDataset
+
+    d = cfg.data
+    if d.sampler == "slices":
+        aug = Augment() if d.augment else None
+        common = dict(mode=d.mode, val_fraction=d.val_fraction, seed=cfg.seed, size=d.size)
+        return [SliceDataset(d.root, s, transform=aug if s == "train" else None, **common) for s in splits]
+    from dataclasses import replace as dc_replace
+
+    from igtv.data.sampling import PatchDataset, PatchSpec, load_split_cases
+
+    spec = PatchSpec(
+        patch=d.patch,
+        preset=d.preset,
+        in_slices=3 if d.mode == "25d" else 1,
+        fg_fraction=d.fg_fraction,
+        hot_fraction=d.hot_fraction,
+        jitter=d.jitter,
+        augment=d.augment,
+    )
+    out = []
+    for s in splits:
+        cases = load_split_cases(d.root, s, d.spacing_mm, d.val_fraction, cfg.seed)
+        if not cases:
+            out.append([])
+        elif s == "train":
+            out.append(PatchDataset(cases, spec, d.samples_per_epoch, cfg.seed))
+        else:  # fixed patches, no augmentation, seeded apart from training
+            out.append(PatchDataset(cases, dc_replace(spec, augment=False), d.eval_samples, cfg.seed + 7919, True))
+    return out
 
 
 def build_model(cfg: RunConfig) -> nn.Module:
@@ -269,8 +320,6 @@ def _train(
 ) -> TrainResult:
     from tqdm import tqdm
 
-    from igtv.data.augment import Augment
-    from igtv.data.datasets import SliceDataset
     from igtv.models.cipa import normalize_png
     from igtv.models.pretrained import load_vmamba_into_cipa
     from igtv.training.transfer import transfer_weights
@@ -333,10 +382,7 @@ def _train(
     if dist_info.enabled:
         model = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
 
-    aug = Augment() if cfg.data.augment else None
-    common = dict(mode=cfg.data.mode, val_fraction=cfg.data.val_fraction, seed=cfg.seed, size=cfg.data.size)
-    train_ds = SliceDataset(cfg.data.root, "train", transform=aug, **common)
-    val_ds = SliceDataset(cfg.data.root, "val", **common)
+    train_ds, val_ds = build_datasets(cfg)
     if len(train_ds) == 0 or len(val_ds) == 0:
         raise ValueError(f"{cfg.data.root}: empty train ({len(train_ds)}) or validation ({len(val_ds)}) split")
     sampler = EpochSampler(len(train_ds), cfg.seed, dist_info.rank, dist_info.world)
@@ -365,7 +411,7 @@ def _train(
     )
     amp = autocast_settings(cfg, device)
     scaler = torch.amp.GradScaler("cuda") if amp[0] and amp[1] == torch.float16 else None
-    loss_fn = DiceBCELoss()
+    loss_fn = DiceBCELoss(cfg.train.batch_dice)
     history: list[dict] = []
     best, stale, start = (-1.0, -1), 0, 0
     if resume:
@@ -481,17 +527,8 @@ def _train(
 
 def evaluate_checkpoint_split(path: Path, cfg: RunConfig, split: str, device, dist_info: DistInfo) -> dict | None:
     """Slice metrics of a checkpoint on a split of ``cfg.data.root`` (None when the split list is absent/empty)."""
-    from igtv.data.datasets import SliceDataset
-
     try:
-        ds = SliceDataset(
-            cfg.data.root,
-            split,
-            mode=cfg.data.mode,
-            seed=cfg.seed,
-            size=cfg.data.size,
-            val_fraction=cfg.data.val_fraction,
-        )
+        (ds,) = build_datasets(cfg, (split,))
     except FileNotFoundError:
         return None
     if len(ds) == 0:
@@ -501,6 +538,6 @@ def evaluate_checkpoint_split(path: Path, cfg: RunConfig, split: str, device, di
     model.to(device)
     sampler = EpochSampler(len(ds), cfg.seed, dist_info.rank, dist_info.world, shuffle=False)
     loader = _loader(ds, max(1, cfg.train.batch_size // dist_info.world), sampler, cfg.data.num_workers, False)
-    return evaluate_loader(
-        model, loader, device, DiceBCELoss(), cfg.train.threshold, autocast_settings(cfg, device), dist_info
-    )
+    loss_fn = DiceBCELoss(cfg.train.batch_dice)
+    amp = autocast_settings(cfg, device)
+    return evaluate_loader(model, loader, device, loss_fn, cfg.train.threshold, amp, dist_info)

@@ -1,0 +1,318 @@
+"""Patch sampling from whole volumes at a fixed in-plane spacing, with negatives (nnU-Net's habit).
+
+The paper trains on whole ROI slices shrunk to the network's input. On a CPU budget that leaves tumours a few
+pixels wide and a model that has never seen a slice without one, so on a new patient every hot organ looks like a
+tumour. Here training reads the 3D volumes that ``igtv prepare`` writes (``volumes/<P>/{ct_hu,pet_suv,labels}``),
+resampled once in-plane to ``spacing_mm`` (the z spacing is kept: 2.5D neighbours are the CT's own slices), and
+draws square patches of ``patch`` pixels:
+
+- ``fg_fraction`` of them centred on a target voxel (one lesion drawn uniformly, then a voxel of it) with a
+  jitter of up to ``jitter`` x patch/2, so the lesion is seen at every position in the patch;
+- ``hot_fraction`` centred on a PET-avid region that is *not* target (heart, liver, kidneys, nodes: SUV >=
+  ``HOT_SUV``), one region drawn uniformly, so the hot organs prediction will meet are shown as negatives;
+- the rest anywhere in the body (CT > ``BODY_HU``).
+
+Windows are applied on the fly, exactly as prediction applies them: CT window of the preset, PET either the fixed
+SUV range (``pclt20k``) or divided by a reference SUVmax (``lucid``): the lesion's own SUVmax for lesion patches
+and the hot region's SUVmax for the others, which is what prediction does per PET candidate.
+
+Augmentation is one affine per patch (centre + jitter, isotropic scale, small rotation, horizontal flip) applied
+while extracting from the full slice, so the border is real anatomy (or air/zero PET outside the scan), plus a
+multiplicative PET intensity change. Sample ``i`` of epoch ``e`` is a pure function of ``(seed, e, i)``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+log = logging.getLogger(__name__)
+
+HOT_SUV = 2.5  # PET-avid region threshold (the predictor's candidate threshold)
+BODY_HU = -400.0  # body = CT above this
+AIR_HU = -1024.0  # value outside the scanned field
+MAX_VOXELS = 4096  # voxels kept per region for drawing centres (memory stays small for big organs)
+
+
+# --- pure helpers -------------------------------------------------------------------------------------------------
+def inplane_shape(shape_yx: tuple[int, int], spacing_yx_mm: tuple[float, float], target_mm: float) -> tuple[int, int]:
+    """Size of a slice of ``shape_yx`` at ``spacing_yx_mm`` once resampled to ``target_mm`` pixels."""
+    if target_mm <= 0:
+        return tuple(shape_yx)
+    return tuple(max(1, round(n * s / target_mm)) for n, s in zip(shape_yx, spacing_yx_mm, strict=True))
+
+
+def resample_inplane(
+    volume_zyx: np.ndarray, spacing_yx_mm: tuple[float, float], target_mm: float, kind: str = "linear"
+) -> np.ndarray:
+    """Resample every axial slice of ``volume_zyx`` to ``target_mm`` pixels (z untouched).
+
+    ``kind``: ``linear`` (area averaging when shrinking, bilinear when enlarging: images), or ``mask`` (area
+    fraction >= 0.5: binary masks). Prediction maps probabilities back with :func:`resample_to_shape`, the inverse
+    pixel mapping (both use ``align_corners=False``), so contours land where the volume was.
+    """
+    import torch
+    import torch.nn.functional as F
+
+    out_yx = inplane_shape(volume_zyx.shape[1:], spacing_yx_mm, target_mm)
+    if tuple(out_yx) == tuple(volume_zyx.shape[1:]):
+        return volume_zyx.astype(bool) if kind == "mask" else volume_zyx.astype(np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(volume_zyx, dtype=np.float32))[:, None]  # (z, 1, y, x)
+    shrink = out_yx[0] <= volume_zyx.shape[1] and out_yx[1] <= volume_zyx.shape[2]
+    if shrink:
+        r = F.interpolate(t, size=out_yx, mode="area")
+    else:
+        r = F.interpolate(t, size=out_yx, mode="bilinear", align_corners=False)
+    r = r[:, 0].numpy()
+    return r >= 0.5 if kind == "mask" else r.astype(np.float32)
+
+
+def resample_to_shape(slices_zyx: np.ndarray, shape_yx: tuple[int, int]) -> np.ndarray:
+    """Bilinear resampling of ``[z, y, x]`` float slices to ``shape_yx`` (the inverse of :func:`resample_inplane`)."""
+    import torch
+    import torch.nn.functional as F
+
+    if tuple(slices_zyx.shape[1:]) == tuple(shape_yx):
+        return slices_zyx.astype(np.float32)
+    t = torch.from_numpy(np.ascontiguousarray(slices_zyx, dtype=np.float32))[:, None]
+    return F.interpolate(t, size=tuple(shape_yx), mode="bilinear", align_corners=False)[:, 0].numpy()
+
+
+def patch_matrix(
+    centre_yx: tuple[float, float], patch: int, scale: float = 1.0, angle_rad: float = 0.0, flip: bool = False
+) -> np.ndarray:
+    """3x3 matrix mapping patch (row, col, 1) to slice coordinates: the patch centre lands on ``centre_yx``,
+    the patch is magnified by ``scale`` (> 1 zooms in), rotated by ``angle_rad`` and mirrored left-right."""
+    c = (patch - 1) / 2.0
+    to_centre = np.array([[1.0, 0.0, -c], [0.0, 1.0, -c], [0.0, 0.0, 1.0]])
+    f = np.diag([1.0, -1.0 if flip else 1.0, 1.0])
+    cos, sin = np.cos(angle_rad), np.sin(angle_rad)
+    rot = np.array([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]])
+    sc = np.diag([1.0 / scale, 1.0 / scale, 1.0])
+    back = np.array([[1.0, 0.0, centre_yx[0]], [0.0, 1.0, centre_yx[1]], [0.0, 0.0, 1.0]])
+    return back @ rot @ sc @ f @ to_centre
+
+
+def extract(slice_yx: np.ndarray, m: np.ndarray, patch: int, order: int, cval: float) -> np.ndarray:
+    """Resample ``slice_yx`` on the patch grid given by matrix ``m`` (see :func:`patch_matrix`)."""
+    from scipy.ndimage import affine_transform
+
+    if np.allclose(m[:2, :2], np.eye(2)) and np.allclose(m[:2, 2], np.round(m[:2, 2])):
+        y0, x0 = int(round(m[0, 2])), int(round(m[1, 2]))  # pure integer shift: a crop, no interpolation
+        out = np.full((patch, patch), cval, dtype=np.float32)
+        ys = slice(max(y0, 0), min(y0 + patch, slice_yx.shape[0]))
+        xs = slice(max(x0, 0), min(x0 + patch, slice_yx.shape[1]))
+        if ys.stop > ys.start and xs.stop > xs.start:
+            out[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = slice_yx[ys, xs]
+        return out
+    return affine_transform(
+        np.asarray(slice_yx, dtype=np.float32), m[:2, :2], m[:2, 2], output_shape=(patch, patch), order=order,
+        mode="constant", cval=cval,
+    )  # fmt: skip
+
+
+def window_patch(ct_hu: np.ndarray, pet_suv: np.ndarray, preset: str, reference_suv: float | None) -> np.ndarray:
+    """CT (S, P, P) HU and PET (S, P, P) SUV -> grey levels (2S, P, P) in [0, 255], CT first (the model's order)."""
+    from igtv.data.windows import PRESETS, scale_pet_roi_max, scale_pet_suv, window_ct
+
+    p = PRESETS[preset]
+    ct = window_ct(ct_hu, *p.ct_hu)
+    if p.pet_mode == "roi_max":
+        pet = scale_pet_roi_max(pet_suv, reference_suv if reference_suv else 1.0)
+    else:
+        pet = scale_pet_suv(pet_suv, *p.pet_suv)
+    return np.concatenate([ct, pet]).astype(np.float32)
+
+
+def _subsample(coords: np.ndarray, rng: np.random.Generator, n: int = MAX_VOXELS) -> np.ndarray:
+    if len(coords) <= n:
+        return coords.astype(np.int32)
+    return coords[rng.choice(len(coords), n, replace=False)].astype(np.int32)
+
+
+# --- volumes ------------------------------------------------------------------------------------------------------
+@dataclass
+class Region:
+    """One connected region to centre patches on: a subsample of its voxels and its SUVmax."""
+
+    voxels: np.ndarray  # (n, 3) int32 z, y, x
+    suv_max: float
+
+
+@dataclass
+class VolumeCase:
+    """One patient's volumes at the sampling spacing, with the regions patches are centred on."""
+
+    name: str
+    ct_hu: np.ndarray  # [z, y, x] float32 HU
+    pet_suv: np.ndarray  # [z, y, x] float32 SUV
+    target: np.ndarray  # [z, y, x] bool
+    spacing_mm: tuple[float, float, float]  # (z, y, x) after resampling
+    lesions: list[Region] = field(default_factory=list)
+    hot: list[Region] = field(default_factory=list)
+    body: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int32))
+
+
+def _regions(mask: np.ndarray, pet: np.ndarray, rng: np.random.Generator, min_voxels: int) -> list[Region]:
+    """26-connected regions of ``mask`` with at least ``min_voxels`` voxels, each with a voxel subsample."""
+    from scipy import ndimage
+
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
+    if n == 0:
+        return []
+    idx = np.arange(1, n + 1)
+    sizes = ndimage.sum(mask, lab, idx)
+    maxima = ndimage.maximum(pet, lab, idx)
+    out = []
+    for i, box in enumerate(ndimage.find_objects(lab), start=1):
+        if box is None or sizes[i - 1] < min_voxels:
+            continue
+        local = np.argwhere(lab[box] == i) + [b.start for b in box]
+        out.append(Region(_subsample(local, rng), float(maxima[i - 1])))
+    return out
+
+
+def build_case(
+    name: str,
+    ct_hu: np.ndarray,
+    pet_suv: np.ndarray,
+    target: np.ndarray,
+    spacing_zyx_mm: tuple[float, float, float],
+    target_mm: float,
+) -> VolumeCase:
+    """Resample a patient's arrays in-plane to ``target_mm`` and find its lesions, hot regions and body."""
+    from scipy import ndimage
+
+    sp_yx = (float(spacing_zyx_mm[1]), float(spacing_zyx_mm[2]))
+    ct = resample_inplane(ct_hu, sp_yx, target_mm)
+    pet = resample_inplane(pet_suv, sp_yx, target_mm)
+    tgt = resample_inplane(np.asarray(target, dtype=np.float32), sp_yx, target_mm, kind="mask")
+    out_sp = (float(spacing_zyx_mm[0]), *(target_mm,) * 2) if target_mm > 0 else tuple(map(float, spacing_zyx_mm))
+    rng = np.random.default_rng(0)
+    lesions = _regions(tgt, pet, rng, min_voxels=1)
+    near_target = ndimage.binary_dilation(tgt, iterations=2) if tgt.any() else tgt
+    min_hot = max(4, int(np.ceil(0.2 / (np.prod(out_sp) / 1000.0))))  # noise specks below 0.2 cc are not organs
+    hot = _regions((pet >= HOT_SUV) & ~near_target, pet, rng, min_voxels=min_hot)
+    body = _subsample(np.argwhere(ct > BODY_HU), rng, 4 * MAX_VOXELS)
+    return VolumeCase(name, ct, pet, tgt, out_sp, lesions, hot, body)
+
+
+def load_case(volume_dir: str | Path, target_mm: float) -> VolumeCase:
+    """A prepared patient's ``{ct_hu,pet_suv,labels}.nii.gz`` (every labelled ROI is target) at ``target_mm``."""
+    from igtv.geometry import load_nifti
+
+    d = Path(volume_dir)
+    for f in ("ct_hu.nii.gz", "pet_suv.nii.gz", "labels.nii.gz"):
+        if not (d / f).exists():
+            raise FileNotFoundError(f"{d / f}: missing (run igtv prepare with volumes; PNG-only datasets such as "
+                                    "PCLT20K train with data.sampler: slices)")  # fmt: skip
+    ct, geom = load_nifti(d / "ct_hu.nii.gz")
+    pet, _ = load_nifti(d / "pet_suv.nii.gz")
+    labels, _ = load_nifti(d / "labels.nii.gz")
+    if ct.shape != pet.shape or ct.shape != labels.shape:
+        raise ValueError(f"{d}: ct_hu {ct.shape}, pet_suv {pet.shape} and labels {labels.shape} differ")
+    return build_case(d.name, ct, pet, labels > 0, tuple(geom.spacing_mm[::-1]), target_mm)
+
+
+@dataclass(frozen=True)
+class PatchSpec:
+    """How patches are drawn (the ``data`` section of a run config carries these)."""
+
+    patch: int = 96
+    preset: str = "pclt20k"
+    in_slices: int = 3  # 1: 2D, 3: 2.5D (t-1, t, t+1)
+    fg_fraction: float = 0.5
+    hot_fraction: float = 0.25
+    jitter: float = 0.8  # lesion centres move by up to jitter * patch / 2 pixels
+    augment: bool = True
+
+
+def draw_centre(case: VolumeCase, spec: PatchSpec, rng: np.random.Generator) -> tuple[str, np.ndarray, float | None]:
+    """(kind, voxel (z, y, x) float, reference SUVmax for the LUCID window) of one patch."""
+    u = rng.random()
+    if u < spec.fg_fraction and case.lesions:
+        region, kind = case.lesions[rng.integers(len(case.lesions))], "lesion"
+        v = region.voxels[rng.integers(len(region.voxels))].astype(float)
+        v[1:] += rng.uniform(-1, 1, 2) * spec.jitter * spec.patch / 2
+        return kind, v, region.suv_max
+    if u < spec.fg_fraction + spec.hot_fraction and case.hot:
+        region = case.hot[rng.integers(len(case.hot))]
+        v = region.voxels[rng.integers(len(region.voxels))].astype(float)
+        v[1:] += rng.uniform(-0.25, 0.25, 2) * spec.patch / 2
+        return "hot", v, region.suv_max
+    pool = case.body if len(case.body) else np.argwhere(np.ones(case.ct_hu.shape, bool))[:1]
+    v = pool[rng.integers(len(pool))].astype(float)
+    refs = [r.suv_max for r in case.hot + case.lesions]
+    return "body", v, (refs[rng.integers(len(refs))] if refs else None)
+
+
+def sample_patch(case: VolumeCase, spec: PatchSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
+    """One training sample: grey levels (2S, P, P), mask (1, P, P) in {0, 1}, and a short description."""
+    kind, v, ref = draw_centre(case, spec, rng)
+    nz = case.ct_hu.shape[0]
+    z = int(np.clip(round(v[0]), 0, nz - 1))
+    scale, angle, flip, pet_gain = 1.0, 0.0, False, 1.0
+    if spec.augment:
+        if rng.random() < 0.5:
+            scale = float(rng.uniform(0.85, 1.15))
+        if rng.random() < 0.3:
+            angle = float(np.deg2rad(rng.uniform(-15, 15)))
+        flip = bool(rng.random() < 0.5)
+        if rng.random() < 0.3:
+            pet_gain = float(rng.uniform(0.8, 1.25))
+    m = patch_matrix((v[1], v[2]), spec.patch, scale, angle, flip)
+    half = spec.in_slices // 2
+    zs = [int(np.clip(z + o, 0, nz - 1)) for o in range(-half, half + 1)]
+    ct = np.stack([extract(case.ct_hu[k], m, spec.patch, 1, AIR_HU) for k in zs])
+    pet = np.stack([extract(case.pet_suv[k], m, spec.patch, 1, 0.0) for k in zs]) * pet_gain
+    mask = extract(case.target[z].astype(np.float32), m, spec.patch, 1, 0.0) >= 0.5
+    image = window_patch(ct, pet, spec.preset, None if ref is None else ref * pet_gain)
+    return image, mask.astype(np.float32)[None], f"{case.name}/{kind}/z{z}"
+
+
+class PatchDataset:
+    """A ``torch.utils.data.Dataset`` of ``n`` patches per epoch drawn from ``cases`` (one patient uniformly, then
+    a centre as :func:`draw_centre`). ``fixed=True`` gives the same patches every epoch (validation, test)."""
+
+    def __init__(self, cases: Sequence[VolumeCase], spec: PatchSpec, n: int, seed: int = 0, fixed: bool = False):
+        if not cases:
+            raise ValueError("no volumes to sample patches from")
+        self.cases, self.spec, self.n, self.seed, self.fixed = list(cases), spec, int(n), seed, fixed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return self.n
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __getitem__(self, index: int) -> dict:
+        import torch
+
+        rng = np.random.default_rng([self.seed, 0 if self.fixed else self.epoch + 1, index])
+        case = self.cases[rng.integers(len(self.cases))]
+        image, mask, item = sample_patch(case, self.spec, rng)
+        return {"image": torch.from_numpy(image), "mask": torch.from_numpy(mask), "item": item}
+
+    def patient_of(self, index: int) -> str:
+        rng = np.random.default_rng([self.seed, 0 if self.fixed else self.epoch + 1, index])
+        return self.cases[rng.integers(len(self.cases))].name
+
+
+def split_patients(root: str | Path, split: str, val_fraction: float = 0.15, seed: int = 0) -> list[str]:
+    """Patient folders of a split of a prepared dataset (the same patient-level split as the slice datasets)."""
+    from igtv.data.datasets import split_items
+
+    return sorted({r.folder for r in split_items(root, split, val_fraction, seed)})
+
+
+def load_split_cases(
+    root: str | Path, split: str, target_mm: float, val_fraction: float = 0.15, seed: int = 0
+) -> list[VolumeCase]:
+    root = Path(root)
+    names = split_patients(root, split, val_fraction, seed)
+    return [load_case(root / "volumes" / n, target_mm) for n in names]

@@ -1,0 +1,209 @@
+"""Whole-patient evaluation: the number a user gets from ``igtv predict``, nothing taken from the truth.
+
+Every test patient's prepared volumes (``volumes/<P>/{ct_hu,pet_suv,labels}.nii.gz``) go through the prediction
+pipeline of ``igtv predict`` (windows from the checkpoint, sliding window or whole slices, PET candidates found
+on the PET alone, post-processing) and the resulting 3D mask is scored against the union of all the patient's
+labelled ROIs on the CT grid: Dice, HD95 (mm), false-positive and false-negative volume (autoPET's FP/FN volumes),
+and lesion-level detection (a true lesion is hit when a predicted component overlaps it; a predicted component
+touching no true lesion is a false lesion). For each post-processing rule it also reports what the rule removed
+that was false (FP cc) and what it removed that was true (TP cc), so each rule's worth is measured.
+
+The paper's per-slice protocol is read from the same prediction: Eqs. 9-12 on every ROI slice of the split (the
+slices of ``slices.csv`` with role ``sample``), without the truth's SUVmax window or box.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from igtv.evaluation import metrics as M
+from igtv.inference.lesions import PostprocessConfig
+
+log = logging.getLogger(__name__)
+
+
+def lesion_detection(pred: np.ndarray, truth: np.ndarray, voxel_cc: float) -> dict:
+    """Lesion-level counts: true lesions hit / missed, false lesions (predicted components touching no true
+    lesion) and their volume in cc. Components are 26-connected."""
+    from igtv.inference.lesions import label_lesions
+
+    t_lab, n_t = label_lesions(truth)
+    p_lab, n_p = label_lesions(pred)
+    hit = np.unique(t_lab[(t_lab > 0) & (p_lab > 0)]).size
+    touching = set(np.unique(p_lab[(t_lab > 0) & (p_lab > 0)]).tolist())
+    false = [k for k in range(1, n_p + 1) if k not in touching]
+    false_cc = float(np.isin(p_lab, false).sum()) * voxel_cc if false else 0.0
+    return {
+        "lesions_true": int(n_t),
+        "lesions_hit": int(hit),
+        "lesions_missed": int(n_t - hit),
+        "lesions_predicted": int(n_p),
+        "false_lesions": len(false),
+        "false_lesion_cc": false_cc,
+    }
+
+
+def rule_effects(raw: np.ndarray, truth: np.ndarray, labels: np.ndarray, verdicts: list[dict], voxel_cc: float):
+    """Per post-processing rule: cc it removed outside the truth (false positives removed) and inside it (true
+    positives lost)."""
+    out: dict[str, dict[str, float]] = {}
+    for v in verdicts:
+        if not v["rule"]:
+            continue
+        comp = labels == v["label"]
+        e = out.setdefault(v["rule"], {"components": 0, "fp_removed_cc": 0.0, "tp_removed_cc": 0.0})
+        e["components"] += 1
+        e["tp_removed_cc"] += float((comp & truth).sum()) * voxel_cc
+        e["fp_removed_cc"] += float((comp & ~truth).sum()) * voxel_cc
+    return out
+
+
+@dataclass(frozen=True)
+class WholePatientConfig:
+    split: str = "test"
+    tta: bool = False
+    batch_size: int = 16
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    bootstrap: int = 1000
+    seed: int = 0
+
+
+def _sample_slices(root: Path, patient: str) -> dict[int, set[int]]:
+    """ROI -> slice indices that are samples of the paper protocol (slices.csv, role sample)."""
+    out: dict[int, set[int]] = {}
+    path = root / "slices.csv"
+    if not path.exists():
+        return out
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            if r["patient"] == patient and r.get("role", "sample") == "sample":
+                out.setdefault(int(r["roi"]), set()).add(int(r["slice_index"]))
+    return out
+
+
+def evaluate_patient(lm, volume_dir: Path, device, cfg: WholePatientConfig, root: Path | None = None) -> dict:
+    """Predict one prepared patient as ``igtv predict`` would and score it; returns its row (and slice rows)."""
+    from igtv.evaluation.evaluate import slice_row
+    from igtv.geometry import load_nifti
+    from igtv.inference.lesions import component_verdicts
+    from igtv.inference.predict import predict_volume
+    from igtv.inference.predictor import apply_flips, canonical_flips
+
+    t0 = time.perf_counter()
+    ct, geom = load_nifti(volume_dir / "ct_hu.nii.gz")
+    pet, _ = load_nifti(volume_dir / "pet_suv.nii.gz")
+    labels, _ = load_nifti(volume_dir / "labels.nii.gz")
+    ct, pet = ct.astype(np.float32), pet.astype(np.float32)
+    truth = labels > 0
+    flips = canonical_flips(geom)
+    prob_c, _ = predict_volume(
+        lm, apply_flips(ct, flips), apply_flips(pet, flips), geom.spacing_mm, device, cfg.tta, cfg.batch_size, False
+    )
+    prob = np.ascontiguousarray(apply_flips(prob_c, flips))
+    raw = prob >= lm.threshold * 255.0
+    comp_labels, verdicts = component_verdicts(raw, pet, geom, cfg.postprocess, ct)
+    dropped = [v["label"] for v in verdicts if v["rule"]]
+    pred = raw & ~np.isin(comp_labels, dropped)
+    spacing = tuple(geom.spacing_mm[::-1])
+    vcc = geom.voxel_volume_cc
+    row = {
+        "patient": volume_dir.name,
+        "dice_3d": M.dice(pred, truth),
+        "iou_3d": M.iou(pred, truth),
+        "hd95_3d_mm": M.hd95(pred, truth, spacing),
+        "dice_3d_raw": M.dice(raw, truth),
+        **M.overlap_volumes_cc(pred, truth, spacing),
+        **lesion_detection(pred, truth, vcc),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    slices = []
+    if root is not None:
+        sp2 = (geom.spacing_mm[1], geom.spacing_mm[0])
+        for roi, zs in sorted(_sample_slices(root, volume_dir.name).items()):
+            for z in sorted(zs):
+                r = slice_row(pred[z], labels[z] == roi, sp2)
+                slices.append({"item": f"{volume_dir.name}_r{roi}_{z:04d}", "patient": volume_dir.name, **r,
+                               "hd95_unit": "mm"})  # fmt: skip
+    return {"row": row, "rules": rule_effects(raw, truth, comp_labels, verdicts, vcc), "slices": slices}
+
+
+def summarize_patients(rows: list[dict], rules: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:
+    """Means, medians and bootstrap 95 % CI of the 3D Dice; totals of FP/FN, lesions and rule effects."""
+    from igtv.evaluation.evaluate import bootstrap_ci
+
+    out: dict = {"patients": len(rows)}
+    for k in ("dice_3d", "iou_3d", "hd95_3d_mm", "false_positive_cc", "false_negative_cc", "false_lesion_cc"):
+        a = np.asarray([r[k] for r in rows], dtype=np.float64)
+        a = a[np.isfinite(a)]
+        out[k] = {"mean": float(a.mean()), "median": float(np.median(a)), "n": int(a.size)} if a.size else {"n": 0}
+    if rows:
+        dices = {r["patient"]: [r["dice_3d"]] for r in rows}
+        ci = bootstrap_ci(dices, lambda v: {"d": float(np.mean(v))}, n_boot, seed).get("d", (np.nan, np.nan))
+        out["dice_3d"]["ci95"] = list(ci)
+    for k in ("lesions_true", "lesions_hit", "lesions_missed", "false_lesions"):
+        out[k] = int(sum(r[k] for r in rows))
+    total: dict[str, dict[str, float]] = {}
+    for per in rules:
+        for rule, e in per.items():
+            t = total.setdefault(rule, {"components": 0, "fp_removed_cc": 0.0, "tp_removed_cc": 0.0})
+            for key in t:
+                t[key] += e[key]
+    out["postprocess_rules"] = total
+    return out
+
+
+def evaluate_whole_patients(
+    model_path: str | Path,
+    data: str | Path,
+    out: str | Path | None = None,
+    cfg: WholePatientConfig | None = None,
+    device: str = "auto",
+    progress: bool = True,
+) -> dict:
+    """Score a checkpoint on every patient of a split of a prepared dataset, whole patient; writes
+    ``whole_patient.csv``, ``whole_patient_slices.csv`` and ``whole_patient.json`` into ``out`` when given."""
+    from tqdm import tqdm
+
+    from igtv.data.sampling import split_patients
+    from igtv.evaluation.evaluate import EvalConfig, summarize
+    from igtv.inference.model import load_model
+    from igtv.io import write_csv_atomic, write_text_atomic
+    from igtv.training.loop import pick_device
+
+    cfg = cfg or WholePatientConfig()
+    root = Path(data)
+    dev = pick_device(device)
+    lm = load_model(model_path, dev)
+    patients = [p for p in split_patients(root, cfg.split) if (root / "volumes" / p / "labels.nii.gz").exists()]
+    if not patients:
+        raise ValueError(f"{root}: no patient of split {cfg.split!r} has volumes (run igtv prepare)")
+    rows, rules, slices = [], [], []
+    for p in tqdm(patients, desc="whole-patient", unit="patient", disable=not progress):
+        r = evaluate_patient(lm, root / "volumes" / p, dev, cfg, root)
+        rows.append(r["row"])
+        rules.append(r["rules"])
+        slices += r["slices"]
+    summary = {
+        "split": cfg.split,
+        "model": lm.describe(),
+        "postprocess": asdict(cfg.postprocess),
+        "whole_patient": summarize_patients(rows, rules, cfg.bootstrap, cfg.seed),
+        "paper_protocol_slices": summarize(slices, [], EvalConfig(bootstrap=cfg.bootstrap, seed=cfg.seed))
+        if slices
+        else {},
+    }
+    if out is not None:
+        out = Path(out)
+        write_csv_atomic(out / "whole_patient.csv", rows)
+        if slices:
+            write_csv_atomic(out / "whole_patient_slices.csv", slices)
+        write_text_atomic(out / "whole_patient.json", json.dumps(summary, indent=1, default=float))
+    summary["rows"] = rows
+    return summary

@@ -1,0 +1,103 @@
+"""Patch sampler: geometry of the patches, foreground share, negatives on hot organs, windows, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from igtv.data.sampling import (
+    PatchDataset,
+    PatchSpec,
+    build_case,
+    extract,
+    patch_matrix,
+    resample_inplane,
+    resample_to_shape,
+    sample_patch,
+)
+
+
+def synthetic_case(name="P1"):
+    """A 20 x 120 x 100 body at 1 mm: soft tissue, a hot 'organ' (SUV 6, not target) and a target sphere."""
+    z, y, x = np.mgrid[0:20, 0:120, 0:100]
+    ct = np.full((20, 120, 100), -1000.0, np.float32)
+    ct[:, 10:110, 10:90] = 40.0
+    pet = np.full(ct.shape, 1.0, np.float32)
+    organ = (y - 80) ** 2 + (x - 30) ** 2 < 12**2
+    pet[organ] = 6.0
+    target = ((z - 10) ** 2 * 4 + (y - 40) ** 2 + (x - 65) ** 2) < 8**2
+    pet[target] = 9.0
+    return build_case(name, ct, pet, target, (2.0, 1.0, 1.0), 2.0), organ
+
+
+def test_resample_inplane_halves_and_round_trips():
+    vol = np.zeros((2, 40, 60), np.float32)
+    vol[:, 10:30, 20:40] = 1.0
+    small = resample_inplane(vol, (1.0, 1.0), 2.0)
+    assert small.shape == (2, 20, 30)
+    assert small.sum() == pytest.approx(vol.sum() / 4, rel=1e-5)  # area averaging keeps the mean
+    back = resample_to_shape(small, (40, 60))
+    assert back.shape == vol.shape and np.abs(back - vol).mean() < 0.05
+    mask = resample_inplane(vol, (1.0, 1.0), 2.0, kind="mask")
+    assert mask.dtype == bool and mask.sum() == 2 * 10 * 10
+
+
+def test_patch_matrix_centres_and_flips():
+    img = np.arange(100 * 100, dtype=np.float32).reshape(100, 100)
+    m = patch_matrix((50.0, 60.0), 16)
+    p = extract(img, m, 16, 1, -1.0)
+    assert p.shape == (16, 16)
+    assert np.isclose(p[7:9, 7:9].mean(), img[50, 60])  # the patch centre (7.5, 7.5) lands on the slice point
+    flipped = extract(img, patch_matrix((50.0, 60.0), 16, flip=True), 16, 1, -1.0)
+    assert np.allclose(flipped, p[:, ::-1])
+    edge = extract(img, patch_matrix((2.0, 2.0), 16), 16, 1, -7.0)  # outside the slice: the fill value
+    assert (edge[:4, :4] == -7.0).all()
+
+
+def test_foreground_share_negatives_and_geometry():
+    case, _ = synthetic_case()
+    assert len(case.lesions) == 1 and len(case.hot) == 1
+    spec = PatchSpec(patch=32, in_slices=3, fg_fraction=0.5, hot_fraction=0.3, augment=False)
+    ds = PatchDataset([case], spec, n=400, seed=3)
+    kinds = {"lesion": 0, "hot": 0, "body": 0}
+    fg_in_lesion_patches = []
+    for i in range(len(ds)):
+        s = ds[i]
+        assert tuple(s["image"].shape) == (6, 32, 32) and tuple(s["mask"].shape) == (1, 32, 32)
+        assert float(s["image"].min()) >= 0.0 and float(s["image"].max()) <= 255.0
+        kind = s["item"].split("/")[1]
+        kinds[kind] += 1
+        if kind == "lesion":
+            fg_in_lesion_patches.append(float(s["mask"].sum()) > 0)
+        else:
+            pet_centre = s["image"][4]  # PET slice t
+            if kind == "hot":  # centred on the hot organ: hot PET in the patch, no target
+                assert float(pet_centre.max()) >= 6.0 / 15.0 * 255 - 1
+    assert 0.4 < kinds["lesion"] / 400 < 0.6
+    assert 0.2 < kinds["hot"] / 400 < 0.4
+    assert kinds["body"] > 40
+    assert np.mean(fg_in_lesion_patches) > 0.9  # the jitter never throws the lesion out of the patch
+    # deterministic in (seed, epoch, index), different across epochs
+    a, b = ds[5]["image"], ds[5]["image"]
+    assert np.array_equal(a, b)
+    ds.set_epoch(1)
+    assert not np.array_equal(a, ds[5]["image"])
+
+
+def test_lucid_window_divides_by_the_reference():
+    case, _ = synthetic_case()
+    spec = PatchSpec(patch=32, in_slices=1, preset="lucid", fg_fraction=1.0, hot_fraction=0.0, augment=False)
+    img, mask, _ = sample_patch(case, spec, np.random.default_rng(0))
+    assert img.shape == (2, 32, 32)
+    assert img[1].max() == pytest.approx(255.0, abs=1.0)  # lesion SUVmax 9 -> 255
+
+
+def test_mask_follows_the_augmentation():
+    case, _ = synthetic_case()
+    spec = PatchSpec(patch=32, in_slices=1, fg_fraction=1.0, hot_fraction=0.0, augment=True)
+    rng = np.random.default_rng(11)
+    for _ in range(20):
+        img, mask, _ = sample_patch(case, spec, rng)
+        pet = img[1]
+        if mask.any():  # the target is where the PET is 9 SUV: mask and image stay aligned under the affine
+            assert pet[mask[0] > 0].mean() > pet[mask[0] == 0].mean() + 50

@@ -1,0 +1,55 @@
+"""Sliding-window prediction: coverage, Gaussian weighting, no seams, regions."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from igtv.inference.sliding import gaussian_weights, pad_to, sliding_window, tiles, window_starts
+
+
+def test_window_starts_cover_the_slice():
+    for length, patch in ((100, 32), (96, 32), (33, 32), (20, 32)):
+        starts = window_starts(length, patch, 0.5)
+        covered = np.zeros(max(length, patch), bool)
+        for s in starts:
+            covered[s : s + patch] = True
+        assert covered[:length].all() and starts[-1] + patch >= length
+        assert all(b > a for a, b in zip(starts, starts[1:], strict=False))
+
+
+def test_gaussian_weights():
+    w = gaussian_weights(32)
+    assert w.shape == (32, 32) and w.max() == 1.0 and w.min() > 0
+    assert w[15, 15] > w[0, 0] and np.allclose(w, w.T) and np.allclose(w, w[::-1, ::-1])
+
+
+def _run(forward, image, patch=32, regions=None):
+    return sliding_window(forward, lambda z: image[z], [0, 1], image.shape[-2:], patch, 0.5, 5, regions)
+
+
+def test_constant_model_gives_a_constant_map():
+    image = np.zeros((2, 1, 90, 70), np.float32)
+    out = _run(lambda x: np.full((len(x), 32, 32), 0.37, np.float32), image)
+    assert out.shape == (2, 90, 70) and np.allclose(out, 0.37, atol=1e-6)
+
+
+def test_seams_leave_no_trace():
+    """A model that is translation-equivariant (it returns its input) must give back the input everywhere."""
+    rng = np.random.default_rng(0)
+    image = rng.random((2, 1, 100, 77)).astype(np.float32)
+    out = _run(lambda x: x[:, 0], image)
+    assert np.allclose(out, image[:, 0], atol=1e-5)
+
+
+def test_regions_limit_the_tiles():
+    region = np.zeros((100, 100), bool)
+    region[5:10, 5:10] = True
+    assert tiles((100, 100), 32, 0.5, region) == [(0, 0)]
+    image = np.ones((2, 1, 100, 100), np.float32)
+    out = _run(lambda x: x[:, 0], image, regions=lambda z: region)
+    assert out[0, :32, :32].min() == 1.0 and out[0, 40:, 40:].max() == 0.0
+
+
+def test_pad_to():
+    a, shape = pad_to(np.ones((3, 10, 40)), 32, -5.0)
+    assert a.shape == (3, 32, 40) and shape == (10, 40) and a[0, 20, 0] == -5.0
