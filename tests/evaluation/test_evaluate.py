@@ -86,7 +86,7 @@ def test_table2_and_evaluate_on_a_tiny_run(tmp_path, capsys):
     for name in ("table2.md", "table2.csv", "table2.json", "fig4.png"):
         assert (out / name).exists(), name
     md = (out / "table2.md").read_text()
-    assert "+SIM, fine-tuned (ours)" in md and "68.44 / 80.88 / 94.90 / 6.22" in md
+    assert "+SIM, fine-tuned (ours)" in md and "43.8 / 60.9 / 84.6 / 24.81" in md
     saved = json.loads((out / "table2.json").read_text())
     assert [r["key"] for r in saved["rows"]] == ["2d_applied", "sim_ft", "pet41"]
     for r in table["rows"]:
@@ -96,12 +96,16 @@ def test_table2_and_evaluate_on_a_tiny_run(tmp_path, capsys):
     assert transfer["loaded"] and transfer["new"]
     ckpt = out / "runs" / "seed0" / "sim_ft" / "best.pt"
     data = out / "data" / "dataset_igtv"
-    rc = main(
-        ["evaluate", "--model", str(ckpt), "--data", str(data), "--out", str(tmp_path / "ev"), "--bootstrap", "20"]
-    )
-    assert rc == 0
+    args = ["evaluate", "--model", str(ckpt), "--data", str(data), "--bootstrap", "20"]
+    assert main([*args, "--out", str(tmp_path / "ev"), "--protocol", "slices"]) == 0
     summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
     assert summary["hd95_unit"] == "mm" and summary["slices"] > 0
     per_slice = (tmp_path / "ev" / "per_slice.csv").read_text().splitlines()
     assert len(per_slice) == summary["slices"] + 1
     assert (tmp_path / "ev" / "per_patient.csv").read_text().startswith("patient,")
+    assert main([*args, "--out", str(tmp_path / "wp")]) == 0  # default: whole patient
+    whole = json.loads((tmp_path / "wp" / "whole_patient.json").read_text())["whole_patient"]
+    assert whole["patients"] >= 1 and 0.0 <= whole["dice_3d"]["mean"] <= 1.0
+    assert "lesions_true" in whole and whole["lesions_true"] >= 1
+    row = next(r for r in table["rows"] if r["key"] == "pet41")  # threshold given the box: contours something
+    assert row["whole_patient"]["dice_3d"]["mean"] > 0.3

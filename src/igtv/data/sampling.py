@@ -201,11 +201,28 @@ def build_case(
     return VolumeCase(name, ct, pet, tgt, out_sp, lesions, hot, body)
 
 
+_CACHE: dict[tuple[str, float, float], VolumeCase] = {}
+CACHE_CASES = 128  # cases kept in memory per process (runs of one table share them); ~40 MB each at 2 mm
+
+
 def load_case(volume_dir: str | Path, target_mm: float) -> VolumeCase:
-    """A prepared patient's ``{ct_hu,pet_suv,labels}.nii.gz`` (every labelled ROI is target) at ``target_mm``."""
+    """A prepared patient's ``{ct_hu,pet_suv,labels}.nii.gz`` (every labelled ROI is target) at ``target_mm``.
+
+    Cases are cached per process by (folder, spacing, labels file time), so the runs of one Table II or demo
+    read each patient once."""
+    d = Path(volume_dir)
+    labels_file = d / "labels.nii.gz"
+    key = (str(d.resolve()), float(target_mm), labels_file.stat().st_mtime if labels_file.exists() else 0.0)
+    if key not in _CACHE:
+        if len(_CACHE) >= CACHE_CASES:
+            _CACHE.pop(next(iter(_CACHE)))
+        _CACHE[key] = _load_case(d, target_mm)
+    return _CACHE[key]
+
+
+def _load_case(d: Path, target_mm: float) -> VolumeCase:
     from igtv.geometry import load_nifti
 
-    d = Path(volume_dir)
     for f in ("ct_hu.nii.gz", "pet_suv.nii.gz", "labels.nii.gz"):
         if not (d / f).exists():
             raise FileNotFoundError(f"{d / f}: missing (run igtv prepare with volumes; PNG-only datasets such as "
@@ -229,6 +246,8 @@ class PatchSpec:
     hot_fraction: float = 0.25
     jitter: float = 0.8  # lesion centres move by up to jitter * patch / 2 pixels
     augment: bool = True
+    pet_gain_p: float = 0.3  # probability of a multiplicative PET change ...
+    pet_gain_range: tuple[float, float] = (0.8, 1.25)  # ... drawn log-uniformly in this range
 
 
 def draw_centre(case: VolumeCase, spec: PatchSpec, rng: np.random.Generator) -> tuple[str, np.ndarray, float | None]:
@@ -262,8 +281,8 @@ def sample_patch(case: VolumeCase, spec: PatchSpec, rng: np.random.Generator) ->
         if rng.random() < 0.3:
             angle = float(np.deg2rad(rng.uniform(-15, 15)))
         flip = bool(rng.random() < 0.5)
-        if rng.random() < 0.3:
-            pet_gain = float(rng.uniform(0.8, 1.25))
+        if rng.random() < spec.pet_gain_p:  # PET calibration varies, and cold tumours must be found on the CT
+            pet_gain = float(np.exp(rng.uniform(np.log(spec.pet_gain_range[0]), np.log(spec.pet_gain_range[1]))))
     m = patch_matrix((v[1], v[2]), spec.patch, scale, angle, flip)
     half = spec.in_slices // 2
     zs = [int(np.clip(z + o, 0, nz - 1)) for o in range(-half, half + 1)]

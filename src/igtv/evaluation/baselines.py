@@ -82,3 +82,32 @@ def threshold_predictor(root: str | Path, dataset, rule: str) -> Callable[[list[
         return out
 
     return run
+
+
+def threshold_volume(
+    pet_suv: np.ndarray,
+    truth: np.ndarray,
+    spacing_zyx_mm: tuple[float, float, float],
+    rule: str,
+    margin_mm: float = MARGIN_MM,
+) -> np.ndarray:
+    """3D threshold contour for the whole-patient reading: for each true lesion (26-connected), its bounding box
+    widened by ``margin_mm`` is the volume of interest and the rule is applied inside it (41 % of the box's
+    SUVmax, or SUV >= 2.5); the union over lesions. The truth only places the boxes, as a physician's VOI would."""
+    from scipy import ndimage
+
+    if rule not in RULES:
+        raise ValueError(f"unknown threshold rule {rule!r}; expected one of {RULES}")
+    lab, _ = ndimage.label(truth, structure=np.ones((3, 3, 3), dtype=bool))
+    out = np.zeros(truth.shape, dtype=bool)
+    for box in ndimage.find_objects(lab):
+        if box is None:
+            continue
+        grown = tuple(
+            slice(max(b.start - int(np.ceil(margin_mm / s)), 0), min(b.stop + int(np.ceil(margin_mm / s)), n))
+            for b, s, n in zip(box, spacing_zyx_mm, truth.shape, strict=True)
+        )
+        voi = pet_suv[grown]
+        cut = 2.5 if rule == "suv25" else 0.41 * float(voi.max())
+        out[grown] |= voi >= cut
+    return out

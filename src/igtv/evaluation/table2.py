@@ -12,6 +12,15 @@ patient in 3D). The paper's "no fine-tune" has two readings; both are produced a
 IV-D). Rows no anchor has: PET 41 % SUVmax and SUV >= 2.5 threshold contouring inside the lesion's
 neighbourhood, and a MONAI U-Net on the same 6-channel 2.5D input trained from scratch.
 
+Two readings of every row, side by side:
+
+- *paper protocol*: Eqs. 9-12 per ROI slice of the IGTV test split, averaged over slices. Whole-slice models
+  (``--budget paper``) read the dataset's PNGs, windowed with the true ROI's SUVmax (LUCID) as in the paper;
+  patch models (``--budget quick``) are scored on the ROI slices of their whole-patient prediction;
+- *whole patient*: ``igtv predict``'s pipeline on every test patient's volumes with nothing taken from the truth
+  (:mod:`igtv.evaluation.whole_patient`): 3D Dice, HD95 (mm), false-positive / false-negative volume, lesions
+  found and false lesions. The threshold rows are given each true lesion's box; the learnt rows are not.
+
 Outputs in ``OUT``: ``table2.md``, ``table2.csv``, ``table2.json`` (mean +- std over seeds, bootstrap CIs of the
 first seed, paired Wilcoxon p of per-patient 3D Dice against +SIM), ``fig4.png`` (Fig. 4-style comparison) and
 every run folder under ``OUT/runs``.
@@ -49,15 +58,23 @@ class Budget:
     igtv_patients: int
     matrix_scale: float
     patience: int = 0
+    sampler: str = "slices"  # "patches": patches of `patch` px at `spacing_mm` from the volumes (igtv.data.sampling)
+    spacing_mm: float = 2.0
+    patch: int = 96
+    samples_per_epoch: int = 512
+    overlap: float = 0.5  # sliding-window overlap of the whole-patient prediction
+    whole_patient: bool = True  # add the whole-patient reading when the dataset has volumes
 
 
 BUDGETS = {
-    # 2-core CPU, < 30 min with the phantom: small CIPA at 64 px, short schedules, one seed.
-    "quick": Budget("s", 64, 6, 5, 16, 8, 2e-3, 5e-4, 2e-3, (0,), 12, 16, 0.25),
+    # 2-core CPU, about 90 min with the phantom: small CIPA on 96 px patches at 2 mm, 3 seeds, >= 10 test patients.
+    "quick": Budget("s", 0, 3, 3, 0, 8, 2e-3, 1e-3, 2e-3, (0, 1, 2), 24, 90, 1.0, 0, "patches", 2.0, 96, 320, 0.25),
     # the paper's settings (Sec. IV-E): CIPA-T at 512 px, lr 1e-3 pre-training, 6e-5 fine-tuning, 3 seeds; a GPU.
     "paper": Budget("t", 0, 50, 30, 0, 16, 1e-3, 6e-5, 1e-3, (0, 1, 2), 60, 60, 1.0, 10),
     # tests and a first look: tiny CIPA at 32 px, one step per epoch.
     "smoke": Budget("tiny", 32, 1, 1, 1, 2, 1e-3, 1e-3, 1e-3, (0,), 3, 8, 0.25),
+    # tests of the patch path: tiny CIPA on 32 px patches at the CT's own pixel size.
+    "smoke_patches": Budget("tiny", 0, 1, 1, 1, 2, 1e-3, 1e-3, 1e-3, (0,), 3, 8, 0.25, 0, "patches", 0.0, 32, 4),
 }
 
 
@@ -85,19 +102,23 @@ ROWS = (
 )
 REFERENCE_ROW = "sim_ft"
 
-# The paper's Table II (LUCID IGTV test set), for the side-by-side table.
+# The paper's Table II (LUCID-PET/CT IGTV test set), copied from ../shared/paper (Luo et al., Table II): IoU, Dice,
+# Acc as fractions, HD95 as printed. The paper's "no fine-tune" rows do not say which reading they are, so both of
+# ours are shown against them.
 PAPER_TABLE2 = {
-    "2d_applied": (54.29, 68.14, 88.01, 17.71),
-    "25d_applied": (58.66, 72.71, 91.63, 13.21),
-    "25d_ft": (67.05, 79.83, 94.55, 6.63),
-    "cbam_ft": (67.41, 80.03, 94.72, 6.37),
-    "nonlocal_ft": (67.61, 80.05, 94.64, 6.70),
-    "sim_ft": (68.44, 80.88, 94.90, 6.22),
+    "2d_applied": (0.238, 0.385, 0.646, 36.40),
+    "2d_scratch": (0.238, 0.385, 0.646, 36.40),
+    "25d_applied": (0.240, 0.387, 0.686, 31.39),
+    "25d_scratch": (0.240, 0.387, 0.686, 31.39),
+    "25d_ft": (0.363, 0.532, 0.823, 22.21),
+    "cbam_ft": (0.296, 0.457, 0.787, 48.68),
+    "nonlocal_ft": (0.369, 0.539, 0.772, 25.93),
+    "sim_ft": (0.438, 0.609, 0.846, 24.81),
 }
 
 
 def make_data(out: Path, budget: Budget, workers: int) -> tuple[Path, Path]:
-    """Phantom GTV cohort (PCLT20K layout) and a prepared, smaller IGTV cohort, like the paper's 605 vs 60."""
+    """Phantom GTV cohort (PCLT20K layout; prepared with volumes for patch budgets) and a prepared IGTV cohort."""
     from igtv.data.phantom import PhantomConfig
     from igtv.data.phantom_io import generate_cohort
     from igtv.data.prepare import PrepareConfig, prepare_dataset
@@ -106,7 +127,7 @@ def make_data(out: Path, budget: Budget, workers: int) -> tuple[Path, Path]:
     gtv = generate_cohort(
         PhantomConfig(
             cohort="gtv", patients=budget.gtv_patients, seed=10, matrix_scale=budget.matrix_scale,
-            workers=workers, pclt_size=size,
+            workers=workers, pclt_size=size, write_pclt=budget.sampler != "patches",
         ),
         out / "phantom_gtv",
     )  # fmt: skip
@@ -118,6 +139,9 @@ def make_data(out: Path, budget: Budget, workers: int) -> tuple[Path, Path]:
         out / "phantom_igtv",
     )  # fmt: skip
     prep = prepare_dataset(igtv.out_dir, out / "dataset_igtv", PrepareConfig(size=size, workers=workers, seed=0))
+    if budget.sampler == "patches":
+        pre = prepare_dataset(gtv.out_dir, out / "dataset_gtv", PrepareConfig(roi="GTV", size=size, workers=workers))
+        return pre.out_dir, prep.out_dir
     return gtv.out_dir / "pclt", prep.out_dir
 
 
@@ -138,7 +162,20 @@ def _run_config(budget: Budget, model: str, root: Path, stage: str, seed: int, i
         device=device,
         init=init,
         evaluate_test=False,
-        data=replace(base.data, root=str(root), mode=mode, size=budget.size, num_workers=0),
+        data=replace(
+            base.data,
+            root=str(root),
+            mode=mode,
+            size=budget.size,
+            num_workers=0,
+            sampler=budget.sampler,
+            spacing_mm=budget.spacing_mm,
+            patch=budget.patch,
+            samples_per_epoch=budget.samples_per_epoch,
+            eval_samples=min(128, budget.samples_per_epoch),
+            pet_gain_p=0.4,
+            pet_gain_range=(0.3, 1.3),
+        ),  # fmt: skip
         train=replace(
             base.train,
             lr=lr,
@@ -148,6 +185,7 @@ def _run_config(budget: Budget, model: str, root: Path, stage: str, seed: int, i
             max_steps_per_epoch=budget.max_steps,
             patience=budget.patience,
             grad_clip=1.0,
+            batch_dice=budget.sampler == "patches",
         ),
     )
 
@@ -174,12 +212,47 @@ def _applied_checkpoint(pretrain_ckpt: Path, model: str, out: Path, igtv_root: P
             "model_config": to_dict(net.config),
             "input_slices": 3 if mode == "25d" else 1,
             "run_config": run,
-            "preprocessing": dataset_preprocessing(igtv_root),
+            "preprocessing": src["preprocessing"]
+            if (src.get("preprocessing") or {}).get("sampler") == "patches"
+            else dataset_preprocessing(igtv_root),
             "model": net.state_dict(),
             "transfer": report.to_dict(),
         },
     )
     return path
+
+
+def _evaluate_row(r: Row, ckpt: Path | None, data: Path, run_dir: Path, b: Budget, cfg, device: str) -> dict:
+    """Both readings of one row: ``headline`` / ``_slice_rows`` / ``_patient_rows`` / ``_predictions`` (paper
+    protocol) and ``whole`` (whole-patient summary with its per-patient ``rows``)."""
+    from igtv.data.datasets import SliceDataset
+    from igtv.evaluation.baselines import threshold_predictor
+    from igtv.evaluation.evaluate import evaluate_checkpoint, evaluate_masks, summarize
+    from igtv.evaluation.whole_patient import WholePatientConfig, evaluate_whole_patients
+    from igtv.inference.model import load_model
+
+    has_volumes = (data / "volumes").is_dir()
+    patch_model = ckpt is not None and load_model(ckpt, "cpu").patch > 0
+    whole = None
+    if b.whole_patient and has_volumes:
+        wcfg = WholePatientConfig(split="test", overlap=b.overlap, keep_masks=True, bootstrap=cfg.bootstrap)
+        whole = evaluate_whole_patients(
+            ckpt, data, run_dir / "whole_patient", wcfg, device, progress=False, threshold_rule=r.rule
+        )
+    if patch_model and whole is not None:  # paper protocol from the same prediction, on the ROI slices
+        rows = whole["slice_rows"]
+        res = {"split": "test", **summarize(rows, [], cfg), "_slice_rows": rows}
+        res["_patient_rows"] = [{"patient": x["patient"], "dice_3d": x["dice_3d"]} for x in whole["rows"]]
+        res["_predictions"] = whole.get("masks", {})
+    elif r.rule:
+        ds = SliceDataset(data, "test", mode="2d")
+        res = evaluate_masks(data, "test", threshold_predictor(data, ds, r.rule), ds, cfg, run_dir, True)
+    else:
+        res = evaluate_checkpoint(ckpt, data, "test", run_dir / "eval", cfg, device, True)
+    if whole is not None:
+        res["whole"] = whole["whole_patient"]
+        res["whole_rows"] = whole["rows"]
+    return res
 
 
 def _wilcoxon(a: list[float], b: list[float]) -> float:
@@ -208,9 +281,7 @@ def run_table2(
     rows: tuple[str, ...] | None = None,
 ) -> dict:
     """Run the ablation; returns the table as a dict (also written as ``table2.json``)."""
-    from igtv.data.datasets import SliceDataset
-    from igtv.evaluation.baselines import threshold_predictor
-    from igtv.evaluation.evaluate import EvalConfig, evaluate_checkpoint, evaluate_masks, headline
+    from igtv.evaluation.evaluate import EvalConfig, headline
     from igtv.io import write_text_atomic
     from igtv.training.loop import train
 
@@ -242,10 +313,8 @@ def run_table2(
                 continue  # deterministic: one evaluation
             t_row = time.perf_counter()
             run_dir = runs / r.key
-            if r.rule:
-                ds = SliceDataset(data, "test", mode="2d")
-                res = evaluate_masks(data, "test", threshold_predictor(data, ds, r.rule), ds, cfg, run_dir, True)
-            else:
+            ckpt = None
+            if not r.rule:
                 model = f"{r.model}_{b.width}"
                 ckpt = run_dir / "best.pt"
                 if r.init == "applied":
@@ -255,16 +324,18 @@ def run_table2(
                     stage = "finetune" if r.init == "pretrain" else "scratch"
                     init = str(pre_ckpt) if r.init == "pretrain" else ""
                     train(_run_config(b, model, data, stage, seed, init, device), run_dir, progress=False)
-                res = evaluate_checkpoint(ckpt, data, "test", run_dir / "eval", cfg, device, True)
+            res = _evaluate_row(r, ckpt, data, run_dir, b, cfg, device)
             res["cipa"] = headline(res["_slice_rows"], "cipa")
             res["seconds"] = time.perf_counter() - t_row
             if seed == b.seeds[0]:
                 fig_preds[r.key] = res["_predictions"]
             results[r.key].append(res)
             h = res["headline"]
+            w = res.get("whole")
             print(
                 f"[table2] seed {seed} {r.label}: IoU {h['iou']['value'] * 100:.2f} Dice {h['dice']['value'] * 100:.2f}"
-                f" ({res['seconds']:.0f} s)"
+                + (f"; whole patient 3D Dice {w['dice_3d']['mean'] * 100:.2f}" if w else "")
+                + f" ({res['seconds']:.0f} s)"
             )
     table = _aggregate(selected, results, b, budget, time.perf_counter() - t0)
     _write_outputs(out, table)
@@ -303,6 +374,26 @@ def _aggregate(selected, results, b: Budget, budget: str, seconds: float) -> dic
         row["wilcoxon_p_vs_sim"] = (
             _wilcoxon([pats[p] for p in common], [ref_patients[p] for p in common]) if r.key != REFERENCE_ROW else None
         )
+        wholes = [x["whole"] for x in runs if x.get("whole")]
+        if wholes:
+
+            def mean_of(key: str, stat: str = "mean", ws=wholes) -> dict:
+                v = np.array([w[key].get(stat, np.nan) for w in ws], dtype=float)
+                return {"mean": float(np.nanmean(v)) if np.isfinite(v).any() else float("nan"),
+                        "std": float(np.nanstd(v)) if len(v) > 1 else 0.0}  # fmt: skip
+
+            row["whole_patient"] = {
+                "dice_3d": mean_of("dice_3d"),
+                "hd95_3d_mm_median": mean_of("hd95_3d_mm", "median"),
+                "false_positive_cc": mean_of("false_positive_cc"),
+                "false_negative_cc": mean_of("false_negative_cc"),
+                "lesions_hit": int(sum(w["lesions_hit"] for w in wholes)),
+                "lesions_true": int(sum(w["lesions_true"] for w in wholes)),
+                "false_lesions": int(sum(w["false_lesions"] for w in wholes)),
+                "patients": int(wholes[0]["patients"]),
+                "dice_3d_ci95_first_seed": wholes[0]["dice_3d"].get("ci95"),
+                "postprocess_rules_first_seed": wholes[0].get("postprocess_rules", {}),
+            }
         row["seconds"] = float(sum(x["seconds"] for x in runs))
         table_rows.append(row)
     return {"budget": budget, "settings": b.__dict__, "rows": table_rows, "seconds": seconds}
@@ -312,7 +403,7 @@ def _patient_dice(runs: list[dict]) -> dict[str, float]:
     """Per-patient 3D Dice averaged over seeds (falls back to per-patient mean slice Dice for PCLT20K)."""
     acc: dict[str, list[float]] = {}
     for x in runs:
-        prow = x.get("_patient_rows") or []
+        prow = x.get("whole_rows") or x.get("_patient_rows") or []
         if prow:
             for p in prow:
                 acc.setdefault(p["patient"], []).append(p["dice_3d"])
@@ -331,10 +422,10 @@ def _write_outputs(out: Path, table: dict) -> None:
 
     unit = next((r["hd95_unit"] for r in table["rows"] if r["hd95_unit"]), "")
     head = (
-        f"| Method | IoU (%) | Dice (%) | Acc (%) | HD95 ({unit}) | 3D Dice (%) | Wilcoxon p vs +SIM "
-        "| Paper: IoU / Dice / Acc / HD95 |"
+        f"| Method | IoU (%) | Dice (%) | Acc (%) | HD95 ({unit}) | 3D Dice (%) | HD95 3D (mm) | FP (cc) | FN (cc) "
+        "| lesions found | false lesions | Wilcoxon p vs +SIM | Paper: IoU / Dice / Acc / HD95 |"
     )
-    lines = [head, "|---|---|---|---|---|---|---|---|"]
+    lines = [head, "|---" * 13 + "|"]
     csv_rows = []
     for r in table["rows"]:
         v = r["conv_paper"]
@@ -352,8 +443,9 @@ def _write_outputs(out: Path, table: dict) -> None:
                     _fmt(v["accuracy"]["mean"], v["accuracy"]["std"]),
                     _fmt(v["hd95"]["mean"], v["hd95"]["std"], scale=1.0),
                     _fmt(dice3, 0.0),
+                    *_whole_cells(r.get("whole_patient")),
                     "ref." if pval is None else ("n/a" if not np.isfinite(pval) else f"{pval:.3f}"),
-                    " / ".join(f"{x:.2f}" for x in paper) if paper else "-",
+                    " / ".join([f"{x * 100:.1f}" for x in paper[:3]] + [f"{paper[3]:.2f}"]) if paper else "-",
                 ]
             )
             + " |"
@@ -364,6 +456,12 @@ def _write_outputs(out: Path, table: dict) -> None:
                 flat[f"{conv}_{m}_mean"] = d["mean"]
                 flat[f"{conv}_{m}_std"] = d["std"]
         flat["dice_3d_mean"] = dice3
+        for k, v in (r.get("whole_patient") or {}).items():
+            if isinstance(v, dict) and "mean" in v:
+                flat[f"whole_{k}_mean"] = v["mean"]
+                flat[f"whole_{k}_std"] = v["std"]
+            elif isinstance(v, int):
+                flat[f"whole_{k}"] = v
         flat["wilcoxon_p_vs_sim"] = "" if pval is None else pval
         flat["seconds"] = r["seconds"]
         csv_rows.append(flat)
@@ -374,11 +472,28 @@ def _write_outputs(out: Path, table: dict) -> None:
         f"{s['pretrain_epochs']} pre-training / {s['finetune_epochs']} IGTV epochs"
         + (f" of at most {s['max_steps']} steps" if s["max_steps"] else "")
         + f", batch {s['batch_size']}, seeds {list(s['seeds'])}; {table['seconds'] / 60:.1f} min in all.",
-        "IoU, Dice, Acc, HD95: per-slice means (paper convention, Eqs. 9-12) over the IGTV test split, mean ± std "
-        "over seeds. 3D Dice: per patient on the CT grid. Wilcoxon: paired, per-patient 3D Dice against +SIM.",
+        "IoU, Dice, Acc, HD95: the paper's protocol, per-slice means (Eqs. 9-12) over the ROI slices of the IGTV "
+        "test split, mean ± std over seeds. 3D Dice, HD95 3D, FP, FN, lesions: whole patient, the predict pipeline "
+        "on each test patient with nothing from the truth (threshold rows are given each lesion's box + 15 mm), "
+        "means per patient over seeds; lesions summed over seeds. Wilcoxon: paired, per-patient 3D Dice against "
+        "+SIM. Paper: Table II of Luo et al. (../shared/paper), LUCID-PET/CT, IoU/Dice/Acc in %; its no-fine-tune "
+        "rows are shown against both of our readings.",
     ]
     write_text_atomic(out / "table2.md", "\n".join(lines) + "\n")
     write_csv_atomic(out / "table2.csv", csv_rows)
+
+
+def _whole_cells(w: dict | None) -> list[str]:
+    if not w:
+        return ["-"] * 6
+    return [
+        _fmt(w["dice_3d"]["mean"], w["dice_3d"]["std"]),
+        _fmt(w["hd95_3d_mm_median"]["mean"], 0.0, scale=1.0, digits=1),
+        _fmt(w["false_positive_cc"]["mean"], w["false_positive_cc"]["std"], scale=1.0, digits=1),
+        _fmt(w["false_negative_cc"]["mean"], w["false_negative_cc"]["std"], scale=1.0, digits=1),
+        f"{w['lesions_hit']}/{w['lesions_true']}",
+        str(w["false_lesions"]),
+    ]
 
 
 def choose_fig4_slices(root: Path, items: list, n_each: int = 1) -> list[tuple[str, str]]:
@@ -441,6 +556,10 @@ def fig4(root: Path, labels: dict[str, str], preds: dict[str, dict], path: Path)
             ax.imshow(img, cmap="gray" if title != "PET" else "hot")
             if j >= 2:
                 ax.contour(truth.astype(float), levels=[0.5], colors=["red"], linewidths=0.8)
+            if pred is not None and pred.shape != truth.shape:  # whole-patient masks are on the CT grid
+                from igtv.data.png import resize_slice
+
+                pred = resize_slice(pred.astype(np.float32), truth.shape[0], nearest=True) > 0.5
             if pred is not None and pred.any():
                 ax.contour(pred.astype(float), levels=[0.5], colors=["lime"], linewidths=0.8)
             ax.set_xticks([])

@@ -70,6 +70,8 @@ class WholePatientConfig:
     split: str = "test"
     tta: bool = False
     batch_size: int = 16
+    overlap: float = 0.5  # sliding-window tile overlap (patch models)
+    keep_masks: bool = False  # return the predicted masks of the ROI slices (figures)
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     bootstrap: int = 1000
     seed: int = 0
@@ -88,13 +90,36 @@ def _sample_slices(root: Path, patient: str) -> dict[int, set[int]]:
     return out
 
 
-def evaluate_patient(lm, volume_dir: Path, device, cfg: WholePatientConfig, root: Path | None = None) -> dict:
-    """Predict one prepared patient as ``igtv predict`` would and score it; returns its row (and slice rows)."""
+def model_raw_mask(lm, device, cfg: WholePatientConfig):
+    """``(ct_hu, pet_suv, geom, truth) -> raw mask`` of a loaded model through the predict pipeline (the truth is
+    not used)."""
+    from igtv.inference.predict import predict_volume
+    from igtv.inference.predictor import apply_flips, canonical_flips
+
+    def run(ct, pet, geom, truth):
+        flips = canonical_flips(geom)
+        prob_c, _ = predict_volume(
+            lm, apply_flips(ct, flips), apply_flips(pet, flips), geom.spacing_mm, device, cfg.tta, cfg.batch_size,
+            False, cfg.overlap,
+        )  # fmt: skip
+        return np.ascontiguousarray(apply_flips(prob_c, flips)) >= lm.threshold * 255.0
+
+    return run
+
+
+def threshold_raw_mask(rule: str):
+    """``(ct_hu, pet_suv, geom, truth) -> mask`` of a PET threshold inside each true lesion's box + 15 mm."""
+    from igtv.evaluation.baselines import threshold_volume
+
+    return lambda ct, pet, geom, truth: threshold_volume(pet, truth, tuple(geom.spacing_mm[::-1]), rule)
+
+
+def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, root: Path | None = None) -> dict:
+    """Contour one prepared patient with ``predict_raw`` (see :func:`model_raw_mask`), post-process and score it;
+    returns its row, the post-processing rules' effects and the paper-protocol slice rows."""
     from igtv.evaluation.evaluate import slice_row
     from igtv.geometry import load_nifti
     from igtv.inference.lesions import component_verdicts
-    from igtv.inference.predict import predict_volume
-    from igtv.inference.predictor import apply_flips, canonical_flips
 
     t0 = time.perf_counter()
     ct, geom = load_nifti(volume_dir / "ct_hu.nii.gz")
@@ -102,12 +127,7 @@ def evaluate_patient(lm, volume_dir: Path, device, cfg: WholePatientConfig, root
     labels, _ = load_nifti(volume_dir / "labels.nii.gz")
     ct, pet = ct.astype(np.float32), pet.astype(np.float32)
     truth = labels > 0
-    flips = canonical_flips(geom)
-    prob_c, _ = predict_volume(
-        lm, apply_flips(ct, flips), apply_flips(pet, flips), geom.spacing_mm, device, cfg.tta, cfg.batch_size, False
-    )
-    prob = np.ascontiguousarray(apply_flips(prob_c, flips))
-    raw = prob >= lm.threshold * 255.0
+    raw = predict_raw(ct, pet, geom, truth)
     comp_labels, verdicts = component_verdicts(raw, pet, geom, cfg.postprocess, ct)
     dropped = [v["label"] for v in verdicts if v["rule"]]
     pred = raw & ~np.isin(comp_labels, dropped)
@@ -123,15 +143,17 @@ def evaluate_patient(lm, volume_dir: Path, device, cfg: WholePatientConfig, root
         **lesion_detection(pred, truth, vcc),
         "seconds": round(time.perf_counter() - t0, 2),
     }
-    slices = []
+    slices, masks = [], {}
     if root is not None:
         sp2 = (geom.spacing_mm[1], geom.spacing_mm[0])
         for roi, zs in sorted(_sample_slices(root, volume_dir.name).items()):
             for z in sorted(zs):
                 r = slice_row(pred[z], labels[z] == roi, sp2)
-                slices.append({"item": f"{volume_dir.name}_r{roi}_{z:04d}", "patient": volume_dir.name, **r,
-                               "hd95_unit": "mm"})  # fmt: skip
-    return {"row": row, "rules": rule_effects(raw, truth, comp_labels, verdicts, vcc), "slices": slices}
+                item = f"{volume_dir.name}_r{roi}_{z:04d}"
+                slices.append({"item": item, "patient": volume_dir.name, **r, "hd95_unit": "mm"})
+                if cfg.keep_masks:
+                    masks[item] = pred[z].copy()
+    return {"row": row, "rules": rule_effects(raw, truth, comp_labels, verdicts, vcc), "slices": slices, "masks": masks}
 
 
 def summarize_patients(rows: list[dict], rules: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:
@@ -160,15 +182,17 @@ def summarize_patients(rows: list[dict], rules: list[dict], n_boot: int = 1000, 
 
 
 def evaluate_whole_patients(
-    model_path: str | Path,
+    model_path: str | Path | None,
     data: str | Path,
     out: str | Path | None = None,
     cfg: WholePatientConfig | None = None,
     device: str = "auto",
     progress: bool = True,
+    threshold_rule: str = "",
 ) -> dict:
-    """Score a checkpoint on every patient of a split of a prepared dataset, whole patient; writes
-    ``whole_patient.csv``, ``whole_patient_slices.csv`` and ``whole_patient.json`` into ``out`` when given."""
+    """Score a checkpoint (or, with ``threshold_rule``, a PET threshold given each lesion's box) on every patient of
+    a split of a prepared dataset, whole patient; writes ``whole_patient.csv``, ``whole_patient_slices.csv`` and
+    ``whole_patient.json`` into ``out`` when given."""
     from tqdm import tqdm
 
     from igtv.data.sampling import split_patients
@@ -179,20 +203,25 @@ def evaluate_whole_patients(
 
     cfg = cfg or WholePatientConfig()
     root = Path(data)
-    dev = pick_device(device)
-    lm = load_model(model_path, dev)
+    if threshold_rule:
+        predict_raw, facts = threshold_raw_mask(threshold_rule), {"model": f"PET threshold {threshold_rule}"}
+    else:
+        dev = pick_device(device)
+        lm = load_model(model_path, dev)
+        predict_raw, facts = model_raw_mask(lm, dev, cfg), lm.describe()
     patients = [p for p in split_patients(root, cfg.split) if (root / "volumes" / p / "labels.nii.gz").exists()]
     if not patients:
         raise ValueError(f"{root}: no patient of split {cfg.split!r} has volumes (run igtv prepare)")
-    rows, rules, slices = [], [], []
+    rows, rules, slices, masks = [], [], [], {}
     for p in tqdm(patients, desc="whole-patient", unit="patient", disable=not progress):
-        r = evaluate_patient(lm, root / "volumes" / p, dev, cfg, root)
+        r = evaluate_patient(predict_raw, root / "volumes" / p, cfg, root)
         rows.append(r["row"])
         rules.append(r["rules"])
         slices += r["slices"]
+        masks.update(r["masks"])
     summary = {
         "split": cfg.split,
-        "model": lm.describe(),
+        "model": facts,
         "postprocess": asdict(cfg.postprocess),
         "whole_patient": summarize_patients(rows, rules, cfg.bootstrap, cfg.seed),
         "paper_protocol_slices": summarize(slices, [], EvalConfig(bootstrap=cfg.bootstrap, seed=cfg.seed))
@@ -206,4 +235,7 @@ def evaluate_whole_patients(
             write_csv_atomic(out / "whole_patient_slices.csv", slices)
         write_text_atomic(out / "whole_patient.json", json.dumps(summary, indent=1, default=float))
     summary["rows"] = rows
+    summary["slice_rows"] = slices
+    if cfg.keep_masks:
+        summary["masks"] = masks
     return summary

@@ -98,9 +98,10 @@ def predict_volume(
     tta: bool = False,
     batch_size: int = 8,
     progress: bool = True,
+    overlap: float = 0.5,
 ) -> tuple[np.ndarray, list[dict]]:
     """uint8 probability ``[z, y, x]`` (x 255) of arrays already in head-first axial orientation, and the PET
-    candidates tried (LUCID windows) as records."""
+    candidates tried (LUCID windows) as records. ``overlap``: of the sliding-window tiles (patch models)."""
     from tqdm import tqdm
 
     from igtv.geometry import Geometry
@@ -114,7 +115,7 @@ def predict_volume(
     )
 
     if lm.patch > 0:
-        return predict_volume_patches(lm, ct_hu, pet_suv, spacing_mm, device, tta, batch_size, progress)
+        return predict_volume_patches(lm, ct_hu, pet_suv, spacing_mm, device, tta, batch_size, progress, overlap)
     nz, ny, nx = ct_hu.shape
     ct_u8 = window_inputs(ct_hu, lm.preset, lm.size)
     prob = np.zeros(ct_hu.shape, dtype=np.uint8)
@@ -162,6 +163,7 @@ def predict_volume_patches(
     tta: bool = False,
     batch_size: int = 8,
     progress: bool = True,
+    overlap: float = 0.5,
 ) -> tuple[np.ndarray, list[dict]]:
     """Sliding-window prediction of a patch-trained model (:mod:`igtv.inference.sliding`) at the pixel size it was
     trained on; returns the uint8 probability on the CT grid and the PET candidates tried (LUCID windows).
@@ -214,7 +216,7 @@ def predict_volume_patches(
             return window_patch(ct_r[idx], pet_r[idx], lm.preset, reference)
 
         p_r = sliding_window(
-            forward, inputs, zs, ct_r.shape[1:], lm.patch, 0.5, batch_size, lambda z: body[z], bar.update
+            forward, inputs, zs, ct_r.shape[1:], lm.patch, overlap, batch_size, lambda z: body[z], bar.update
         )
         for k in range(0, len(zs), 32):  # back to the CT grid a few slices at a time (memory stays small)
             part = resample_to_shape(p_r[k : k + 32, :ry, :rx], (ny, nx))
@@ -239,6 +241,7 @@ def compare_with_reference(
     or SEG named like ``roi_name`` (default: like ``default_roi``, or its only ROI), read as ``prepare`` reads."""
     from igtv.data.dicom_reader import DicomInputError, read_roi_masks, roi_matches, structure_series
     from igtv.evaluation.metrics import dice, hd95, overlap_volumes_cc, surface_dice
+    from igtv.evaluation.whole_patient import lesion_detection
 
     info = structure_series(reference)
     wanted = roi_name or default_roi
@@ -258,6 +261,7 @@ def compare_with_reference(
         "hd95_mm": hd95(mask, ref, spacing),
         "surface_dice_2mm": surface_dice(mask, ref, spacing, 2.0),
         **overlap_volumes_cc(mask, ref, spacing),
+        **lesion_detection(mask, ref, ct.geometry.voxel_volume_cc),
     }
     return out, ref
 

@@ -168,6 +168,10 @@ def render_report(
                 ("false_positive_cc", "FP (cc)", ".2f"),
                 ("false_negative_cc", "FN (cc)", ".2f"),
                 ("volume_difference_cc", "volume diff (cc)", ".2f"),
+                ("lesions_hit", "lesions found", "d"),
+                ("lesions_true", "true lesions", "d"),
+                ("false_lesions", "false lesions", "d"),
+                ("false_lesion_cc", "false lesions (cc)", ".2f"),
             ],
         )
     facts = "".join(

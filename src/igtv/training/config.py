@@ -34,6 +34,8 @@ class DataConfig:
     fg_fraction: float = 0.5  # patches: share centred on the target (with jitter)
     hot_fraction: float = 0.25  # patches: share centred on PET-avid regions that are not target (hot organs)
     jitter: float = 0.8  # patches: lesion centres move by up to jitter * patch / 2 pixels
+    pet_gain_p: float = 0.3  # patches: probability of scaling the PET (calibration; cold tumours seen on CT) ...
+    pet_gain_range: tuple[float, float] = (0.8, 1.25)  # ... by a log-uniform factor in this range
     samples_per_epoch: int = 1024  # patches: training samples per epoch (steps = samples / batch)
     eval_samples: int = 256  # patches: fixed validation / test patches
 

@@ -262,6 +262,8 @@ def build_datasets(cfg: RunConfig, splits: tuple[str, ...] = ("train", "val")) -
         hot_fraction=d.hot_fraction,
         jitter=d.jitter,
         augment=d.augment,
+        pet_gain_p=d.pet_gain_p,
+        pet_gain_range=d.pet_gain_range,
     )
     out = []
     for s in splits:
