@@ -10,7 +10,7 @@ from igtv.cli import main
 def test_quick_demo_runs_every_stage(tmp_path, capsys):
     assert main(["demo", "--out", str(tmp_path / "demo"), "--quick", "--workers", "1"]) == 0
     out = capsys.readouterr().out
-    for stage in ("[1/5]", "[2/5]", "[3/5]", "[4/5]", "[5/5]", "best validation IoU", "report.html"):
+    for stage in ("[1/6]", "[2/6]", "[3/6]", "[4/6]", "[5/6]", "[6/6]", "best validation IoU", "report.html"):
         assert stage in out
     demo = tmp_path / "demo"
     assert (demo / "dataset_igtv" / "splits.json").exists() and (demo / "dataset_igtv" / "dataset_report.png").exists()

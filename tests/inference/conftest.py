@@ -26,7 +26,10 @@ for _name, _slices in (("pethalfmax_25d_test", 3), ("pethalfmax_2d_test", 1)):
         register_model(lambda s=_slices: PetHalfMax(s), _name)
 
 
-def write_test_checkpoint(path, name="pethalfmax_25d_test", size=64, preset="lucid", mode=None) -> str:
+def write_test_checkpoint(
+    path, name="pethalfmax_25d_test", size=64, preset="lucid", mode=None, patch=0, spacing_mm=0.0
+) -> str:
+    """A checkpoint of the stand-in; ``patch > 0`` makes it a patch-trained model (sliding-window prediction)."""
     from igtv.training.checkpoint import save_checkpoint
 
     model = _REGISTRY[name]()
@@ -38,7 +41,8 @@ def write_test_checkpoint(path, name="pethalfmax_25d_test", size=64, preset="luc
             "model_config": {},
             "input_slices": 3 if "_25d" in name else 1,
             "run_config": {"stage": "test", "data": {"mode": mode, "size": size}, "train": {"threshold": 0.5}},
-            "preprocessing": {"preset": preset, "min_suv_max": 3.0},
+            "preprocessing": {"preset": preset, "min_suv_max": 3.0}
+            | ({"sampler": "patches", "patch": patch, "spacing_mm": spacing_mm} if patch else {}),
             "model": model.state_dict(),
         },
     )

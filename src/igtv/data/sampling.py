@@ -248,6 +248,7 @@ class PatchSpec:
     augment: bool = True
     pet_gain_p: float = 0.3  # probability of a multiplicative PET change ...
     pet_gain_range: tuple[float, float] = (0.8, 1.25)  # ... drawn log-uniformly in this range
+    pet_dropout: float = 0.0  # probability of nearly removing the PET (x 0-0.2): the CT alone must find tumours
 
 
 def draw_centre(case: VolumeCase, spec: PatchSpec, rng: np.random.Generator) -> tuple[str, np.ndarray, float | None]:
@@ -274,7 +275,7 @@ def sample_patch(case: VolumeCase, spec: PatchSpec, rng: np.random.Generator) ->
     kind, v, ref = draw_centre(case, spec, rng)
     nz = case.ct_hu.shape[0]
     z = int(np.clip(round(v[0]), 0, nz - 1))
-    scale, angle, flip, pet_gain = 1.0, 0.0, False, 1.0
+    scale, angle, flip, pet_gain, dropout = 1.0, 0.0, False, 1.0, 1.0
     if spec.augment:
         if rng.random() < 0.5:
             scale = float(rng.uniform(0.85, 1.15))
@@ -283,13 +284,15 @@ def sample_patch(case: VolumeCase, spec: PatchSpec, rng: np.random.Generator) ->
         flip = bool(rng.random() < 0.5)
         if rng.random() < spec.pet_gain_p:  # PET calibration varies, and cold tumours must be found on the CT
             pet_gain = float(np.exp(rng.uniform(np.log(spec.pet_gain_range[0]), np.log(spec.pet_gain_range[1]))))
+        if rng.random() < spec.pet_dropout:  # cold tumours exist (SUVmax < 3): teach the CT's part
+            dropout = float(rng.uniform(0.0, 0.2))
     m = patch_matrix((v[1], v[2]), spec.patch, scale, angle, flip)
     half = spec.in_slices // 2
     zs = [int(np.clip(z + o, 0, nz - 1)) for o in range(-half, half + 1)]
     ct = np.stack([extract(case.ct_hu[k], m, spec.patch, 1, AIR_HU) for k in zs])
-    pet = np.stack([extract(case.pet_suv[k], m, spec.patch, 1, 0.0) for k in zs]) * pet_gain
+    pet = np.stack([extract(case.pet_suv[k], m, spec.patch, 1, 0.0) for k in zs]) * (pet_gain * dropout)
     mask = extract(case.target[z].astype(np.float32), m, spec.patch, 1, 0.0) >= 0.5
-    image = window_patch(ct, pet, spec.preset, None if ref is None else ref * pet_gain)
+    image = window_patch(ct, pet, spec.preset, None if ref is None else ref * pet_gain)  # dropout: LUCID too
     return image, mask.astype(np.float32)[None], f"{case.name}/{kind}/z{z}"
 
 

@@ -65,6 +65,17 @@ def rule_effects(raw: np.ndarray, truth: np.ndarray, labels: np.ndarray, verdict
     return out
 
 
+# Each post-processing rule measured alone on every evaluated patient (whatever the applied settings are), so the
+# README can say what each rule buys: false-positive cc it removes against true-positive cc it costs.
+CANDIDATE_RULES = {
+    "min_volume_cc=0.5": PostprocessConfig(min_volume_cc=0.5),
+    "min_suv_max=2.5": PostprocessConfig(min_volume_cc=0.0, min_suv_max=2.5),
+    "thorax_margin_mm=10": PostprocessConfig(min_volume_cc=0.0, thorax_margin_mm=10.0),
+    "min_mean_hu=-500": PostprocessConfig(min_volume_cc=0.0, min_mean_hu=-500.0),
+    "max_bone_fraction=0.5": PostprocessConfig(min_volume_cc=0.0, max_bone_fraction=0.5),
+}
+
+
 @dataclass(frozen=True)
 class WholePatientConfig:
     split: str = "test"
@@ -153,7 +164,23 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
                 slices.append({"item": item, "patient": volume_dir.name, **r, "hd95_unit": "mm"})
                 if cfg.keep_masks:
                     masks[item] = pred[z].copy()
-    return {"row": row, "rules": rule_effects(raw, truth, comp_labels, verdicts, vcc), "slices": slices, "masks": masks}
+    measured = {}
+    for name, single in CANDIDATE_RULES.items():
+        lab_s, ver_s = component_verdicts(raw, pet, geom, single, ct)
+        eff = rule_effects(raw, truth, lab_s, ver_s, vcc)
+        measured[name] = next(iter(eff.values()), {"components": 0, "fp_removed_cc": 0.0, "tp_removed_cc": 0.0})
+    rules = rule_effects(raw, truth, comp_labels, verdicts, vcc)
+    return {"row": row, "rules": rules, "measured": measured, "slices": slices, "masks": masks}
+
+
+def _sum_effects(per_patient: list[dict]) -> dict:
+    total: dict[str, dict[str, float]] = {}
+    for per in per_patient:
+        for rule, e in per.items():
+            t = total.setdefault(rule, {"components": 0, "fp_removed_cc": 0.0, "tp_removed_cc": 0.0})
+            for key in t:
+                t[key] += e[key]
+    return total
 
 
 def summarize_patients(rows: list[dict], rules: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:
@@ -171,13 +198,7 @@ def summarize_patients(rows: list[dict], rules: list[dict], n_boot: int = 1000, 
         out["dice_3d"]["ci95"] = list(ci)
     for k in ("lesions_true", "lesions_hit", "lesions_missed", "false_lesions"):
         out[k] = int(sum(r[k] for r in rows))
-    total: dict[str, dict[str, float]] = {}
-    for per in rules:
-        for rule, e in per.items():
-            t = total.setdefault(rule, {"components": 0, "fp_removed_cc": 0.0, "tp_removed_cc": 0.0})
-            for key in t:
-                t[key] += e[key]
-    out["postprocess_rules"] = total
+    out["postprocess_rules"] = _sum_effects(rules)
     return out
 
 
@@ -212,11 +233,12 @@ def evaluate_whole_patients(
     patients = [p for p in split_patients(root, cfg.split) if (root / "volumes" / p / "labels.nii.gz").exists()]
     if not patients:
         raise ValueError(f"{root}: no patient of split {cfg.split!r} has volumes (run igtv prepare)")
-    rows, rules, slices, masks = [], [], [], {}
+    rows, rules, measured, slices, masks = [], [], [], [], {}
     for p in tqdm(patients, desc="whole-patient", unit="patient", disable=not progress):
         r = evaluate_patient(predict_raw, root / "volumes" / p, cfg, root)
         rows.append(r["row"])
         rules.append(r["rules"])
+        measured.append(r["measured"])
         slices += r["slices"]
         masks.update(r["masks"])
     summary = {
@@ -224,6 +246,7 @@ def evaluate_whole_patients(
         "model": facts,
         "postprocess": asdict(cfg.postprocess),
         "whole_patient": summarize_patients(rows, rules, cfg.bootstrap, cfg.seed),
+        "rules_measured_alone": _sum_effects(measured),
         "paper_protocol_slices": summarize(slices, [], EvalConfig(bootstrap=cfg.bootstrap, seed=cfg.seed))
         if slices
         else {},

@@ -19,14 +19,19 @@ CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 
 @dataclass(frozen=True)
 class PostprocessConfig:
-    """Clean-up of a predicted mask, each rule off when its value is 0 (or False). Rules are applied in this order
-    and a component is dropped by the first rule it fails; the anatomical rules need the CT."""
+    """Clean-up of a predicted mask, each rule off at 0 (-1024 HU, fraction 1). Rules are applied in this order and a
+    component is dropped by the first rule it fails; the anatomical rules need the CT.
 
-    min_volume_cc: float = 0.1  # drop components smaller than this (single-voxel islands)
-    min_suv_max: float = 0.0  # drop components whose SUVmax is below this (no PET uptake)
-    thorax_margin_mm: float = 0.0  # keep only components touching the lungs + mediastinum, grown by this margin
-    min_mean_hu: float = -1024.0  # drop components whose mean CT is below this (air: the CT shows nothing there)
-    max_bone_fraction: float = 1.0  # drop components with more than this share of voxels above BONE_HU (bone only)
+    The defaults were chosen by measurement: on 10 unseen phantom patients (``igtv evaluate``'s
+    ``rules_measured_alone``, README *Post-processing*), each rule alone removed false-positive volume and no true
+    lesion volume, except ``min_suv_max=2.5``, which removed 108 cc of false positives for 5.7 cc of true lesion
+    (cold, sub-QC lesions)."""
+
+    min_volume_cc: float = 0.5  # drop components smaller than this (islands)
+    min_suv_max: float = 2.5  # drop components whose SUVmax is below this (no FDG uptake)
+    thorax_margin_mm: float = 10.0  # keep only components touching the lungs + mediastinum, grown by this margin
+    min_mean_hu: float = -500.0  # drop components whose mean CT is below this (air: the CT shows nothing there)
+    max_bone_fraction: float = 0.5  # drop components with more than this share of voxels above BONE_HU (bone only)
 
 
 BONE_HU = 300.0

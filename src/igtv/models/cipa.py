@@ -58,8 +58,9 @@ def check_input_size(h: int, w: int) -> None:
         name, s = bad[0]
         lo = max(STRIDE, s // STRIDE * STRIDE)
         raise ValueError(
-            f"input {name} {s} is not a multiple of {STRIDE}; nearest valid sizes: {lo} or "
-            f"{lo + STRIDE if lo >= s else lo} (pad or resize the slices)"
+            f"input {name} {s} is not a multiple of {STRIDE}; nearest valid sizes: "
+            + (f"{lo} or {lo + STRIDE}" if lo < s else f"{lo}")
+            + " (pad or resize the slices)"
         )
 
 

@@ -36,6 +36,7 @@ class DataConfig:
     jitter: float = 0.8  # patches: lesion centres move by up to jitter * patch / 2 pixels
     pet_gain_p: float = 0.3  # patches: probability of scaling the PET (calibration; cold tumours seen on CT) ...
     pet_gain_range: tuple[float, float] = (0.8, 1.25)  # ... by a log-uniform factor in this range
+    pet_dropout: float = 0.0  # patches: probability of scaling the PET by 0-0.2 (tumours must be found on the CT)
     samples_per_epoch: int = 1024  # patches: training samples per epoch (steps = samples / batch)
     eval_samples: int = 256  # patches: fixed validation / test patches
 

@@ -264,6 +264,7 @@ def build_datasets(cfg: RunConfig, splits: tuple[str, ...] = ("train", "val")) -
         augment=d.augment,
         pet_gain_p=d.pet_gain_p,
         pet_gain_range=d.pet_gain_range,
+        pet_dropout=d.pet_dropout,
     )
     out = []
     for s in splits:
