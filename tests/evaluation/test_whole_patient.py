@@ -85,3 +85,14 @@ def test_whole_patient_pipeline_on_the_phantom(prepared, tmp_path):
     assert w["lesions_hit"] >= 1
     assert (tmp_path / "whole_patient.csv").exists() and (tmp_path / "whole_patient.json").exists()
     assert s["paper_protocol_slices"]["slices"] > 0
+
+
+def test_candidate_rules_are_measured_alone():
+    from igtv.evaluation.whole_patient import CANDIDATE_RULES, NO_RULES
+
+    off = {"min_volume_cc": 0.0, "min_suv_max": 0.0, "thorax_margin_mm": 0.0, "min_mean_hu": -1024.0,
+           "max_bone_fraction": 1.0}  # fmt: skip
+    assert all(getattr(NO_RULES, k) == v for k, v in off.items())
+    for name, cfg in CANDIDATE_RULES.items():
+        changed = [k for k, v in off.items() if getattr(cfg, k) != v]
+        assert changed == [name.split("=")[0]], name

@@ -18,7 +18,7 @@ import csv
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -57,22 +57,26 @@ def rule_effects(raw: np.ndarray, truth: np.ndarray, labels: np.ndarray, verdict
     for v in verdicts:
         if not v["rule"]:
             continue
-        comp = labels == v["label"]
+        box = v["box"]
+        comp = labels[box] == v["label"]
         e = out.setdefault(v["rule"], {"components": 0, "fp_removed_cc": 0.0, "tp_removed_cc": 0.0})
         e["components"] += 1
-        e["tp_removed_cc"] += float((comp & truth).sum()) * voxel_cc
-        e["fp_removed_cc"] += float((comp & ~truth).sum()) * voxel_cc
+        e["tp_removed_cc"] += float((comp & truth[box]).sum()) * voxel_cc
+        e["fp_removed_cc"] += float((comp & ~truth[box]).sum()) * voxel_cc
     return out
 
 
 # Each post-processing rule measured alone on every evaluated patient (whatever the applied settings are), so the
 # README can say what each rule buys: false-positive cc it removes against true-positive cc it costs.
+NO_RULES = PostprocessConfig(
+    min_volume_cc=0.0, min_suv_max=0.0, thorax_margin_mm=0.0, min_mean_hu=-1024.0, max_bone_fraction=1.0
+)
 CANDIDATE_RULES = {
-    "min_volume_cc=0.5": PostprocessConfig(min_volume_cc=0.5),
-    "min_suv_max=2.5": PostprocessConfig(min_volume_cc=0.0, min_suv_max=2.5),
-    "thorax_margin_mm=10": PostprocessConfig(min_volume_cc=0.0, thorax_margin_mm=10.0),
-    "min_mean_hu=-500": PostprocessConfig(min_volume_cc=0.0, min_mean_hu=-500.0),
-    "max_bone_fraction=0.5": PostprocessConfig(min_volume_cc=0.0, max_bone_fraction=0.5),
+    "min_volume_cc=0.5": replace(NO_RULES, min_volume_cc=0.5),
+    "min_suv_max=2.5": replace(NO_RULES, min_suv_max=2.5),
+    "thorax_margin_mm=10": replace(NO_RULES, thorax_margin_mm=10.0),
+    "min_mean_hu=-500": replace(NO_RULES, min_mean_hu=-500.0),
+    "max_bone_fraction=0.5": replace(NO_RULES, max_bone_fraction=0.5),
 }
 
 
@@ -139,9 +143,15 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
     ct, pet = ct.astype(np.float32), pet.astype(np.float32)
     truth = labels > 0
     raw = predict_raw(ct, pet, geom, truth)
-    comp_labels, verdicts = component_verdicts(raw, pet, geom, cfg.postprocess, ct)
-    dropped = [v["label"] for v in verdicts if v["rule"]]
-    pred = raw & ~np.isin(comp_labels, dropped)
+    from igtv.inference.lesions import thorax_region
+
+    region = thorax_region(ct, geom, 10.0) if raw.any() else None
+    applied_region = region if cfg.postprocess.thorax_margin_mm == 10.0 else None
+    comp_labels, verdicts = component_verdicts(raw, pet, geom, cfg.postprocess, ct, applied_region)
+    pred = raw.copy()
+    for v in verdicts:
+        if v["rule"]:
+            pred[v["box"]] &= comp_labels[v["box"]] != v["label"]
     spacing = tuple(geom.spacing_mm[::-1])
     vcc = geom.voxel_volume_cc
     row = {
@@ -166,7 +176,9 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
                     masks[item] = pred[z].copy()
     measured = {}
     for name, single in CANDIDATE_RULES.items():
-        lab_s, ver_s = component_verdicts(raw, pet, geom, single, ct)
+        lab_s, ver_s = component_verdicts(
+            raw, pet, geom, single, ct, region if single.thorax_margin_mm == 10.0 else None
+        )
         eff = rule_effects(raw, truth, lab_s, ver_s, vcc)
         measured[name] = next(iter(eff.values()), {"components": 0, "fp_removed_cc": 0.0, "tp_removed_cc": 0.0})
     rules = rule_effects(raw, truth, comp_labels, verdicts, vcc)

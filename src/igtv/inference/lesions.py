@@ -77,33 +77,43 @@ def thorax_region(ct_hu: np.ndarray, geom: Geometry, margin_mm: float = 10.0, mi
 
 
 def component_verdicts(
-    mask: np.ndarray, pet_suv: np.ndarray, geom: Geometry, cfg: PostprocessConfig, ct_hu: np.ndarray | None = None
+    mask: np.ndarray,
+    pet_suv: np.ndarray,
+    geom: Geometry,
+    cfg: PostprocessConfig,
+    ct_hu: np.ndarray | None = None,
+    region: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[dict]]:
     """Label the components of ``mask`` and judge each by the rules of ``cfg``: (labels, one record per component
-    with its label, volume, SUVmax, mean HU, rule that drops it ('' = kept) and reason)."""
+    with its label, bounding box, volume, SUVmax, mean HU, the rule that drops it ('' = kept) and the reason).
+    ``region`` is a precomputed :func:`thorax_region` (else computed here when the rule is on)."""
+    from scipy import ndimage
+
     labels, n = label_lesions(mask)
-    region = None
-    if cfg.thorax_margin_mm and ct_hu is not None and n:
+    if cfg.thorax_margin_mm and ct_hu is not None and n and region is None:
         region = thorax_region(ct_hu, geom, cfg.thorax_margin_mm)
+    use_region = bool(cfg.thorax_margin_mm) and region is not None
     out = []
-    for lab in range(1, n + 1):
-        comp = labels == lab
+    for lab, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        comp = labels[box] == lab  # local: components are small next to the volume
         vol = float(comp.sum()) * geom.voxel_volume_cc
-        suv_max = float(pet_suv[comp].max())
-        hu = ct_hu[comp] if ct_hu is not None else None
+        suv_max = float(pet_suv[box][comp].max())
+        hu = ct_hu[box][comp] if ct_hu is not None else None
         mean_hu = float(hu.mean()) if hu is not None else float("nan")
         rule, reason = "", ""
         if cfg.min_volume_cc and vol < cfg.min_volume_cc:
             rule, reason = "min_volume_cc", f"volume {vol:.3f} cc < {cfg.min_volume_cc:g} cc"
         elif cfg.min_suv_max and suv_max < cfg.min_suv_max:
             rule, reason = "min_suv_max", f"SUVmax {suv_max:.2f} < {cfg.min_suv_max:g}"
-        elif region is not None and not region[comp].any():
+        elif use_region and not region[box][comp].any():
             rule, reason = "thorax_margin_mm", f"outside the lungs and mediastinum (+{cfg.thorax_margin_mm:g} mm)"
         elif hu is not None and cfg.min_mean_hu > -1024 and mean_hu < cfg.min_mean_hu:
             rule, reason = "min_mean_hu", f"mean CT {mean_hu:.0f} HU < {cfg.min_mean_hu:g} HU (air)"
         elif hu is not None and cfg.max_bone_fraction < 1 and float((hu > BONE_HU).mean()) > cfg.max_bone_fraction:
             rule, reason = "max_bone_fraction", f"{float((hu > BONE_HU).mean()):.0%} of voxels > {BONE_HU:g} HU (bone)"
-        out.append({"label": lab, "volume_cc": round(vol, 3), "suv_max": round(suv_max, 3),
+        out.append({"label": lab, "box": box, "volume_cc": round(vol, 3), "suv_max": round(suv_max, 3),
                     "mean_hu": round(mean_hu, 1), "rule": rule, "reason": reason})  # fmt: skip
     return labels, out
 
@@ -118,8 +128,10 @@ def postprocess(
     """Drop the components that fail a rule of ``cfg`` (see :func:`component_verdicts`); returns the cleaned mask
     and one record per dropped component (volume, SUVmax, mean HU, rule, reason)."""
     labels, verdicts = component_verdicts(mask, pet_suv, geom, cfg, ct_hu)
-    drop = [v["label"] for v in verdicts if v["rule"]]
-    keep = np.asarray(mask, dtype=bool) & ~np.isin(labels, drop)
+    keep = np.asarray(mask, dtype=bool).copy()
+    for v in verdicts:
+        if v["rule"]:
+            keep[v["box"]] &= labels[v["box"]] != v["label"]
     dropped = [{k: v[k] for k in ("volume_cc", "suv_max", "mean_hu", "rule", "reason")} for v in verdicts if v["rule"]]
     return keep, dropped
 
