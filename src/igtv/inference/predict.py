@@ -89,6 +89,26 @@ def _read_exam(dicom_dir: Path):
     return ct, pet_on_ct, scale
 
 
+def candidate_passes(
+    lm, pet_suv: np.ndarray, spacing_mm: tuple[float, float, float]
+) -> tuple[np.ndarray, list[tuple[list[int], float, int]], list[dict]]:
+    """LUCID windows on a new patient: the candidate map, one pass per FDG-avid candidate (its slices +-
+    ``CANDIDATE_MARGIN_MM``, its SUVmax as the PET reference, its label) and a record of each candidate."""
+    from igtv.geometry import Geometry
+    from igtv.inference.predictor import pet_references
+
+    nz = pet_suv.shape[0]
+    geom = Geometry(pet_suv.shape, spacing_mm, (0.0, 0.0, 0.0))
+    labels, refs = pet_references(pet_suv, geom, min_suv_max=max(lm.min_suv_max, 2.5))
+    margin = math.ceil(CANDIDATE_MARGIN_MM / spacing_mm[2])
+    passes, records = [], []
+    for r in refs:
+        zs = list(range(max(r.z_lo - margin, 0), min(r.z_hi + margin, nz - 1) + 1))
+        passes.append((zs, r.suv_max, r.label))
+        records.append({"suv_max": round(r.suv_max, 3), "volume_cc": round(r.volume_cc, 3), "slices": len(zs)})
+    return labels, passes, records
+
+
 def predict_volume(
     lm,
     ct_hu: np.ndarray,
@@ -104,10 +124,8 @@ def predict_volume(
     candidates tried (LUCID windows) as records. ``overlap``: of the sliding-window tiles (patch models)."""
     from tqdm import tqdm
 
-    from igtv.geometry import Geometry
     from igtv.inference.lesions import label_lesions
     from igtv.inference.predictor import (
-        pet_references,
         predict_slices,
         to_native,
         window_inputs,
@@ -125,13 +143,8 @@ def predict_volume(
     if lm.preset == "pclt20k":
         passes.append((range(nz), None, 0))
     else:
-        geom = Geometry(ct_hu.shape, spacing_mm, (0.0, 0.0, 0.0))
-        labels, refs = pet_references(pet_suv, geom, min_suv_max=max(lm.min_suv_max, 2.5))
-        margin = math.ceil(CANDIDATE_MARGIN_MM / spacing_mm[2])
-        for r in refs:
-            zs = range(max(r.z_lo - margin, 0), min(r.z_hi + margin, nz - 1) + 1)
-            passes.append((zs, r.suv_max, r.label))
-            candidates.append({"suv_max": round(r.suv_max, 3), "volume_cc": round(r.volume_cc, 3), "slices": len(zs)})
+        labels, cand_passes, candidates = candidate_passes(lm, pet_suv, spacing_mm)
+        passes += [(range(zs[0], zs[-1] + 1), ref, lab) for zs, ref, lab in cand_passes]
     total = sum(len(p[0]) for p in passes)
     bar = tqdm(total=total, unit="slice", desc="predict", disable=not progress)
     threshold_u8 = lm.threshold * 255.0
@@ -175,9 +188,8 @@ def predict_volume_patches(
     from tqdm import tqdm
 
     from igtv.data.sampling import AIR_HU, BODY_HU, resample_inplane, resample_to_shape, window_patch
-    from igtv.geometry import Geometry
     from igtv.inference.lesions import label_lesions
-    from igtv.inference.predictor import forward_probabilities, pet_references, stack_indices
+    from igtv.inference.predictor import forward_probabilities, stack_indices
     from igtv.inference.sliding import pad_to, sliding_window
 
     nz, ny, nx = ct_hu.shape
@@ -193,13 +205,8 @@ def predict_volume_patches(
     if lm.preset == "pclt20k":
         passes.append((body_slices, None, 0))
     else:
-        geom = Geometry(ct_hu.shape, spacing_mm, (0.0, 0.0, 0.0))
-        labels, refs = pet_references(pet_suv, geom, min_suv_max=max(lm.min_suv_max, 2.5))
-        margin = math.ceil(CANDIDATE_MARGIN_MM / spacing_mm[2])
-        for r in refs:
-            zs = [z for z in range(max(r.z_lo - margin, 0), min(r.z_hi + margin, nz - 1) + 1) if body[z].any()]
-            passes.append((zs, r.suv_max, r.label))
-            candidates.append({"suv_max": round(r.suv_max, 3), "volume_cc": round(r.volume_cc, 3), "slices": len(zs)})
+        labels, cand_passes, candidates = candidate_passes(lm, pet_suv, spacing_mm)
+        passes += [([z for z in zs if body[z].any()], ref, lab) for zs, ref, lab in cand_passes]
 
     def forward(x: np.ndarray) -> np.ndarray:
         return forward_probabilities(lm.model, torch.from_numpy(x), device, tta).cpu().numpy()
