@@ -109,3 +109,21 @@ def test_table2_and_evaluate_on_a_tiny_run(tmp_path, capsys):
     assert "lesions_true" in whole and whole["lesions_true"] >= 1
     row = next(r for r in table["rows"] if r["key"] == "pet41")  # threshold given the box: contours something
     assert row["whole_patient"]["dice_3d"]["mean"] > 0.3
+
+
+def test_table2_patch_budget_reads_both_protocols(tmp_path):
+    """The patch path of Table II: patch-trained rows scored whole patient and on the ROI slices of the same
+    prediction, next to a threshold row given the lesion boxes."""
+    from igtv.evaluation.table2 import run_table2
+
+    out = tmp_path / "t2p"
+    table = run_table2(out, budget="smoke_patches", workers=1, device="cpu", rows=("25d_applied", "sim_ft", "pet41"))
+    md = (out / "table2.md").read_text()
+    assert "FP (cc)" in md and "false lesions" in md
+    rows = {r["key"]: r for r in table["rows"]}
+    for key in ("25d_applied", "sim_ft", "pet41"):
+        w = rows[key]["whole_patient"]
+        assert w["patients"] >= 1 and 0.0 <= w["dice_3d"]["mean"] <= 1.0
+    assert rows["pet41"]["whole_patient"]["dice_3d"]["mean"] > 0.3
+    ckpt = json.loads((out / "runs" / "seed0" / "sim_ft" / "whole_patient" / "whole_patient.json").read_text())
+    assert ckpt["model"]["sampling"].startswith("patches")
