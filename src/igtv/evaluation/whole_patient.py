@@ -143,15 +143,21 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
     ct, pet = ct.astype(np.float32), pet.astype(np.float32)
     truth = labels > 0
     raw = predict_raw(ct, pet, geom, truth)
-    from igtv.inference.lesions import thorax_region
+    from igtv.inference.lesions import drop_components, thorax_region
 
-    region = thorax_region(ct, geom, 10.0) if raw.any() else None
-    applied_region = region if cfg.postprocess.thorax_margin_mm == 10.0 else None
-    comp_labels, verdicts = component_verdicts(raw, pet, geom, cfg.postprocess, ct, applied_region)
-    pred = raw.copy()
-    for v in verdicts:
-        if v["rule"]:
-            pred[v["box"]] &= comp_labels[v["box"]] != v["label"]
+    regions: dict[float, np.ndarray] = {}  # thorax region per margin, computed once for all the rule sets
+
+    def region(margin_mm: float) -> np.ndarray | None:
+        if not margin_mm or not raw.any():
+            return None
+        if margin_mm not in regions:
+            regions[margin_mm] = thorax_region(ct, geom, margin_mm)
+        return regions[margin_mm]
+
+    comp_labels, verdicts = component_verdicts(
+        raw, pet, geom, cfg.postprocess, ct, region(cfg.postprocess.thorax_margin_mm)
+    )
+    pred = drop_components(raw, comp_labels, verdicts)
     spacing = tuple(geom.spacing_mm[::-1])
     vcc = geom.voxel_volume_cc
     row = {
@@ -176,9 +182,7 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
                     masks[item] = pred[z].copy()
     measured = {}
     for name, single in CANDIDATE_RULES.items():
-        lab_s, ver_s = component_verdicts(
-            raw, pet, geom, single, ct, region if single.thorax_margin_mm == 10.0 else None
-        )
+        lab_s, ver_s = component_verdicts(raw, pet, geom, single, ct, region(single.thorax_margin_mm))
         eff = rule_effects(raw, truth, lab_s, ver_s, vcc)
         measured[name] = next(iter(eff.values()), {"components": 0, "fp_removed_cc": 0.0, "tp_removed_cc": 0.0})
     rules = rule_effects(raw, truth, comp_labels, verdicts, vcc)

@@ -118,6 +118,15 @@ def component_verdicts(
     return labels, out
 
 
+def drop_components(mask: np.ndarray, labels: np.ndarray, verdicts: list[dict]) -> np.ndarray:
+    """``mask`` without the components that a rule drops (from :func:`component_verdicts`), box by box."""
+    keep = np.asarray(mask, dtype=bool).copy()
+    for v in verdicts:
+        if v["rule"]:
+            keep[v["box"]] &= labels[v["box"]] != v["label"]
+    return keep
+
+
 def postprocess(
     mask: np.ndarray,
     pet_suv: np.ndarray,
@@ -128,10 +137,7 @@ def postprocess(
     """Drop the components that fail a rule of ``cfg`` (see :func:`component_verdicts`); returns the cleaned mask
     and one record per dropped component (volume, SUVmax, mean HU, rule, reason)."""
     labels, verdicts = component_verdicts(mask, pet_suv, geom, cfg, ct_hu)
-    keep = np.asarray(mask, dtype=bool).copy()
-    for v in verdicts:
-        if v["rule"]:
-            keep[v["box"]] &= labels[v["box"]] != v["label"]
+    keep = drop_components(mask, labels, verdicts)
     dropped = [{k: v[k] for k in ("volume_cc", "suv_max", "mean_hu", "rule", "reason")} for v in verdicts if v["rule"]]
     return keep, dropped
 
