@@ -174,10 +174,10 @@ def _prepare(args: argparse.Namespace) -> int:
 def _suv(args: argparse.Namespace) -> int:
     from igtv.data.dicom_reader import export_suv
 
-    scale = export_suv(args.pet_dir, args.out)
+    scale = export_suv(args.pet_dir, args.out, args.type)
     factors = scale.factors
     shown = f"{factors[0]:.6g}" if factors.min() == factors.max() else f"{factors.min():.6g}..{factors.max():.6g}"
-    print(f"SUV{scale.kind} factor {shown} (rule: {scale.rule})")
+    print(f"SUV{scale.kind} ({scale.unit}) factor {shown} (rule: {scale.rule})")
     for note in scale.notes:
         print(f"  note: {note}")
     print(f"wrote {args.out}")
@@ -239,6 +239,8 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from igtv.data.suv import SUV_TYPES
+
     parser = argparse.ArgumentParser(prog="igtv", description="IGTV/GTV lung tumour contouring on PET/CT.")
     parser.add_argument("--version", action="version", version=f"igtv {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
@@ -289,10 +291,18 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser(
         "suv",
         help="PET DICOM series -> SUV NIfTI",
-        description="Body-weight SUV of one PET series (QIBA rules) on the PET grid, written as NIfTI.",
+        description="SUV of one PET series (QIBA rules, any Units) on the PET grid, written as NIfTI; prints the "
+        "factor and every rule applied.",
     )
     s.add_argument("pet_dir", help="folder holding one PET series")
     s.add_argument("--out", required=True, help="output .nii.gz")
+    s.add_argument(
+        "--type",
+        default="bw",
+        choices=SUV_TYPES,
+        help="normalisation: body weight (default), lean body mass (James/Morgan, James 128, Janmahasatian), "
+        "body surface area (Du Bois, cm2/ml) or ideal body weight",
+    )
     s.set_defaults(func=_suv)
     r = sub.add_parser("dataset-report", help="Fig. 2-style statistics PNG of a prepared dataset")
     r.add_argument("dataset", help="folder made by igtv prepare")

@@ -317,14 +317,17 @@ def read_image_series(info: SeriesInfo) -> ImageSeries:
     )
 
 
-def read_pet_suv(info: SeriesInfo):
-    """PET series -> (SUV float32 [z, y, x] on the PET grid, geometry, :class:`~igtv.data.suv.SuvScale`)."""
+def read_pet_suv(info: SeriesInfo, suv_type: str = "bw"):
+    """PET series -> (SUV float32 [z, y, x] on the PET grid, geometry, :class:`~igtv.data.suv.SuvScale`).
+
+    ``suv_type``: the normalisation (``bw``, ``lbm``, ``lbmjames128``, ``lbmjanma``, ``bsa``, ``ibw``).
+    """
     from igtv.data.suv import SuvError, pet_header, suv_scale
 
     pet = read_image_series(info)
     try:
         headers = [pet_header(ds, str(p)) for ds, p in zip(pet.datasets, pet.files, strict=True)]
-        scale = suv_scale(headers)
+        scale = suv_scale(headers, suv_type)
     except SuvError as exc:
         raise DicomInputError(str(exc)) from exc
     suv = pet.array * scale.factors.astype(np.float32)[:, None, None]
@@ -421,8 +424,11 @@ def iter_patient_series(root: str | Path) -> Iterable[tuple[str, list[SeriesInfo
         yield pid, patients[pid]
 
 
-def export_suv(pet_dir: str | Path, out: str | Path):
-    """``igtv suv``: the single PET series under ``pet_dir`` -> SUV NIfTI on the PET grid; returns the SuvScale."""
+def export_suv(pet_dir: str | Path, out: str | Path, suv_type: str = "bw"):
+    """``igtv suv``: the single PET series under ``pet_dir`` -> SUV NIfTI of ``suv_type`` on the PET grid.
+
+    Returns the :class:`~igtv.data.suv.SuvScale` (factor, rule and notes). Nothing is written when SUV fails.
+    """
     from igtv.geometry import save_nifti
 
     series = [s for ss in scan_dicom(pet_dir).values() for s in ss if s.modality == "PT"]
@@ -432,6 +438,6 @@ def export_suv(pet_dir: str | Path, out: str | Path):
         raise DicomInputError(
             f"{pet_dir}: {len(series)} PET series found; point at one: " + "; ".join(s.label() for s in series)
         )
-    suv, geom, scale = read_pet_suv(series[0])
+    suv, geom, scale = read_pet_suv(series[0], suv_type)
     save_nifti(out, suv.astype(np.float32), geom)
     return scale

@@ -16,6 +16,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.sequence import Sequence as DicomSequence
 from pydicom.uid import PYDICOM_IMPLEMENTATION_UID, ExplicitVRLittleEndian, generate_uid
 
+from igtv.data.suv import frame_average_time_s
 from igtv.geometry import Geometry
 from igtv.io import atomic_path
 
@@ -30,10 +31,11 @@ def det_uid(*parts: object) -> str:
 
 
 def ds_str(value: float) -> str:
-    """Format a number for a DS element within its 16-character limit."""
-    for digits in (6, 5, 4, 3, 2, 1, 0):
-        text = f"{value:.{digits}f}".rstrip("0").rstrip(".") if digits else f"{value:.0f}"
-        if text in ("-0", ""):
+    """Format a number for a DS element within its 16-character limit, keeping as many significant digits as fit
+    (a PET RescaleSlope of 3.7e-4 keeps its precision)."""
+    for digits in range(12, 0, -1):
+        text = f"{value:.{digits}g}"
+        if text == "-0":
             text = "0"
         if len(text) <= 16:
             return text
@@ -244,7 +246,8 @@ def write_pet_series(
         ds.DecayCorrection = "START"
         ds.ReconstructionMethod = recon
         ds.DecayFactor = "1"
-        ds.FrameReferenceTime = "0"
+        # ms from the series start to the time the decaying activity equals the frame's average (DICOM C.8.9.4)
+        ds.FrameReferenceTime = ds_str(frame_average_time_s(120.0, half_life_s) * 1000.0)
         ds.ActualFrameDuration = 120000
         ds.SeriesDate = ds.AcquisitionDate = ds.ContentDate = dicom_date(series_start)
         ds.SeriesTime = ds.AcquisitionTime = ds.ContentTime = dicom_time(series_start)

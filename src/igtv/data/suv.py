@@ -1,30 +1,59 @@
-"""Body-weight SUV from PET DICOM headers, after the QIBA FDG-PET/CT profile's vendor-neutral pseudo-code (App. G).
+"""SUV of any normalisation from PET DICOM headers, after the QIBA FDG-PET/CT profile's vendor-neutral pseudo-code.
 
 The core is one pure function, :func:`suv_scale`, over plain per-slice header records (:class:`PetSliceHeader`), so
 every rule can be tested from a table without DICOM files; :func:`pet_header` extracts a record from a pydicom
 dataset. SUV of slice k = (stored * RescaleSlope_k + RescaleIntercept_k) * factor_k, where the rescaled value is in
-the series' Units.
+the series' Units. Every rule applied is recorded in the returned ``rule`` / ``notes``.
 
-Rules (each one recorded in the returned ``rule`` / ``notes`` so users can see what was done):
+Rules, in the order they are applied:
 
-- Units BQML: factor = weight_g / decayed_dose_Bq (tissue density 1 g/ml).
-  DecayCorrection START: dose decayed from injection to the scan start; ADMIN: images are already corrected to the
-  injection time, the dose is not decayed; NONE: each slice is decayed to its own acquisition time.
-  Scan start = SeriesDate/Time, unless it is later than the earliest AcquisitionDate/Time (a post-processed series):
-  then GE's private scan datetime (0009,100D) if present, else the earliest acquisition datetime.
-  Injection = RadiopharmaceuticalStartDateTime, else RadiopharmaceuticalStartTime on the scan's date (a day
-  earlier when that would be after the scan: injection before midnight, scan after).
-- Units CNTS (Philips): factor = SUV scale factor (7053,1000); else activity concentration factor (7053,1009)
-  turns counts into Bq/ml and the BQML rule follows.
-- Units GML (SUVbw) and CM2ML (SUVbsa): already SUV, passed through with factor 1; the kind says which.
-- RadionuclideTotalDose below 1e4 is read as MBq (implausible in Bq: 10 kBq would give no image) and converted.
-- The half-life comes from the header (any nuclide). A missing required tag is an error naming the file and tag;
-  no default weight or dose is ever invented.
+1. Units must be the same on every slice.
+2. Units -> SUVbw factor:
+
+   - BQML: weight_g / dose_Bq, the dose decayed by DecayCorrection (3.).
+   - CNTS (Philips): SUV scale factor (7053,1000), else activity concentration factor (7053,1009) times the BQML
+     factor, read with or without the "Philips PET Private Group" creator element (anonymisers strip it). A factor
+     of 0 means "cannot convert" and is an error; neither factor is an error (counts need calibration data).
+   - GML: the stored value is SUV of SUVType (0054,1006) (empty: BW): converted back to SUVbw by
+     weight / normaliser (4.).
+   - CM2ML: the stored value is SUVbsa in cm2/ml: SUVbw = SUVbsa * weight_g / BSA_cm2.
+
+3. Decay (BQML and CNTS activity factor):
+
+   - START: dose decayed from injection to the reference time, which is SeriesDate/Time when it is not after the
+     earliest acquisition; else GE's private scan datetime (0009,100D); else back-computed from a slice's
+     AcquisitionTime, FrameReferenceTime dt and ActualFrameDuration T: t_ref = t_acq + T_ave - dt, with
+     T_ave = ln(lam T / (1 - exp(-lam T))) / lam and lam = ln 2 / half-life; else the earliest AcquisitionTime.
+   - ADMIN: the images are already corrected to injection: the dose is not decayed.
+   - NONE: each slice is decayed to injection from its own acquisition time, with the frame-average factor:
+     factor_k = weight_g / dose * lam T / (1 - exp(-lam T)) * exp(lam (t_acq,k - t_inj)).
+   - Injection = RadiopharmaceuticalStartDateTime, else RadiopharmaceuticalStartTime on the scan's date (a day
+     earlier when that would be after the scan: injection before midnight, scan after).
+   - RadionuclideTotalDose below 1e4 is read as MBq (10 kBq would give no image). The half-life comes from the
+     header (any nuclide).
+
+4. SUVbw -> the requested normalisation (``suv_type``): multiply by normaliser / weight, with W in kg, H in cm:
+
+   - ``lbm`` (Morgan / James): 1.10 W - 120 (W/H)^2 male, 1.07 W - 148 (W/H)^2 female;
+   - ``lbmjames128``: the same with 128 for males;
+   - ``lbmjanma`` (Janmahasatian): BMI = W / (H/100)^2, 9270 W / (6680 + 216 BMI) male, 9270 W / (8780 + 244 BMI)
+     female;
+   - ``ibw`` (ideal body weight): 48.0 + 1.06 (H - 152) male, 45.5 + 0.91 (H - 152) female;
+   - ``bsa`` (Du Bois): 0.007184 H^0.725 W^0.425 m^2, in cm^2 (the SUV unit is then cm2/ml).
+
+   PatientSex O or absent: the mean of the male and female normalisers, with a note. PatientSize is in metres; a
+   value above 3 is read as centimetres, with a note. When the stored and the requested normalisation are the same
+   nothing is converted and no body size is needed.
+
+A missing required tag is an error naming the file and the tag: no default weight, height, dose or time is ever
+invented.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import math
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -32,10 +61,23 @@ import numpy as np
 
 MBQ_THRESHOLD = 1e4  # a RadionuclideTotalDose below this (in "Bq") is taken to be MBq
 DOSE_RANGE_BQ = (1e6, 1e11)  # plausible injected activity after unit detection
+HEIGHT_CM_RANGE = (50.0, 250.0)  # plausible PatientSize after unit detection
+
+SUV_TYPES = ("bw", "lbm", "lbmjames128", "lbmjanma", "bsa", "ibw")
+# DICOM SUVType (0054,1006) defined terms -> our names
+DICOM_SUV_TYPES = {
+    "BW": "bw",
+    "LBM": "lbm",
+    "LBMJAMES128": "lbmjames128",
+    "LBMJANMA": "lbmjanma",
+    "BSA": "bsa",
+    "IBW": "ibw",
+}
+PHILIPS_CREATOR = "Philips PET Private Group"
 
 
 class SuvError(ValueError):
-    """The PET headers do not allow a body-weight SUV; the message names the file and the tag."""
+    """The PET headers do not allow an SUV; the message names the file and the tag."""
 
 
 @dataclass(frozen=True)
@@ -54,6 +96,11 @@ class PetSliceHeader:
     dose_bq: float | None = None  # RadionuclideTotalDose
     half_life_s: float | None = None  # RadionuclideHalfLife
     weight_kg: float | None = None  # PatientWeight
+    height_m: float | None = None  # PatientSize (DICOM: metres)
+    sex: str | None = None  # PatientSex: M, F, O
+    suv_type: str | None = None  # SUVType (0054,1006), for Units GML
+    frame_reference_time_ms: float | None = None  # FrameReferenceTime (0054,1300)
+    frame_duration_ms: float | None = None  # ActualFrameDuration (0018,1242)
     rescale_slope: float = 1.0
     rescale_intercept: float = 0.0
     philips_suv_factor: float | None = None  # (7053,1000)
@@ -65,7 +112,7 @@ class SuvScale:
     """Per-slice factors from rescaled pixel values to SUV, and how they were obtained."""
 
     factors: np.ndarray  # (n_slices,) float64
-    kind: str  # "bw" (body weight) or "bsa" (body surface area, CM2ML pass-through)
+    kind: str  # the normalisation: one of SUV_TYPES
     rule: str
     notes: tuple[str, ...] = field(default_factory=tuple)
 
@@ -74,11 +121,110 @@ class SuvScale:
         """The factor when it is the same for every slice (else the first slice's)."""
         return float(self.factors[0])
 
+    @property
+    def unit(self) -> str:
+        """The SUV's unit: g/ml for mass normalisations, cm2/ml for BSA."""
+        return "cm2/ml" if self.kind == "bsa" else "g/ml"
 
+
+# --- body-size normalisers (pure) -----------------------------------------------------------------------------------
+def lbm_james_kg(weight_kg: float, height_cm: float, male: bool, male_coefficient: float = 120.0) -> float:
+    """Lean body mass after James (Morgan's SUL): 1.10 W - 120 (W/H)^2 (male), 1.07 W - 148 (W/H)^2 (female)."""
+    if male:
+        return 1.10 * weight_kg - male_coefficient * (weight_kg / height_cm) ** 2
+    return 1.07 * weight_kg - 148.0 * (weight_kg / height_cm) ** 2
+
+
+def lbm_janma_kg(weight_kg: float, height_cm: float, male: bool) -> float:
+    """Lean body mass after Janmahasatian: 9270 W / (6680 + 216 BMI) (male), 9270 W / (8780 + 244 BMI) (female)."""
+    bmi = weight_kg / (height_cm / 100.0) ** 2
+    return 9270.0 * weight_kg / ((6680.0 + 216.0 * bmi) if male else (8780.0 + 244.0 * bmi))
+
+
+def ibw_kg(height_cm: float, male: bool) -> float:
+    """Ideal body weight: 48.0 + 1.06 (H - 152) (male), 45.5 + 0.91 (H - 152) (female), H in cm."""
+    return 48.0 + 1.06 * (height_cm - 152.0) if male else 45.5 + 0.91 * (height_cm - 152.0)
+
+
+def bsa_dubois_m2(weight_kg: float, height_cm: float) -> float:
+    """Body surface area after Du Bois: 0.007184 H^0.725 W^0.425 (m^2, H in cm, W in kg)."""
+    return 0.007184 * height_cm**0.725 * weight_kg**0.425
+
+
+def _by_sex(fn, sex: str | None, notes: list[str], what: str) -> float:
+    s = (sex or "").strip().upper()
+    if s == "M":
+        return fn(True)
+    if s == "F":
+        return fn(False)
+    notes.append(f"PatientSex {sex or 'absent'}: {what} is the mean of the male and female formulas")
+    return 0.5 * (fn(True) + fn(False))
+
+
+def normaliser(suv_type: str, weight_kg: float, height_cm: float | None, sex: str | None, notes: list[str]) -> float:
+    """The SUV denominator's body size: grams for mass normalisations, cm^2 for ``bsa``.
+
+    SUV_type = C [Bq/ml] * normaliser / dose [Bq]; ``height_cm`` may be None only for ``bw``.
+    """
+    if suv_type == "bw":
+        return weight_kg * 1000.0
+    if height_cm is None:
+        raise ValueError("height needed")
+    if suv_type in ("lbm", "lbmjames128"):
+        c = 128.0 if suv_type == "lbmjames128" else 120.0
+        kg = _by_sex(lambda m: lbm_james_kg(weight_kg, height_cm, m, c), sex, notes, "lean body mass")
+    elif suv_type == "lbmjanma":
+        kg = _by_sex(lambda m: lbm_janma_kg(weight_kg, height_cm, m), sex, notes, "lean body mass")
+    elif suv_type == "ibw":
+        kg = _by_sex(lambda m: ibw_kg(height_cm, m), sex, notes, "ideal body weight")
+    elif suv_type == "bsa":
+        return bsa_dubois_m2(weight_kg, height_cm) * 1e4
+    else:
+        raise ValueError(f"unknown SUV type {suv_type!r}; choose from {', '.join(SUV_TYPES)}")
+    if kg <= 0:
+        raise ValueError(f"{suv_type} body mass {kg:.3g} kg is not positive for W {weight_kg:g} kg, H {height_cm:g} cm")
+    return kg * 1000.0
+
+
+def frame_average_time_s(duration_s: float, half_life_s: float) -> float:
+    """T_ave = ln(lam T / (1 - exp(-lam T))) / lam: when the decaying activity equals its frame average."""
+    lam = math.log(2.0) / half_life_s
+    if duration_s <= 0:
+        return 0.0
+    return math.log(lam * duration_s / -math.expm1(-lam * duration_s)) / lam
+
+
+def frame_average_factor(duration_s: float, half_life_s: float) -> float:
+    """lam T / (1 - exp(-lam T)): frame-average activity -> activity at the frame start."""
+    lam = math.log(2.0) / half_life_s
+    if duration_s <= 0:
+        return 1.0
+    return lam * duration_s / -math.expm1(-lam * duration_s)
+
+
+# --- rules ----------------------------------------------------------------------------------------------------------
 def _require(value, h: PetSliceHeader, tag: str):
     if value is None:
         raise SuvError(f"{h.path}: missing required tag {tag} for SUV")
     return value
+
+
+def _back_computed_start(headers: Sequence[PetSliceHeader], half_life_s: float | None) -> dt.datetime | None:
+    """t_ref = t_acq + T_ave - FrameReferenceTime of the earliest slice that has all three (None if none has)."""
+    if half_life_s is None or half_life_s <= 0:
+        return None
+    usable = [
+        h
+        for h in headers
+        if h.acquisition_datetime is not None
+        and h.frame_reference_time_ms is not None
+        and h.frame_duration_ms is not None
+    ]
+    if not usable:
+        return None
+    h = min(usable, key=lambda x: x.acquisition_datetime)
+    t_ave = frame_average_time_s(h.frame_duration_ms / 1000.0, half_life_s)
+    return h.acquisition_datetime + dt.timedelta(seconds=t_ave - h.frame_reference_time_ms / 1000.0)
 
 
 def _scan_start(headers: Sequence[PetSliceHeader], notes: list[str]) -> dt.datetime:
@@ -88,16 +234,21 @@ def _scan_start(headers: Sequence[PetSliceHeader], notes: list[str]) -> dt.datet
     series = h0.series_datetime
     if series is None and earliest is None:
         raise SuvError(f"{h0.path}: missing required tag SeriesDate/SeriesTime (and no AcquisitionDate/Time) for SUV")
-    if series is None:
-        notes.append("no SeriesDate/Time: scan start = earliest AcquisitionDate/Time")
-        return earliest
-    if earliest is not None and series > earliest:
-        if h0.ge_scan_datetime is not None:
-            notes.append("SeriesTime after AcquisitionTime: scan start = GE private scan datetime (0009,100D)")
-            return h0.ge_scan_datetime
-        notes.append("SeriesTime after AcquisitionTime: scan start = earliest AcquisitionDate/Time of the series")
-        return earliest
-    return series
+    if series is not None and (earliest is None or series <= earliest):
+        notes.append("reference time = SeriesDate/SeriesTime")
+        return series
+    why = "no SeriesDate/Time" if series is None else "SeriesTime after AcquisitionTime"
+    if h0.ge_scan_datetime is not None:
+        notes.append(f"{why}: reference time = GE private scan datetime (0009,100D)")
+        return h0.ge_scan_datetime
+    back = _back_computed_start(headers, h0.half_life_s)
+    if back is not None:
+        notes.append(
+            f"{why}: reference time back-computed from AcquisitionTime, FrameReferenceTime and ActualFrameDuration"
+        )
+        return back
+    notes.append(f"{why}: reference time = earliest AcquisitionDate/Time of the series")
+    return earliest
 
 
 def _injection(h: PetSliceHeader, scan: dt.datetime, notes: list[str]) -> dt.datetime:
@@ -121,6 +272,48 @@ def _dose_bq(h: PetSliceHeader, notes: list[str]) -> float:
     return dose
 
 
+def _weight_kg(h: PetSliceHeader) -> float:
+    weight = float(_require(h.weight_kg, h, "PatientWeight"))
+    if not 1.0 <= weight <= 400.0:
+        raise SuvError(f"{h.path}: PatientWeight {weight:g} kg is not plausible")
+    return weight
+
+
+def _height_cm(h: PetSliceHeader, suv_type: str, notes: list[str]) -> float:
+    size = float(_require(h.height_m, h, f"PatientSize (needed for SUV{suv_type})"))
+    if size > 3.0:
+        notes.append(f"PatientSize {size:g} is implausible in metres: read as centimetres")
+        cm = size
+    else:
+        cm = size * 100.0
+    if not HEIGHT_CM_RANGE[0] <= cm <= HEIGHT_CM_RANGE[1]:
+        raise SuvError(f"{h.path}: PatientSize {h.height_m!r} is not a plausible height")
+    return cm
+
+
+def _check_sex(h: PetSliceHeader, suv_type: str) -> None:
+    if suv_type in ("lbm", "lbmjames128", "lbmjanma", "ibw") and (h.sex or "").strip().upper() not in (
+        "",
+        "M",
+        "F",
+        "O",
+    ):
+        raise SuvError(f"{h.path}: PatientSex {h.sex!r} is not M, F or O (needed for SUV{suv_type})")
+
+
+def _size(suv_type: str, h: PetSliceHeader, notes: list[str]) -> float:
+    """The normaliser of ``suv_type`` for this patient (g or cm^2), with errors naming the missing tag."""
+    weight = _weight_kg(h)
+    if suv_type == "bw":
+        return normaliser("bw", weight, None, None, notes)
+    height = _height_cm(h, suv_type, notes)
+    _check_sex(h, suv_type)
+    try:
+        return normaliser(suv_type, weight, height, h.sex, notes)
+    except ValueError as exc:
+        raise SuvError(f"{h.path}: {exc}") from exc
+
+
 def _bqml_factors(headers: Sequence[PetSliceHeader], notes: list[str]) -> tuple[np.ndarray, str]:
     h0 = headers[0]
     decay = (h0.decay_correction or "").upper()
@@ -135,37 +328,87 @@ def _bqml_factors(headers: Sequence[PetSliceHeader], notes: list[str]) -> tuple[
             raise SuvError(f"{h0.path}: CorrectedImage {list(h0.corrected_image)} lacks ATTN: no SUV without AC")
         if decay != "NONE" and "DECY" not in h0.corrected_image:
             raise SuvError(f"{h0.path}: DecayCorrection {decay} but CorrectedImage lacks DECY")
-    weight = float(_require(h0.weight_kg, h0, "PatientWeight"))
-    if not 1.0 <= weight <= 400.0:
-        raise SuvError(f"{h0.path}: PatientWeight {weight:g} kg is not plausible")
+    weight_g = _weight_kg(h0) * 1000.0
     half_life = float(_require(h0.half_life_s, h0, "RadionuclideHalfLife"))
     if half_life <= 0:
         raise SuvError(f"{h0.path}: RadionuclideHalfLife {half_life:g} is not positive")
     dose = _dose_bq(h0, notes)
+    if decay == "NONE":
+        acq = [
+            _require(h.acquisition_datetime, h, "AcquisitionDate/AcquisitionTime (DecayCorrection NONE)")
+            for h in headers
+        ]
+        inj = _injection(h0, min(acq), notes)
+        lam = math.log(2.0) / half_life
+        factors = np.empty(len(headers))
+        for k, (h, t) in enumerate(zip(headers, acq, strict=True)):
+            elapsed = (t - inj).total_seconds()
+            if elapsed < 0:
+                raise SuvError(f"{h.path}: injection ({inj}) is after this slice's acquisition ({t})")
+            duration_ms = float(_require(h.frame_duration_ms, h, "ActualFrameDuration (DecayCorrection NONE)"))
+            factors[k] = (
+                weight_g / dose * frame_average_factor(duration_ms / 1000.0, half_life) * math.exp(lam * elapsed)
+            )
+        return factors, (
+            "BQML, not decay corrected (NONE): each slice decayed to injection from its own acquisition time, "
+            "with the frame-average factor"
+        )
     scan = _scan_start(headers, notes)
     inj = _injection(h0, scan, notes)
     if decay == "ADMIN":
-        return np.full(len(headers), weight * 1000.0 / dose), "BQML, decay corrected to injection (ADMIN)"
-    if decay == "START":
-        elapsed = (scan - inj).total_seconds()
-        if elapsed < 0:
-            raise SuvError(f"{h0.path}: injection ({inj}) is after the scan start ({scan})")
-        decayed = dose * 2.0 ** (-elapsed / half_life)
-        return np.full(len(headers), weight * 1000.0 / decayed), (
-            f"BQML, decay corrected to scan start (START), {elapsed / 60:.1f} min after injection"
-        )
-    factors = np.empty(len(headers))
-    for k, h in enumerate(headers):
-        t = _require(h.acquisition_datetime, h, "AcquisitionDate/AcquisitionTime (DecayCorrection NONE)")
-        elapsed = (t - inj).total_seconds()
-        if elapsed < 0:
-            raise SuvError(f"{h.path}: injection ({inj}) is after this slice's acquisition ({t})")
-        factors[k] = weight * 1000.0 / (dose * 2.0 ** (-elapsed / half_life))
-    return factors, "BQML, not decay corrected (NONE): dose decayed to each slice's acquisition time"
+        return np.full(len(headers), weight_g / dose), "BQML, decay corrected to injection (ADMIN)"
+    elapsed = (scan - inj).total_seconds()
+    if elapsed < 0:
+        raise SuvError(f"{h0.path}: injection ({inj}) is after the scan start ({scan})")
+    decayed = dose * 2.0 ** (-elapsed / half_life)
+    return np.full(len(headers), weight_g / decayed), (
+        f"BQML, decay corrected to the reference time (START), {elapsed / 60:.1f} min after injection"
+    )
 
 
-def suv_scale(headers: Sequence[PetSliceHeader]) -> SuvScale:
-    """Per-slice factors turning rescaled PET values (in the series' Units) into SUV (QIBA App. G rules)."""
+def _stored_type(h: PetSliceHeader, notes: list[str]) -> str:
+    raw = (h.suv_type or "").strip().upper()
+    if not raw:
+        notes.append("Units GML with no SUVType: read as SUVbw")
+        return "bw"
+    if raw not in DICOM_SUV_TYPES:
+        raise SuvError(f"{h.path}: SUVType {h.suv_type!r} is not one of {', '.join(DICOM_SUV_TYPES)}")
+    return DICOM_SUV_TYPES[raw]
+
+
+def _philips(headers: Sequence[PetSliceHeader], notes: list[str]) -> tuple[np.ndarray, str]:
+    h0 = headers[0]
+    if h0.philips_suv_factor is not None:
+        f = np.asarray([float(_require(h.philips_suv_factor, h, "(7053,1000)")) for h in headers])
+        bad = np.flatnonzero(f <= 0)
+        if bad.size:
+            h = headers[int(bad[0])]
+            raise SuvError(
+                f"{h.path}: Philips SUV scale factor (7053,1000) is {h.philips_suv_factor:g}: the scanner marks "
+                "this series as not convertible to SUV"
+            )
+        return f, "Units CNTS: Philips SUV scale factor (7053,1000)"
+    if h0.philips_activity_factor is not None:
+        act = np.asarray([float(_require(h.philips_activity_factor, h, "(7053,1009)")) for h in headers])
+        bad = np.flatnonzero(act <= 0)
+        if bad.size:
+            h = headers[int(bad[0])]
+            raise SuvError(
+                f"{h.path}: Philips activity concentration factor (7053,1009) is {h.philips_activity_factor:g}: "
+                "counts cannot be converted to Bq/ml"
+            )
+        factors, rule = _bqml_factors(headers, notes)
+        return act * factors, f"Units CNTS: Philips activity factor (7053,1009) to Bq/ml, then {rule}"
+    raise SuvError(
+        f"{h0.path}: Units CNTS without Philips SUV scale factor (7053,1000) or activity concentration factor "
+        "(7053,1009): counts need the scanner's calibration, which the headers do not give"
+    )
+
+
+def suv_scale(headers: Sequence[PetSliceHeader], suv_type: str = "bw") -> SuvScale:
+    """Per-slice factors turning rescaled PET values (in the series' Units) into SUV of ``suv_type``."""
+    if suv_type not in SUV_TYPES:
+        raise ValueError(f"unknown SUV type {suv_type!r}; choose from {', '.join(SUV_TYPES)}")
     if not headers:
         raise SuvError("no PET slices given")
     h0 = headers[0]
@@ -176,46 +419,44 @@ def suv_scale(headers: Sequence[PetSliceHeader]) -> SuvScale:
         if (h.units or "").upper() != units:
             raise SuvError(f"{h.path}: Units {h.units!r} differs from {h0.units!r} in the same series")
     notes: list[str] = []
-    if units == "GML":
-        return SuvScale(np.ones(len(headers)), "bw", "Units GML: already SUVbw, passed through", tuple(notes))
-    if units == "CM2ML":
-        return SuvScale(np.ones(len(headers)), "bsa", "Units CM2ML: already SUVbsa, passed through", tuple(notes))
+    if units in ("GML", "CM2ML"):
+        stored = _stored_type(h0, notes) if units == "GML" else "bsa"
+        if units == "CM2ML" and (h0.suv_type or "BSA").strip().upper() != "BSA":
+            notes.append(f"Units CM2ML with SUVType {h0.suv_type}: read as SUVbsa (the unit decides)")
+        rule = f"Units {units}: stored SUV{stored}"
+        if stored == suv_type:
+            return SuvScale(np.ones(len(headers)), suv_type, f"{rule}, passed through", tuple(notes))
+        ratio = _size(suv_type, h0, notes) / _size(stored, h0, notes)
+        return SuvScale(
+            np.full(len(headers), ratio), suv_type, f"{rule}, converted to SUV{suv_type} ({ratio:.6g})", tuple(notes)
+        )
     if units == "BQML":
         factors, rule = _bqml_factors(headers, notes)
-        return SuvScale(factors, "bw", rule, tuple(notes))
-    if units == "CNTS":
-        if h0.philips_suv_factor is not None:
-            f = float(h0.philips_suv_factor)
-            if f <= 0:
-                raise SuvError(f"{h0.path}: Philips SUV scale factor (7053,1000) {f:g} is not positive")
-            return SuvScale(np.full(len(headers), f), "bw", "Units CNTS: Philips SUV scale factor (7053,1000)")
-        if h0.philips_activity_factor is not None:
-            act = np.asarray([float(_require(h.philips_activity_factor, h, "(7053,1009)")) for h in headers])
-            factors, rule = _bqml_factors(headers, notes)
-            return SuvScale(
-                act * factors,
-                "bw",
-                f"Units CNTS: Philips activity factor (7053,1009) to Bq/ml, then {rule}",
-                tuple(notes),
-            )
-        raise SuvError(
-            f"{h0.path}: Units CNTS without Philips private SUV factor (7053,1000) or activity factor (7053,1009)"
-        )
-    raise SuvError(f"{h0.path}: Units {h0.units!r} is not BQML, CNTS, GML or CM2ML: cannot compute SUV")
+    elif units == "CNTS":
+        factors, rule = _philips(headers, notes)
+    else:
+        raise SuvError(f"{h0.path}: Units {h0.units!r} is not BQML, CNTS, GML or CM2ML: cannot compute SUV")
+    if suv_type != "bw":
+        ratio = _size(suv_type, h0, notes) / _size("bw", h0, notes)
+        factors = factors * ratio
+        rule = f"{rule}; SUVbw converted to SUV{suv_type} ({ratio:.6g})"
+    return SuvScale(factors, suv_type, rule, tuple(notes))
 
 
-def suv_from_stored(stored: np.ndarray, headers: Sequence[PetSliceHeader]) -> tuple[np.ndarray, SuvScale]:
+def suv_from_stored(
+    stored: np.ndarray, headers: Sequence[PetSliceHeader], suv_type: str = "bw"
+) -> tuple[np.ndarray, SuvScale]:
     """Stored PET pixel values ``[z, y, x]`` -> SUV float32, with each slice's own RescaleSlope/Intercept."""
     if stored.shape[0] != len(headers):
         raise SuvError(f"{len(headers)} headers for {stored.shape[0]} slices")
-    scale = suv_scale(headers)
+    scale = suv_scale(headers, suv_type)
     slope = np.asarray([h.rescale_slope for h in headers], dtype=np.float64)[:, None, None]
     intercept = np.asarray([h.rescale_intercept for h in headers], dtype=np.float64)[:, None, None]
     suv = (stored.astype(np.float64) * slope + intercept) * scale.factors[:, None, None]
     return suv.astype(np.float32), scale
 
 
-# --- pydicom adapter ----------------------------------------------------------------------------------------------
+# --- pydicom adapter ------------------------------------------------------------------------------------------------
 def _dicom_datetime(date: str | None, time: str | None) -> dt.datetime | None:
     if not date or not time:
         return None
@@ -257,17 +498,39 @@ def _float(ds, keyword: str) -> float | None:
     return float(v)
 
 
-def _private_float(ds, group: int, element: int, creator: str) -> float | None:
-    try:
-        v = ds.get_private_item(group, element, creator).value
-    except (KeyError, ValueError):
+def _number(value) -> float | None:
+    """A private element's value as float: DS/FD/FL as read, or raw bytes (VR UN once the creator is stripped)."""
+    if isinstance(value, (list, tuple)) or (hasattr(value, "__len__") and type(value).__name__ == "MultiValue"):
+        value = value[0] if len(value) else None
+    if value is None:
         return None
-    if isinstance(v, bytes):
-        v = v.decode(errors="ignore").strip("\x00 ")
+    if isinstance(value, bytes):
+        text = value.decode("ascii", errors="ignore").strip("\x00 ")
+        try:
+            return float(text.split("\\")[0])
+        except ValueError:
+            if len(value) == 8:
+                return struct.unpack("<d", value)[0]
+            if len(value) == 4:
+                return struct.unpack("<f", value)[0]
+            return None
     try:
-        return float(v)
+        return float(value)
     except (TypeError, ValueError):
         return None
+
+
+def _philips_float(ds, element: int) -> float | None:
+    """(7053,10xx) under the Philips creator, or at (7053,10xx) itself when the creator element was stripped."""
+    try:
+        return _number(ds.get_private_item(0x7053, element, PHILIPS_CREATOR).value)
+    except (KeyError, ValueError):
+        pass
+    creator = ds.get((0x7053, 0x0010))
+    if creator is not None and str(creator.value).strip() not in ("", PHILIPS_CREATOR):
+        return None  # block 10 belongs to another creator
+    elem = ds.get((0x7053, 0x1000 + element))
+    return None if elem is None else _number(elem.value)
 
 
 def pet_header(ds, path: str) -> PetSliceHeader:
@@ -286,25 +549,31 @@ def pet_header(ds, path: str) -> PetSliceHeader:
     if ci is not None:
         ci = (ci,) if isinstance(ci, str) else tuple(str(v) for v in ci)
     try:
+        acquisition = _dicom_datetime(getattr(ds, "AcquisitionDate", None), getattr(ds, "AcquisitionTime", None))
+        if acquisition is None:
+            acquisition = _dicom_dt(getattr(ds, "AcquisitionDateTime", None))
         return PetSliceHeader(
             path=path,
             units=getattr(ds, "Units", None) or None,
             decay_correction=getattr(ds, "DecayCorrection", None) or None,
             corrected_image=ci,
             series_datetime=_dicom_datetime(getattr(ds, "SeriesDate", None), getattr(ds, "SeriesTime", None)),
-            acquisition_datetime=_dicom_datetime(
-                getattr(ds, "AcquisitionDate", None), getattr(ds, "AcquisitionTime", None)
-            ),
+            acquisition_datetime=acquisition,
             ge_scan_datetime=ge_dt,
             injection_datetime=_dicom_dt(getattr(rp, "RadiopharmaceuticalStartDateTime", None)),
             injection_time=_dicom_time(start_time) if start_time else None,
             dose_bq=_float(rp, "RadionuclideTotalDose"),
             half_life_s=_float(rp, "RadionuclideHalfLife"),
             weight_kg=_float(ds, "PatientWeight"),
+            height_m=_float(ds, "PatientSize"),
+            sex=str(getattr(ds, "PatientSex", "") or "").strip() or None,
+            suv_type=str(getattr(ds, "SUVType", "") or "").strip() or None,
+            frame_reference_time_ms=_float(ds, "FrameReferenceTime"),
+            frame_duration_ms=_float(ds, "ActualFrameDuration"),
             rescale_slope=_float(ds, "RescaleSlope") or 1.0,
             rescale_intercept=_float(ds, "RescaleIntercept") or 0.0,
-            philips_suv_factor=_private_float(ds, 0x7053, 0x00, "Philips PET Private Group"),
-            philips_activity_factor=_private_float(ds, 0x7053, 0x09, "Philips PET Private Group"),
+            philips_suv_factor=_philips_float(ds, 0x00),
+            philips_activity_factor=_philips_float(ds, 0x09),
         )
     except ValueError as exc:
         raise SuvError(f"{path}: unreadable date/time or number in the PET header ({exc})") from exc
