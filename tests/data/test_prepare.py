@@ -95,6 +95,33 @@ def test_splits_and_lists(prepared):
             assert line.split("_")[0] in splits[name]
 
 
+def test_same_dicom_and_seed_give_the_same_split(small_cohort, tmp_path):
+    # each prepare draws a new pseudonym key; the patients in each split must not change with it
+    cfg = PrepareConfig(size=32, workers=1, split=(0.34, 0.33, 0.33), min_suv_max=0.5, write_volumes=False)
+    seen = []
+    for run in range(3):
+        out = tmp_path / f"run{run}"
+        prepare_dataset(small_cohort[1].out_dir, out, cfg, progress=False)
+        key = bytes.fromhex((out / ".pseudonym_key").read_text().strip())
+        folder_of = {}
+        for entry in small_cohort[1].entries:
+            ds = pydicom.dcmread(small_cohort[1].out_dir / entry["folder"] / "dicom" / "RTSTRUCT_truth.dcm")
+            folder_of[pseudonym(str(ds.PatientID), key)] = entry["folder"]
+        splits = json.loads((out / "splits.json").read_text())
+        seen.append({s: sorted(folder_of[p] for p in splits[s]) for s in ("train", "val", "test")})
+    assert all(len(v) == 1 for v in seen[0].values())  # three patients, one per split: the test can fail
+    assert seen[1] == seen[0] and seen[2] == seen[0]
+
+
+def test_patient_split_order_key():
+    ids = [f"P{i:08x}" for i in range(12)]
+    order = {p: f"{(7 * i) % 12:02d}" for i, p in enumerate(ids)}  # a key unrelated to the pseudonyms' order
+    renamed = {p: "Q" + p[1:][::-1] for p in ids}  # other pseudonyms for the same patients
+    a = patient_split(ids, (0.5, 0.25, 0.25), 0, order)
+    b = patient_split(list(renamed.values()), (0.5, 0.25, 0.25), 0, {renamed[p]: order[p] for p in ids})
+    assert {k: sorted(renamed[p] for p in v) for k, v in a.items()} == {k: sorted(v) for k, v in b.items()}
+
+
 def test_patient_split_deterministic_and_fractions():
     ids = [f"P{i:08x}" for i in range(20)]
     a = patient_split(ids, (0.7, 0.15, 0.15), seed=3)

@@ -107,11 +107,18 @@ def roi_statistics(mask: np.ndarray, pet_suv_on_ct: np.ndarray, geom) -> dict:
     }
 
 
-def patient_split(patients: list[str], fractions: tuple[float, float, float], seed: int) -> dict[str, list[str]]:
-    """Patient-level train/val/test split, deterministic for a given set of patients and seed."""
+def patient_split(
+    patients: list[str], fractions: tuple[float, float, float], seed: int, order: dict[str, str] | None = None
+) -> dict[str, list[str]]:
+    """Patient-level train/val/test split, deterministic for a given set of patients and seed.
+
+    ``order`` maps each patient to the key it is sorted by before the seeded permutation. ``prepare`` passes the
+    PatientID (held in memory, never written), so the split does not depend on the dataset's random pseudonym key:
+    the same DICOM and seed give the same patients in each split on every run.
+    """
     if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
         raise ValueError(f"split fractions must be >= 0 and sum to 1, got {fractions}")
-    ordered = sorted(patients)
+    ordered = sorted(patients, key=(lambda p: (order[p], p)) if order is not None else None)
     perm = [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
     n = len(perm)
     n_val = int(round(fractions[1] * n))
@@ -306,7 +313,7 @@ def prepare_dataset(
             failed.append(rec)
         else:
             records[rec["patient"]] = rec
-    summary = write_tables(out, records, failed, cfg)
+    summary = write_tables(out, records, failed, cfg, {p: pid for pid, p in pseudo_of.items()})
     seconds = time.perf_counter() - t0
     summary["seconds"] = round(seconds, 2)
     write_text_atomic(out / "dataset.json", json.dumps(summary, indent=1))
@@ -323,10 +330,14 @@ def prepare_dataset(
     )
 
 
-def write_tables(out: Path, records: dict[str, dict], failed: list[dict], cfg: PrepareConfig) -> dict:
-    """rois.csv, slices.csv, qc_report.csv, splits.json, {train,val,test}.txt from the per-patient records."""
+def write_tables(
+    out: Path, records: dict[str, dict], failed: list[dict], cfg: PrepareConfig, order: dict[str, str] | None = None
+) -> dict:
+    """rois.csv, slices.csv, qc_report.csv, splits.json, {train,val,test}.txt from the per-patient records.
+
+    ``order``: pseudonym -> split sort key (see :func:`patient_split`)."""
     with_rois = [p for p, r in records.items() if any(x["status"] == "kept" for x in r["rois"])]
-    splits = patient_split(with_rois, cfg.split, cfg.seed)
+    splits = patient_split(with_rois, cfg.split, cfg.seed, order)
     split_of = {p: s for s, ps in splits.items() for p in ps}
     rois = [dict(r, split=split_of.get(r["patient"], "")) for p in sorted(records) for r in records[p]["rois"]]
     slices = [dict(s, split=split_of.get(s["patient"], "")) for p in sorted(records) for s in records[p]["slices"]]
