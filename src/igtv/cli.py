@@ -132,7 +132,7 @@ def _table2(args: argparse.Namespace) -> int:
 
     run_table2(
         args.out, data=args.data, pretrain_data=args.pretrain_data, budget=args.budget, workers=args.workers,
-        device=args.device,
+        device=args.device, seeds=tuple(int(v) for v in args.seeds.split(",")) if args.seeds else None,
     )  # fmt: skip
     print(f"{args.out}/table2.md, table2.csv, table2.json, fig4.png")
     print((Path(args.out) / "table2.md").read_text())
@@ -376,6 +376,10 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--budget", choices=["quick", "paper", "smoke"], default="quick")
     tb.add_argument("--workers", type=int, default=2)
     tb.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
+    tb.add_argument(
+        "--seeds",
+        help="comma-separated seeds instead of the budget's (e.g. 0 now, 0,1,2 later: saved rows are reused)",
+    )
     tb.set_defaults(func=_table2)
     m = sub.add_parser(
         "model-info",

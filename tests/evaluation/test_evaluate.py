@@ -127,3 +127,11 @@ def test_table2_patch_budget_reads_both_protocols(tmp_path):
     assert rows["pet41"]["whole_patient"]["dice_3d"]["mean"] > 0.3
     ckpt = json.loads((out / "runs" / "seed0" / "sim_ft" / "whole_patient" / "whole_patient.json").read_text())
     assert ckpt["model"]["sampling"].startswith("patches")
+    # a second run reuses every saved row (nothing retrained or re-evaluated) and gives the same table
+    mtime = (out / "runs" / "seed0" / "sim_ft" / "best.pt").stat().st_mtime
+    again = run_table2(out, budget="smoke_patches", workers=1, device="cpu", rows=("25d_applied", "sim_ft", "pet41"))
+    assert (out / "runs" / "seed0" / "sim_ft" / "best.pt").stat().st_mtime == mtime
+    for a, b in zip(table["rows"], again["rows"], strict=True):
+        assert a["whole_patient"]["dice_3d"] == b["whole_patient"]["dice_3d"]
+        assert json.dumps(a["conv_paper"]) == json.dumps(b["conv_paper"])  # NaN-aware
+    assert again["seconds"] < table["seconds"] / 2

@@ -145,6 +145,20 @@ def make_data(out: Path, budget: Budget, workers: int) -> tuple[Path, Path]:
     return gtv.out_dir / "pclt", prep.out_dir
 
 
+def _train_once(cfg, run_dir: Path, label: str = "") -> None:
+    """Train into ``run_dir`` unless a finished run is there (``log.csv`` holds every epoch); an interrupted run
+    (``last.pt`` without every epoch) is resumed, not restarted, and never taken for a finished one."""
+    from igtv.training.loop import train
+
+    log_csv = run_dir / "log.csv"
+    done = len(log_csv.read_text().splitlines()) - 1 if log_csv.exists() else 0
+    if (run_dir / "best.pt").exists() and done >= cfg.train.epochs:
+        return
+    if label:
+        print(label)
+    train(cfg, run_dir, resume=(run_dir / "last.pt").exists(), progress=False)
+
+
 def _run_config(budget: Budget, model: str, root: Path, stage: str, seed: int, init: str, device: str):
     from igtv.config import load_config, replace
     from igtv.demo import CONFIGS
@@ -255,6 +269,38 @@ def _evaluate_row(r: Row, ckpt: Path | None, data: Path, run_dir: Path, b: Budge
     return res
 
 
+ROW_RESULT = "row_result.json"  # one row's scores of one seed, next to its checkpoint: a re-run reuses them
+
+
+def _jsonable(v):
+    if isinstance(v, np.generic):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    if isinstance(v, Path):
+        return str(v)
+    raise TypeError(f"not JSON-serialisable: {type(v).__name__}")
+
+
+def _save_row(run_dir: Path, res: dict) -> None:
+    """Write a row's result (without the masks kept for Fig. 4) atomically, so an interrupted table resumes."""
+    from igtv.io import write_text_atomic
+
+    run_dir.mkdir(parents=True, exist_ok=True)
+    keep = {k: v for k, v in res.items() if k != "_predictions"}
+    write_text_atomic(run_dir / ROW_RESULT, json.dumps(keep, default=_jsonable))
+
+
+def _cached_row(run_dir: Path, ckpt: Path | None) -> dict | None:
+    """The saved result of this row and seed, unless its checkpoint is newer than it."""
+    path = run_dir / ROW_RESULT
+    if not path.exists() or (ckpt is not None and ckpt.exists() and ckpt.stat().st_mtime > path.stat().st_mtime):
+        return None
+    res = json.loads(path.read_text())
+    res["_predictions"] = {}
+    return res
+
+
 def _wilcoxon(a: list[float], b: list[float]) -> float:
     from scipy.stats import wilcoxon
 
@@ -279,11 +325,15 @@ def run_table2(
     workers: int = 2,
     device: str = "auto",
     rows: tuple[str, ...] | None = None,
+    seeds: tuple[int, ...] | None = None,
 ) -> dict:
-    """Run the ablation; returns the table as a dict (also written as ``table2.json``)."""
+    """Run the ablation; returns the table as a dict (also written as ``table2.json``).
+
+    ``seeds`` overrides the budget's seeds. Every row's result of every seed is saved next to its checkpoint
+    (``row_result.json``), so an interrupted run, or one extended to more seeds, redoes only what is missing.
+    """
     from igtv.evaluation.evaluate import EvalConfig, headline
     from igtv.io import write_text_atomic
-    from igtv.training.loop import train
 
     t0 = time.perf_counter()
     b = BUDGETS[budget]
@@ -298,36 +348,41 @@ def run_table2(
     cfg = EvalConfig(convention="paper")
     results: dict[str, list[dict]] = {r.key: [] for r in selected}
     fig_preds: dict[str, dict] = {}
-    for seed in b.seeds:
+    seeds = tuple(seeds) if seeds else b.seeds
+    for seed in seeds:
         runs = out / "runs" / f"seed{seed}"
         pre_ckpt = runs / "pretrain" / "best.pt"
-        if any(r.init for r in selected) and not pre_ckpt.exists():
+        if any(r.init for r in selected):
             print(f"[table2] seed {seed}: 2D pre-training on {pretrain_data.name}")
-            train(
-                _run_config(b, f"cipa_2d_{b.width}", pretrain_data, "pretrain", seed, "", device),
-                runs / "pretrain",
-                progress=False,
+            _train_once(
+                _run_config(b, f"cipa_2d_{b.width}", pretrain_data, "pretrain", seed, "", device), runs / "pretrain"
             )
         for r in selected:
-            if r.rule and seed != b.seeds[0]:
+            if r.rule and seed != seeds[0]:
                 continue  # deterministic: one evaluation
             t_row = time.perf_counter()
             run_dir = runs / r.key
-            ckpt = None
+            ckpt = None if r.rule else run_dir / "best.pt"
+            cached = _cached_row(run_dir, ckpt)
+            if cached is not None:
+                results[r.key].append(cached)
+                print(f"[table2] seed {seed} {r.label}: saved result reused ({run_dir / ROW_RESULT})")
+                continue
             if not r.rule:
                 model = f"{r.model}_{b.width}"
-                ckpt = run_dir / "best.pt"
                 if r.init == "applied":
                     if not ckpt.exists():
                         _applied_checkpoint(pre_ckpt, model, run_dir, data, b.size)
-                elif not ckpt.exists():
+                else:
                     stage = "finetune" if r.init == "pretrain" else "scratch"
                     init = str(pre_ckpt) if r.init == "pretrain" else ""
-                    train(_run_config(b, model, data, stage, seed, init, device), run_dir, progress=False)
+                    _train_once(_run_config(b, model, data, stage, seed, init, device), run_dir)
             res = _evaluate_row(r, ckpt, data, run_dir, b, cfg, device)
             res["cipa"] = headline(res["_slice_rows"], "cipa")
             res["seconds"] = time.perf_counter() - t_row
-            if seed == b.seeds[0]:
+            res["seed"] = seed
+            _save_row(run_dir, res)
+            if seed == seeds[0]:
                 fig_preds[r.key] = res["_predictions"]
             results[r.key].append(res)
             h = res["headline"]
@@ -338,6 +393,7 @@ def run_table2(
                 + f" ({res['seconds']:.0f} s)"
             )
     table = _aggregate(selected, results, b, budget, time.perf_counter() - t0)
+    table["seeds"] = list(seeds)
     _write_outputs(out, table)
     try:
         fig4(data, {r.key: r.label for r in selected}, fig_preds, out / "fig4.png")
@@ -471,7 +527,8 @@ def _write_outputs(out: Path, table: dict) -> None:
         f"Budget `{table['budget']}`: CIPA width `{s['width']}`, input {s['size'] or 'native'} px, "
         f"{s['pretrain_epochs']} pre-training / {s['finetune_epochs']} IGTV epochs"
         + (f" of at most {s['max_steps']} steps" if s["max_steps"] else "")
-        + f", batch {s['batch_size']}, seeds {list(s['seeds'])}; {table['seconds'] / 60:.1f} min in all.",
+        + f", batch {s['batch_size']}, seeds {table.get('seeds', list(s['seeds']))}; "
+        + f"{table['seconds'] / 60:.1f} min in all.",
         "IoU, Dice, Acc, HD95: the paper's protocol, per-slice means (Eqs. 9-12) over the ROI slices of the IGTV "
         "test split, mean ± std over seeds. 3D Dice, HD95 3D, FP, FN, lesions: whole patient, the predict pipeline "
         "on each test patient with nothing from the truth (threshold rows are given each lesion's box + 15 mm), "
