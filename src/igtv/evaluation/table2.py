@@ -353,9 +353,10 @@ def run_table2(
         runs = out / "runs" / f"seed{seed}"
         pre_ckpt = runs / "pretrain" / "best.pt"
         if any(r.init for r in selected):
-            print(f"[table2] seed {seed}: 2D pre-training on {pretrain_data.name}")
             _train_once(
-                _run_config(b, f"cipa_2d_{b.width}", pretrain_data, "pretrain", seed, "", device), runs / "pretrain"
+                _run_config(b, f"cipa_2d_{b.width}", pretrain_data, "pretrain", seed, "", device),
+                runs / "pretrain",
+                f"[table2] seed {seed}: 2D pre-training on {pretrain_data.name}",
             )
         for r in selected:
             if r.rule and seed != seeds[0]:
