@@ -120,6 +120,8 @@ def test_table2_patch_budget_reads_both_protocols(tmp_path):
     table = run_table2(out, budget="smoke_patches", workers=1, device="cpu", rows=("25d_applied", "sim_ft", "pet41"))
     md = (out / "table2.md").read_text()
     assert "FP (cc)" in md and "false lesions" in md
+    table_lines = [line for line in md.splitlines() if line.startswith("|")]
+    assert len({line.count("|") for line in table_lines}) == 1, "every row has the header's columns"
     rows = {r["key"]: r for r in table["rows"]}
     for key in ("25d_applied", "sim_ft", "pet41"):
         w = rows[key]["whole_patient"]

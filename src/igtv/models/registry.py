@@ -12,6 +12,7 @@ import dataclasses
 from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import nn
 
 from igtv.models.cipa import CIPA, CIPAConfig
@@ -97,6 +98,20 @@ for _abl in ABLATIONS:
         register_model(_cipa_factory(f"{_abl}_{_w}"))
 
 
+def _png_input(cls: type[nn.Module]) -> type[nn.Module]:
+    """A MONAI network that takes the grey levels [0, 255] every igtv model takes, mapped to the input range CIPA
+    uses (:func:`igtv.models.cipa.normalize_png`), so baselines and CIPA see the same input. The state dict keys
+    are MONAI's own."""
+    from igtv.models.cipa import normalize_png
+
+    class PngInput(cls):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(normalize_png(x))
+
+    PngInput.__name__ = PngInput.__qualname__ = cls.__name__
+    return PngInput
+
+
 def _monai_unet(width: str, in_channels: int = 6) -> Callable[..., nn.Module]:
     def build(**overrides: Any) -> nn.Module:
         from monai.networks.nets import UNet
@@ -111,7 +126,7 @@ def _monai_unet(width: str, in_channels: int = 6) -> Callable[..., nn.Module]:
             num_res_units=2,
         )
         kwargs.update(overrides)
-        return UNet(**kwargs)
+        return _png_input(UNet)(**kwargs)
 
     return build
 
@@ -124,7 +139,7 @@ def _monai_segresnet(width: str, in_channels: int = 6) -> Callable[..., nn.Modul
             spatial_dims=2, in_channels=in_channels, out_channels=1, init_filters={"tiny": 8, "s": 16}.get(width, 32)
         )
         kwargs.update(overrides)
-        return SegResNet(**kwargs)
+        return _png_input(SegResNet)(**kwargs)
 
     return build
 
