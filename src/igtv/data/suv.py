@@ -376,27 +376,29 @@ def _stored_type(h: PetSliceHeader, notes: list[str]) -> str:
     return DICOM_SUV_TYPES[raw]
 
 
+def _philips_factors(headers: Sequence[PetSliceHeader], attr: str, tag: str, name: str, meaning: str) -> np.ndarray:
+    """Every slice's Philips factor ``attr``; a missing one is an error, and so is 0 or less (``meaning`` says why)."""
+    f = np.asarray([float(_require(getattr(h, attr), h, tag)) for h in headers])
+    bad = np.flatnonzero(f <= 0)
+    if bad.size:
+        h = headers[int(bad[0])]
+        raise SuvError(f"{h.path}: Philips {name} {tag} is {getattr(h, attr):g}: {meaning}")
+    return f
+
+
 def _philips(headers: Sequence[PetSliceHeader], notes: list[str]) -> tuple[np.ndarray, str]:
     h0 = headers[0]
     if h0.philips_suv_factor is not None:
-        f = np.asarray([float(_require(h.philips_suv_factor, h, "(7053,1000)")) for h in headers])
-        bad = np.flatnonzero(f <= 0)
-        if bad.size:
-            h = headers[int(bad[0])]
-            raise SuvError(
-                f"{h.path}: Philips SUV scale factor (7053,1000) is {h.philips_suv_factor:g}: the scanner marks "
-                "this series as not convertible to SUV"
-            )
+        f = _philips_factors(
+            headers, "philips_suv_factor", "(7053,1000)", "SUV scale factor",
+            "the scanner marks this series as not convertible to SUV",
+        )  # fmt: skip
         return f, "Units CNTS: Philips SUV scale factor (7053,1000)"
     if h0.philips_activity_factor is not None:
-        act = np.asarray([float(_require(h.philips_activity_factor, h, "(7053,1009)")) for h in headers])
-        bad = np.flatnonzero(act <= 0)
-        if bad.size:
-            h = headers[int(bad[0])]
-            raise SuvError(
-                f"{h.path}: Philips activity concentration factor (7053,1009) is {h.philips_activity_factor:g}: "
-                "counts cannot be converted to Bq/ml"
-            )
+        act = _philips_factors(
+            headers, "philips_activity_factor", "(7053,1009)", "activity concentration factor",
+            "counts cannot be converted to Bq/ml",
+        )  # fmt: skip
         factors, rule = _bqml_factors(headers, notes)
         return act * factors, f"Units CNTS: Philips activity factor (7053,1009) to Bq/ml, then {rule}"
     raise SuvError(
