@@ -62,6 +62,36 @@ def test_fast_paths_match_reference(impl):
         assert torch.allclose(got.grad, want.grad, atol=1e-4, rtol=1e-3)
 
 
+@pytest.mark.parametrize("impl", CPU_IMPLS)
+def test_fast_paths_match_reference_over_many_chunks_and_strong_decay(impl):
+    """Several checkpoint chunks (CHUNK = 64), a partial last one, and decays down to exp(-60)."""
+    u, delta, a, bb, cc, dd, bias = _inputs(b=1, d=4, length=200, n=8, groups=4, seed=3)
+    a = a * torch.linspace(1.0, 40.0, 8)  # some Delta*A far below the polynomial's range
+    args = [t.clone().requires_grad_(True) for t in (u, delta, a, bb, cc, dd, bias)]
+    ref_args = [t.detach().double().requires_grad_(True) for t in args]
+    y = selective_scan(*args, impl=impl)
+    y_ref = selective_scan_ref(*ref_args)
+    torch.testing.assert_close(y.double(), y_ref, atol=1e-5, rtol=1e-4)
+    w = torch.randn(y.shape, generator=torch.Generator().manual_seed(2))
+    (y * w).sum().backward()
+    (y_ref * w.double()).sum().backward()
+    for got, want in zip(args, ref_args, strict=True):
+        torch.testing.assert_close(got.grad.double(), want.grad, atol=1e-4, rtol=1e-3)
+
+
+@pytest.mark.skipif("numba" not in CPU_IMPLS, reason="numba not installed")
+def test_numba_vectorised_exp_matches_numpy():
+    import numpy as np
+
+    from igtv.models.scan_numba import _vexp_array
+
+    x = np.concatenate([np.linspace(-87.0, 88.0, 20001), [0.0, -1e-9, 1e-9, -0.3466, 0.3466]]).astype(np.float32)
+    got = _vexp_array(x)
+    want = np.exp(x.astype(np.float64))
+    assert np.max(np.abs(got - want) / want) < 5e-7
+    assert 0.0 <= _vexp_array(np.array([-120.0], np.float32))[0] < 1e-37  # clamped, never negative or NaN
+
+
 def test_unknown_impl_is_an_error():
     with pytest.raises(ValueError, match="unknown selective-scan"):
         selective_scan(*_inputs(), impl="magic")
