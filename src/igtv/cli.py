@@ -50,6 +50,7 @@ def _postprocess_cfg(args: argparse.Namespace):
     return PostprocessConfig(
         min_volume_cc=args.min_volume_cc, min_suv_max=args.min_suv, thorax_margin_mm=args.thorax_margin_mm,
         min_mean_hu=args.min_mean_hu, max_bone_fraction=args.max_bone_fraction,
+        cold_min_volume_cc=args.cold_min_volume_cc, cold_min_lung_contact=args.cold_min_lung_contact,
     )  # fmt: skip
 
 
@@ -65,6 +66,11 @@ def _add_postprocess_args(p: argparse.ArgumentParser) -> None:
                    help="drop components whose mean CT is below this (air; -1024: off)")  # fmt: skip
     p.add_argument("--max-bone-fraction", type=float, default=d.max_bone_fraction,
                    help="drop components with more than this share of voxels > 300 HU (1: off)")  # fmt: skip
+    p.add_argument("--cold-min-volume-cc", type=float, default=d.cold_min_volume_cc,
+                   help="keep a component below --min-suv when the CT shows a solid mass of at least this volume "
+                        "bordered by lung (0: off)")  # fmt: skip
+    p.add_argument("--cold-min-lung-contact", type=float, default=d.cold_min_lung_contact,
+                   help="share of that mass's in-plane border that must be lung")  # fmt: skip
 
 
 def _predict(args: argparse.Namespace) -> int:

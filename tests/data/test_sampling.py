@@ -101,3 +101,33 @@ def test_mask_follows_the_augmentation():
         pet = img[1]
         if mask.any():  # the target is where the PET is 9 SUV: mask and image stay aligned under the affine
             assert pet[mask[0] > 0].mean() > pet[mask[0] == 0].mean() + 50
+
+
+def test_make_cold_lowers_the_tumour_only():
+    from igtv.data.sampling import make_cold
+
+    pet = np.full((3, 40, 40), 1.0, np.float32)
+    pet[:, 5:10, 5:10] = 6.0  # a hot organ far from the lesion
+    yy, xx = np.mgrid[0:40, 0:40]
+    lesion = np.broadcast_to(((yy - 25) ** 2 + (xx - 25) ** 2 < 6**2).astype(np.float32), pet.shape).copy()
+    pet[lesion > 0] = 8.0
+    cold, factor = make_cold(pet, lesion, 2.0, pixel_mm=2.0)
+    assert factor == pytest.approx(0.25)
+    assert cold[lesion > 0].max() == pytest.approx(2.0, rel=1e-5)  # the tumour's SUVmax is the one asked for
+    assert np.array_equal(cold[:, 5:10, 5:10], pet[:, 5:10, 5:10])  # the organ keeps its uptake
+    assert np.all(cold <= pet + 1e-6) and np.all(cold >= pet * factor - 1e-6)  # a smooth fade, nothing new
+    same, f1 = make_cold(pet, lesion, 9.0, pixel_mm=2.0)  # already colder than asked: unchanged
+    assert f1 == 1.0 and same is pet
+
+
+def test_cold_patches_keep_the_target_and_lose_its_uptake():
+    case, _ = synthetic_case()
+    spec = PatchSpec(patch=32, in_slices=1, fg_fraction=1.0, hot_fraction=0.0, augment=False, cold_p=1.0)
+    spec_aug = PatchSpec(patch=32, in_slices=1, fg_fraction=1.0, hot_fraction=0.0, augment=True, cold_p=1.0)
+    img_off, mask_off, _ = sample_patch(case, spec, np.random.default_rng(5))  # augment off: cold_p unused
+    img_on, mask_on, _ = sample_patch(case, spec_aug, np.random.default_rng(5))
+    assert mask_on.sum() > 0 and mask_off.sum() > 0
+    pet_on = img_on[1][mask_on[0] > 0]
+    # PCLT20K window (0-15 SUV): 9 SUV is grey 153; made cold (SUVmax <= 2.5 x a PET gain of at most 1.25) it is dark
+    assert img_off[1][mask_off[0] > 0].max() > 140
+    assert pet_on.max() < 255 * 2.5 * 1.25 / 15 + 1

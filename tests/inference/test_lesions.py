@@ -79,6 +79,29 @@ def test_postprocess_drops_small_and_cold_components():
     assert stats[0]["volume_cc"] >= stats[1]["volume_cc"] >= stats[2]["volume_cc"]
 
 
+def test_cold_mass_in_the_lung_is_kept_and_cold_soft_tissue_is_not():
+    """SUVmax < 2.5 drops a component unless the CT shows a solid mass (>= 5 cc) bordered by lung."""
+    geom = Geometry((12, 60, 60), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))  # z, y, x; 8 mm^3 voxels
+    ct = np.full(geom.shape_zyx, 40.0, np.float32)  # soft tissue ...
+    ct[:, 5:35, 5:55] = -850.0  # ... with a lung
+    pet = np.ones(geom.shape_zyx, dtype=np.float32)
+    mask = np.zeros(geom.shape_zyx, dtype=bool)
+    mask[2:10, 12:24, 12:24] = True  # 1152 voxels = 9.2 cc in the lung: a cold tumour (SUV 1.8)
+    ct[2:10, 12:24, 12:24] = 30.0
+    pet[2:10, 12:24, 12:24] = 1.8
+    mask[2:10, 44:56, 20:32] = True  # 9.2 cc of cold soft tissue below the lung (e.g. muscle, liver)
+    mask[2:10, 20:26, 40:46] = True  # 288 voxels = 2.3 cc in the lung: too small to keep without uptake
+    ct[2:10, 20:26, 40:46] = 30.0
+    cfg = PostprocessConfig(min_volume_cc=0.5, min_suv_max=2.5, thorax_margin_mm=0.0)
+    kept, dropped = postprocess(mask, pet, geom, cfg, ct)
+    assert kept[2:10, 12:24, 12:24].all() and kept.sum() == 1152
+    assert sorted(d["volume_cc"] for d in dropped) == pytest.approx([2.304, 9.216])
+    assert all(d["rule"] == "min_suv_max" for d in dropped)
+    off, _ = postprocess(mask, pet, geom, PostprocessConfig(min_suv_max=2.5, thorax_margin_mm=0.0,
+                                                            cold_min_volume_cc=0.0), ct)  # fmt: skip
+    assert not off.any()  # the exception off: every cold component goes
+
+
 def test_canonical_flips():
     assert canonical_flips(Geometry((2, 2, 2), (1, 1, 1), (0, 0, 0))) == (False, False, False)
     feet_first = Geometry((2, 2, 2), (1, 1, 1), (0, 0, 0), (-1, 0, 0, 0, 1, 0, 0, 0, -1))

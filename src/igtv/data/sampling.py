@@ -128,6 +128,30 @@ def window_patch(ct_hu: np.ndarray, pet_suv: np.ndarray, preset: str, reference_
     return np.concatenate([ct, pet]).astype(np.float32)
 
 
+def make_cold(
+    pet_suv: np.ndarray, lesion: np.ndarray, suv_max: float, pixel_mm: float, blur_mm: float = 4.0
+) -> tuple[np.ndarray, float]:
+    """A cold-tumour version of a PET patch (S, P, P): uptake inside the lesion (S, P, P, in [0, 1]) scaled so its
+    SUVmax becomes ``suv_max``, with a weight blurred by ``blur_mm`` (the PET's partial volume) so no edge is cut;
+    uptake away from the lesion (heart, liver, other lesions) is unchanged. Returns (PET, the factor applied).
+
+    Real tumours with SUVmax < 2.5 exist (the phantom makes 12 % of its lesions cold); a model shown only hot ones
+    learns that a tumour is hot and misses a large cold mass that the CT shows plainly."""
+    from scipy.ndimage import gaussian_filter
+
+    inside = lesion >= 0.5
+    if not inside.any():
+        return pet_suv, 1.0
+    peak = float(pet_suv[inside].max())
+    if peak <= suv_max:
+        return pet_suv, 1.0
+    factor = suv_max / peak
+    sigma = blur_mm / max(pixel_mm, 1e-3)
+    w = np.clip(2.0 * gaussian_filter(inside.astype(np.float32), (0.0, sigma, sigma)), 0.0, 1.0)
+    w[inside] = 1.0  # the whole tumour scaled, fading out over the blur around it
+    return (pet_suv * (1.0 - w * (1.0 - factor))).astype(np.float32), factor
+
+
 def _subsample(coords: np.ndarray, rng: np.random.Generator, n: int = MAX_VOXELS) -> np.ndarray:
     if len(coords) <= n:
         return coords.astype(np.int32)
@@ -249,6 +273,8 @@ class PatchSpec:
     pet_gain_p: float = 0.3  # probability of a multiplicative PET change ...
     pet_gain_range: tuple[float, float] = (0.8, 1.25)  # ... drawn log-uniformly in this range
     pet_dropout: float = 0.0  # probability of nearly removing the PET (x 0-0.2): the CT alone must find tumours
+    cold_p: float = 0.0  # probability that a lesion patch's tumour is made cold (SUVmax in cold_suv_range) ...
+    cold_suv_range: tuple[float, float] = (1.2, 2.5)  # ... while the organs around it keep their uptake
 
 
 def draw_centre(case: VolumeCase, spec: PatchSpec, rng: np.random.Generator) -> tuple[str, np.ndarray, float | None]:
@@ -292,7 +318,11 @@ def sample_patch(case: VolumeCase, spec: PatchSpec, rng: np.random.Generator) ->
     ct = np.stack([extract(case.ct_hu[k], m, spec.patch, 1, AIR_HU) for k in zs])
     pet = np.stack([extract(case.pet_suv[k], m, spec.patch, 1, 0.0) for k in zs]) * (pet_gain * dropout)
     mask = extract(case.target[z].astype(np.float32), m, spec.patch, 1, 0.0) >= 0.5
-    image = window_patch(ct, pet, spec.preset, None if ref is None else ref * pet_gain)  # dropout: LUCID too
+    cold = 1.0
+    if spec.augment and kind == "lesion" and spec.cold_p and rng.random() < spec.cold_p:
+        lesion = np.stack([extract(case.target[k].astype(np.float32), m, spec.patch, 1, 0.0) for k in zs])
+        pet, cold = make_cold(pet, lesion, float(rng.uniform(*spec.cold_suv_range)), case.spacing_mm[1] * scale)
+    image = window_patch(ct, pet, spec.preset, None if ref is None else ref * pet_gain * cold)  # LUCID too
     return image, mask.astype(np.float32)[None], f"{case.name}/{kind}/z{z}"
 
 

@@ -69,11 +69,17 @@ def rule_effects(raw: np.ndarray, truth: np.ndarray, labels: np.ndarray, verdict
 # Each post-processing rule measured alone on every evaluated patient (whatever the applied settings are), so the
 # README can say what each rule buys: false-positive cc it removes against true-positive cc it costs.
 NO_RULES = PostprocessConfig(
-    min_volume_cc=0.0, min_suv_max=0.0, thorax_margin_mm=0.0, min_mean_hu=-1024.0, max_bone_fraction=1.0
+    min_volume_cc=0.0,
+    min_suv_max=0.0,
+    thorax_margin_mm=0.0,
+    min_mean_hu=-1024.0,
+    max_bone_fraction=1.0,
+    cold_min_volume_cc=0.0,
 )
 CANDIDATE_RULES = {
     "min_volume_cc=0.5": replace(NO_RULES, min_volume_cc=0.5),
     "min_suv_max=2.5": replace(NO_RULES, min_suv_max=2.5),
+    "min_suv_max=2.5, cold CT mass >= 5 cc kept": replace(NO_RULES, min_suv_max=2.5, cold_min_volume_cc=5.0),
     "thorax_margin_mm=10": replace(NO_RULES, thorax_margin_mm=10.0),
     "min_mean_hu=-500": replace(NO_RULES, min_mean_hu=-500.0),
     "max_bone_fraction=0.5": replace(NO_RULES, max_bone_fraction=0.5),

@@ -32,10 +32,26 @@ class PostprocessConfig:
     thorax_margin_mm: float = 10.0  # keep only components touching the lungs + mediastinum, grown by this margin
     min_mean_hu: float = -500.0  # drop components whose mean CT is below this (air: the CT shows nothing there)
     max_bone_fraction: float = 0.5  # drop components with more than this share of voxels above BONE_HU (bone only)
+    # a cold tumour (SUVmax below min_suv_max) is kept when the CT backs it: a solid mass (mean >= SOLID_HU) of at
+    # least cold_min_volume_cc with at least cold_min_lung_contact of its in-plane border in lung (0: off)
+    cold_min_volume_cc: float = 5.0
+    cold_min_lung_contact: float = 0.5
 
 
 BONE_HU = 300.0
 LUNG_HU = -400.0
+SOLID_HU = -300.0
+
+
+def lung_contact(comp: np.ndarray, ct_hu: np.ndarray, width_px: int = 2) -> float:
+    """Share of the in-plane border of ``comp`` (a ring ``width_px`` wide around it on each slice) that is lung
+    (CT < LUNG_HU). ``ct_hu`` covers the same box as ``comp`` grown by ``width_px`` in y and x; 0 when no ring."""
+    from scipy import ndimage
+
+    pad = np.pad(comp, ((0, 0), (width_px, width_px), (width_px, width_px)))
+    ring = ndimage.binary_dilation(pad, structure=np.ones((1, 3, 3), bool), iterations=width_px) & ~pad
+    n = int(ring.sum())
+    return float((ct_hu[ring] < LUNG_HU).sum()) / n if n else 0.0
 
 
 def label_lesions(mask: np.ndarray) -> tuple[np.ndarray, int]:
@@ -102,10 +118,16 @@ def component_verdicts(
         suv_max = float(pet_suv[box][comp].max())
         hu = ct_hu[box][comp] if ct_hu is not None else None
         mean_hu = float(hu.mean()) if hu is not None else float("nan")
-        rule, reason = "", ""
+        rule, reason, note = "", "", ""
+        cold = bool(cfg.min_suv_max) and suv_max < cfg.min_suv_max
+        if cold and hu is not None and cfg.cold_min_volume_cc and vol >= cfg.cold_min_volume_cc and mean_hu >= SOLID_HU:
+            contact = lung_contact(comp, _grown(ct_hu, box, 2))
+            if contact >= cfg.cold_min_lung_contact:
+                cold = False
+                note = f"cold (SUVmax {suv_max:.2f}) but a solid {vol:.1f} cc mass, {contact:.0%} of its border lung"
         if cfg.min_volume_cc and vol < cfg.min_volume_cc:
             rule, reason = "min_volume_cc", f"volume {vol:.3f} cc < {cfg.min_volume_cc:g} cc"
-        elif cfg.min_suv_max and suv_max < cfg.min_suv_max:
+        elif cold:
             rule, reason = "min_suv_max", f"SUVmax {suv_max:.2f} < {cfg.min_suv_max:g}"
         elif use_region and not region[box][comp].any():
             rule, reason = "thorax_margin_mm", f"outside the lungs and mediastinum (+{cfg.thorax_margin_mm:g} mm)"
@@ -114,8 +136,15 @@ def component_verdicts(
         elif hu is not None and cfg.max_bone_fraction < 1 and float((hu > BONE_HU).mean()) > cfg.max_bone_fraction:
             rule, reason = "max_bone_fraction", f"{float((hu > BONE_HU).mean()):.0%} of voxels > {BONE_HU:g} HU (bone)"
         out.append({"label": lab, "box": box, "volume_cc": round(vol, 3), "suv_max": round(suv_max, 3),
-                    "mean_hu": round(mean_hu, 1), "rule": rule, "reason": reason})  # fmt: skip
+                    "mean_hu": round(mean_hu, 1), "rule": rule, "reason": reason, "note": note})  # fmt: skip
     return labels, out
+
+
+def _grown(volume: np.ndarray, box: tuple[slice, ...], px: int) -> np.ndarray:
+    """``volume[box]`` grown by ``px`` in y and x, padded with -1024 (air) beyond the volume's edge."""
+    zs, ys, xs = box
+    pad = np.pad(volume[zs], ((0, 0), (px, px), (px, px)), constant_values=-1024)
+    return pad[:, ys.start : ys.stop + 2 * px, xs.start : xs.stop + 2 * px]
 
 
 def drop_components(mask: np.ndarray, labels: np.ndarray, verdicts: list[dict]) -> np.ndarray:

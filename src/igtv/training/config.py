@@ -37,6 +37,8 @@ class DataConfig:
     pet_gain_p: float = 0.3  # patches: probability of scaling the PET (calibration; cold tumours seen on CT) ...
     pet_gain_range: tuple[float, float] = (0.8, 1.25)  # ... by a log-uniform factor in this range
     pet_dropout: float = 0.0  # patches: probability of scaling the PET by 0-0.2 (tumours must be found on the CT)
+    cold_p: float = 0.0  # patches: probability of making a lesion patch's tumour cold (organs keep their uptake) ...
+    cold_suv_range: tuple[float, float] = (1.2, 2.5)  # ... with its SUVmax drawn in this range
     samples_per_epoch: int = 1024  # patches: training samples per epoch (steps = samples / batch)
     eval_samples: int = 256  # patches: fixed validation / test patches
 

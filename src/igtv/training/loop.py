@@ -265,6 +265,8 @@ def build_datasets(cfg: RunConfig, splits: tuple[str, ...] = ("train", "val")) -
         pet_gain_p=d.pet_gain_p,
         pet_gain_range=d.pet_gain_range,
         pet_dropout=d.pet_dropout,
+        cold_p=d.cold_p,
+        cold_suv_range=tuple(d.cold_suv_range),
     )
     out = []
     for s in splits:
