@@ -67,8 +67,9 @@ def _add_postprocess_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-bone-fraction", type=float, default=d.max_bone_fraction,
                    help="drop components with more than this share of voxels > 300 HU (1: off)")  # fmt: skip
     p.add_argument("--cold-min-volume-cc", type=float, default=d.cold_min_volume_cc,
-                   help="keep a component below --min-suv when the CT shows a solid mass of at least this volume "
-                        "bordered by lung (0: off)")  # fmt: skip
+                   help="keep a component below --min-suv when the CT shows a solid mass of at least this "
+                        "volume bordered by lung (0: off; -1: 5 cc for models trained with cold lesions, "
+                        "else off)")  # fmt: skip
     p.add_argument("--cold-min-lung-contact", type=float, default=d.cold_min_lung_contact,
                    help="share of that mass's in-plane border that must be lung")  # fmt: skip
 

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 
@@ -9,6 +11,7 @@ from igtv.inference.lesions import (
     PostprocessConfig,
     lesion_statistics,
     postprocess,
+    resolve_cold_rule,
     sphere_kernel,
     suv_peak,
 )
@@ -92,7 +95,7 @@ def test_cold_mass_in_the_lung_is_kept_and_cold_soft_tissue_is_not():
     mask[2:10, 44:56, 20:32] = True  # 9.2 cc of cold soft tissue below the lung (e.g. muscle, liver)
     mask[2:10, 20:26, 40:46] = True  # 288 voxels = 2.3 cc in the lung: too small to keep without uptake
     ct[2:10, 20:26, 40:46] = 30.0
-    cfg = PostprocessConfig(min_volume_cc=0.5, min_suv_max=2.5, thorax_margin_mm=0.0)
+    cfg = PostprocessConfig(min_volume_cc=0.5, min_suv_max=2.5, thorax_margin_mm=0.0, cold_min_volume_cc=5.0)
     kept, dropped = postprocess(mask, pet, geom, cfg, ct)
     assert kept[2:10, 12:24, 12:24].all() and kept.sum() == 1152
     assert sorted(d["volume_cc"] for d in dropped) == pytest.approx([2.304, 9.216])
@@ -100,6 +103,18 @@ def test_cold_mass_in_the_lung_is_kept_and_cold_soft_tissue_is_not():
     off, _ = postprocess(mask, pet, geom, PostprocessConfig(min_suv_max=2.5, thorax_margin_mm=0.0,
                                                             cold_min_volume_cc=0.0), ct)  # fmt: skip
     assert not off.any()  # the exception off: every cold component goes
+    auto, _ = postprocess(mask, pet, geom, replace(cfg, cold_min_volume_cc=-1.0), ct)
+    assert not auto.any()  # auto, unresolved (no model): off
+
+
+def test_cold_rule_is_on_only_for_models_trained_with_cold_lesions():
+    auto = PostprocessConfig()
+    assert auto.cold_min_volume_cc < 0
+    assert resolve_cold_rule(auto, {"data": {"cold_p": 0.25}}).cold_min_volume_cc == 5.0
+    assert resolve_cold_rule(auto, {"data": {"cold_p": 0.0}}).cold_min_volume_cc == 0.0
+    assert resolve_cold_rule(auto, {}).cold_min_volume_cc == 0.0
+    explicit = PostprocessConfig(cold_min_volume_cc=8.0)
+    assert resolve_cold_rule(explicit, {"data": {"cold_p": 0.0}}) is explicit  # an explicit setting wins
 
 
 def test_canonical_flips():

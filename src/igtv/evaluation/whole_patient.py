@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 
 from igtv.evaluation import metrics as M
-from igtv.inference.lesions import PostprocessConfig
+from igtv.inference.lesions import PostprocessConfig, resolve_cold_rule
 
 log = logging.getLogger(__name__)
 
@@ -251,6 +251,7 @@ def evaluate_whole_patients(
     else:
         dev = pick_device(device)
         lm = load_model(model_path, dev)
+        cfg = replace(cfg, postprocess=resolve_cold_rule(cfg.postprocess, lm.run_config))
         predict_raw, facts = model_raw_mask(lm, dev, cfg), lm.describe()
     patients = [p for p in split_patients(root, cfg.split) if (root / "volumes" / p / "labels.nii.gz").exists()]
     if not patients:

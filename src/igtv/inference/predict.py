@@ -293,7 +293,7 @@ def predict_dicom(
     from igtv.data.dicom_writer import PatientStudy
     from igtv.data.rtstruct import CTReference, RoiMask, write_rtstruct
     from igtv.geometry import save_nifti
-    from igtv.inference.lesions import lesion_statistics, postprocess
+    from igtv.inference.lesions import lesion_statistics, postprocess, resolve_cold_rule
     from igtv.inference.model import load_model
     from igtv.inference.predictor import apply_flips, canonical_flips
     from igtv.inference.report import render_report
@@ -305,6 +305,7 @@ def predict_dicom(
     post = postprocess_cfg or PostprocessConfig()
     dev = pick_device(device)
     lm = load_model(model_path, dev, preset)
+    post = resolve_cold_rule(post, lm.run_config)
     ct, pet_suv, scale = _read_exam(dicom_dir)
     geom = ct.geometry
     flips = canonical_flips(geom)
