@@ -92,6 +92,35 @@ def test_numba_vectorised_exp_matches_numpy():
     assert 0.0 <= _vexp_array(np.array([-120.0], np.float32))[0] < 1e-37  # clamped, never negative or NaN
 
 
+@pytest.mark.skipif("numba" not in CPU_IMPLS, reason="numba not installed")
+def test_numba_vectorised_softplus_and_sigmoid_match_float64():
+    import numpy as np
+
+    from igtv.models.scan_numba import _vsoftplus_array
+
+    z = np.concatenate([np.linspace(-90.0, 90.0, 20001), [0.0, -1e-7, 1e-7, -20.0, -7.0, 15.0]]).astype(np.float32)
+    sp, sig = _vsoftplus_array(z)
+    z64 = torch.from_numpy(z).double()
+    want_sp, want_sig = F.softplus(z64).numpy(), torch.sigmoid(z64).numpy()
+    small = want_sp > 1e-37  # below that the float32 exp is clamped
+    assert np.max(np.abs(sp[small] - want_sp[small]) / want_sp[small]) < 1e-6  # relative, even where softplus ~ 1e-9
+    assert np.max(np.abs(sig - want_sig)) < 1e-7
+
+
+@pytest.mark.skipif("numba" not in CPU_IMPLS, reason="numba not installed")
+def test_numba_inference_path_blocks_and_bc_layout():
+    """Without gradients the kernel writes no checkpoints; channels per group (11) span a full and a partial
+    block of DBLOCK = 8; B/C passed as (B, G, N, L) views of (B, G, L, N) tensors, as SS2D passes them."""
+    u, delta, a, bb, cc, dd, bias = _inputs(b=2, d=22, length=150, n=16, groups=2, seed=5)
+    want = selective_scan_ref(*(t.double() for t in (u, delta, a, bb, cc, dd, bias)))
+    bt, ct = bb.transpose(2, 3).contiguous().transpose(2, 3), cc.transpose(2, 3).contiguous().transpose(2, 3)
+    with torch.no_grad():
+        got = selective_scan(u, delta, a, bt, ct, dd, bias, impl="numba")
+    torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-4)
+    with_grad = selective_scan(u.requires_grad_(True), delta, a, bb, cc, dd, bias, impl="numba")
+    torch.testing.assert_close(with_grad.detach(), got, atol=0, rtol=0)
+
+
 def test_unknown_impl_is_an_error():
     with pytest.raises(ValueError, match="unknown selective-scan"):
         selective_scan(*_inputs(), impl="magic")

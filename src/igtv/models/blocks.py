@@ -48,15 +48,15 @@ class _SSMParams(nn.Module):
     def scan(self, xs: torch.Tensor, impl: str) -> torch.Tensor:
         """xs: (B, K, D, L) -> ys: (B, K, D, L)."""
         b, k, d, length = xs.shape
-        x_dbl = torch.einsum("bkdl,kcd->bkcl", xs, self.x_proj_weight)  # (B, K, R + 2N, L)
-        dts, bs, cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=2)
-        dts = torch.einsum("bkrl,kdr->bkdl", dts, self.dt_projs_weight)  # (B, K, D, L)
+        x_dbl = torch.einsum("bkdl,kcd->bklc", xs, self.x_proj_weight)  # (B, K, L, R + 2N)
+        dts, bs, cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=3)
+        dts = torch.einsum("bklr,kdr->bkdl", dts, self.dt_projs_weight)  # (B, K, D, L)
         ys = selective_scan(
             xs.reshape(b, k * d, length),
             dts.reshape(b, k * d, length),
             -torch.exp(self.A_logs.float()),
-            bs.contiguous(),
-            cs.contiguous(),
+            bs.contiguous().transpose(2, 3),  # (B, K, N, L) view of (B, K, L, N): the numba kernel's layout
+            cs.contiguous().transpose(2, 3),
             self.Ds,
             self.dt_projs_bias.reshape(-1),
             True,

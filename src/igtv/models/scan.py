@@ -87,7 +87,7 @@ def fused_kernel_inputs(
     delta_bias: torch.Tensor | None,
     delta_softplus: bool,
 ) -> tuple[torch.Tensor, ...]:
-    """What the fused kernels (numba, Triton) take: contiguous float32 (u, z = delta + bias, A, B, C, D)."""
+    """What the fused Triton kernel takes: contiguous float32 (u, z = delta + bias, A, B, C, D)."""
     if not delta_softplus:
         raise NotImplementedError(f"the {name} scan implements delta_softplus=True (what every SS2D uses)")
     if u.shape[1] % B.shape[1]:

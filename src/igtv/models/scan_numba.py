@@ -5,10 +5,15 @@ PyTorch reference otherwise. Layout and work split, chosen by measurement on a 2
 
 - B and C are read as (batch, group, L, N), so the N states of one step are contiguous (the caller's
   (batch, group, N, L) made every state a cache miss);
-- the forward runs in parallel over (batch, channel): channels are independent;
-- the backward runs in parallel over (batch, group), so the group-shared B/C gradients have one writer. It
-  recomputes each chunk's states from the checkpoint and keeps that chunk's exp(Delta A) and Delta, so every
-  exp is evaluated once per pass.
+- softplus (and, in the backward, its derivative) is computed inside the kernels, a chunk at a time, with a
+  vectorisable exp and log1p;
+- the forward runs in parallel over (batch, group, block of DBLOCK channels), and walks each chunk of CHUNK steps
+  through every channel of its block before moving on, so that the chunk's B/C rows are read from L1 once per
+  block rather than from memory once per channel;
+- the backward runs in parallel over (batch, group), so the group-shared B/C gradients have one writer, and is
+  chunk-major in the same way: for each chunk (last first), every channel of the group recomputes that chunk's
+  states from its checkpoint, keeping the chunk's exp(Delta A) and Delta, so every exp is evaluated once per pass;
+- without gradients (inference) no checkpoints are written.
 """
 
 from __future__ import annotations
@@ -16,12 +21,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 import torch
-import torch.nn.functional as F
 from numba import prange
 
-from igtv.models.scan import fused_kernel_inputs
-
 CHUNK = 64
+DBLOCK = 8
 
 
 @numba.njit(fastmath=True, inline="always")
@@ -47,6 +50,32 @@ def _vexp(x, out, ki, m):  # pragma: no cover - compiled
         out[i] = out[i] * fv[i]
 
 
+@numba.njit(fastmath=True, inline="always")
+def _vsoftplus(z, out, sig, e, ki, m):  # pragma: no cover - compiled
+    """out[:m] = softplus(z[:m]) = max(z, 0) + log1p(exp(-|z|)) and sig[:m] = sigmoid(z[:m]), vectorisable.
+
+    log1p(x) for x in (0, 1] is 2 atanh(s) with s = x / (2 + x) <= 1/3, summed to s^13 (relative error < 1e-7
+    however small x is, which a log(1 + x) would not give)."""
+    for i in range(m):
+        e[i] = -abs(z[i])
+    _vexp(e, e, ki, m)
+    for i in range(m):
+        x = e[i]
+        s = x / (np.float32(2.0) + x)
+        s2 = s * s
+        p = np.float32(1.0 / 13.0)
+        p = p * s2 + np.float32(1.0 / 11.0)
+        p = p * s2 + np.float32(1.0 / 9.0)
+        p = p * s2 + np.float32(1.0 / 7.0)
+        p = p * s2 + np.float32(1.0 / 5.0)
+        p = p * s2 + np.float32(1.0 / 3.0)
+        p = p * s2 + np.float32(1.0)
+        zi = z[i]
+        out[i] = max(zi, np.float32(0.0)) + np.float32(2.0) * s * p
+        r = np.float32(1.0) / (np.float32(1.0) + x)
+        sig[i] = r if zi >= np.float32(0.0) else x * r
+
+
 @numba.njit(cache=True)
 def _vexp_array(x):  # pragma: no cover - compiled
     """exp of a float32 vector with :func:`_vexp` (for tests)."""
@@ -56,63 +85,84 @@ def _vexp_array(x):  # pragma: no cover - compiled
     return out
 
 
+@numba.njit(cache=True)
+def _vsoftplus_array(z):  # pragma: no cover - compiled
+    """(softplus(z), sigmoid(z)) of a float32 vector with :func:`_vsoftplus` (for tests)."""
+    out, sig, e = np.empty_like(z), np.empty_like(z), np.empty_like(z)
+    ki = np.empty(z.shape[0], dtype=np.int32)
+    _vsoftplus(z, out, sig, e, ki, z.shape[0])
+    return out, sig
+
+
 @numba.njit(inline="always")
-def _chunk_decay(delta, A, b, d, t0, t1, dts, xs, ea, ki):  # pragma: no cover - compiled
-    """Delta_t (dts) and exp(Delta_t A[d]) (ea, flat (t, n)) for steps t0..t1 of channel (b, d)."""
+def _chunk_decay(delta, bias, A, b, d, t0, t1, dts, sig, xs, ea, ki):  # pragma: no cover - compiled
+    """Delta_t = softplus(z_t) (dts) with z = delta + bias, sigmoid(z_t) (sig) and exp(Delta_t A[d]) (ea, flat
+    (t, n)) for steps t0..t1 of channel (b, d)."""
     n_state = A.shape[1]
-    for k in range(t1 - t0):
-        dt = delta[b, d, t0 + k]
-        dts[k] = dt
+    m = t1 - t0
+    bd = bias[d]
+    for k in range(m):
+        sig[k] = delta[b, d, t0 + k] + bd  # z, overwritten with sigmoid(z) below
+    _vsoftplus(sig, dts, sig, xs, ki, m)
+    for k in range(m):
+        dt = dts[k]
         for n in range(n_state):
             xs[k * n_state + n] = dt * A[d, n]
-    _vexp(xs, ea, ki, (t1 - t0) * n_state)
+    _vexp(xs, ea, ki, m * n_state)
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
-def _forward(u, delta, A, Bt, Ct, Dv, ckpt):  # pragma: no cover - compiled
+def _forward(u, delta, bias, A, Bt, Ct, Dv, ckpt, save):  # pragma: no cover - compiled
     bsz, dim, length = u.shape
     groups = Bt.shape[1]
     n_state = A.shape[1]
     per = dim // groups
+    n_blocks = (per + DBLOCK - 1) // DBLOCK
     n_chunks = (length + CHUNK - 1) // CHUNK
     y = np.empty_like(u)
-    for bd in prange(bsz * dim):
-        b = bd // dim
-        d = bd % dim
-        g = d // per
-        h = np.zeros(n_state, dtype=np.float32)
+    for task in prange(bsz * groups * n_blocks):
+        b = task // (groups * n_blocks)
+        g = (task // n_blocks) % groups
+        d0 = g * per + (task % n_blocks) * DBLOCK
+        d1 = min(d0 + DBLOCK, (g + 1) * per)
+        h = np.zeros((DBLOCK, n_state), dtype=np.float32)
         dts = np.empty(CHUNK, dtype=np.float32)
+        sig = np.empty(CHUNK, dtype=np.float32)
         xs = np.empty(CHUNK * n_state, dtype=np.float32)
         ea = np.empty(CHUNK * n_state, dtype=np.float32)
         ki = np.empty(CHUNK * n_state, dtype=np.int32)
         for c in range(n_chunks):
             t0 = c * CHUNK
             t1 = min(t0 + CHUNK, length)
-            ckpt[b, d, c, :] = h
-            _chunk_decay(delta, A, b, d, t0, t1, dts, xs, ea, ki)
-            for t in range(t0, t1):
-                k = t - t0
-                ut = u[b, d, t]
-                du = dts[k] * ut
-                bt = Bt[b, g, t]
-                ct = Ct[b, g, t]
-                acc = np.float32(0.0)
-                for n in range(n_state):
-                    hn = ea[k * n_state + n] * h[n] + du * bt[n]
-                    h[n] = hn
-                    acc += ct[n] * hn
-                y[b, d, t] = acc + Dv[d] * ut
+            for d in range(d0, d1):
+                hd = h[d - d0]
+                if save:
+                    ckpt[b, d, c, :] = hd
+                _chunk_decay(delta, bias, A, b, d, t0, t1, dts, sig, xs, ea, ki)
+                dd = Dv[d]
+                for t in range(t0, t1):
+                    k = t - t0
+                    ut = u[b, d, t]
+                    du = dts[k] * ut
+                    bt = Bt[b, g, t]
+                    ct = Ct[b, g, t]
+                    acc = np.float32(0.0)
+                    for n in range(n_state):
+                        hn = ea[k * n_state + n] * hd[n] + du * bt[n]
+                        hd[n] = hn
+                        acc += ct[n] * hn
+                    y[b, d, t] = acc + dd * ut
     return y
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
-def _backward(u, delta, A, Bt, Ct, Dv, ckpt, gy):  # pragma: no cover - compiled
+def _backward(u, delta, bias, A, Bt, Ct, Dv, ckpt, gy):  # pragma: no cover - compiled
     bsz, dim, length = u.shape
     groups = Bt.shape[1]
     n_state = A.shape[1]
     per = dim // groups
     gu = np.empty_like(u)
-    gdelta = np.empty_like(u)
+    gz = np.empty_like(u)
     gB = np.zeros_like(Bt)
     gC = np.zeros_like(Ct)
     gA = np.zeros((bsz, dim, n_state), dtype=np.float32)
@@ -123,20 +173,23 @@ def _backward(u, delta, A, Bt, Ct, Dv, ckpt, gy):  # pragma: no cover - compiled
         g = bg % groups
         hs = np.empty((CHUNK + 1, n_state), dtype=np.float32)
         dts = np.empty(CHUNK, dtype=np.float32)
+        sig = np.empty(CHUNK, dtype=np.float32)
         xs = np.empty(CHUNK * n_state, dtype=np.float32)
         ea = np.empty(CHUNK * n_state, dtype=np.float32)
         ki = np.empty(CHUNK * n_state, dtype=np.int32)
-        gh = np.zeros(n_state, dtype=np.float32)
-        ga = np.zeros(n_state, dtype=np.float32)
-        for d in range(g * per, (g + 1) * per):
-            gh[:] = 0.0
-            ga[:] = 0.0
-            a_row = A[d]
-            dsum = np.float32(0.0)
-            for c in range(n_chunks - 1, -1, -1):
-                t0 = c * CHUNK
-                t1 = min(t0 + CHUNK, length)
-                _chunk_decay(delta, A, b, d, t0, t1, dts, xs, ea, ki)
+        gh_all = np.zeros((per, n_state), dtype=np.float32)  # adjoint state of every channel of the group
+        ga_all = np.zeros((per, n_state), dtype=np.float32)
+        dsum = np.zeros(per, dtype=np.float32)
+        for c in range(n_chunks - 1, -1, -1):
+            t0 = c * CHUNK
+            t1 = min(t0 + CHUNK, length)
+            for j in range(per):
+                d = g * per + j
+                gh = gh_all[j]
+                ga = ga_all[j]
+                a_row = A[d]
+                dd = Dv[d]
+                _chunk_decay(delta, bias, A, b, d, t0, t1, dts, sig, xs, ea, ki)
                 hs[0, :] = ckpt[b, d, c, :]
                 for t in range(t0, t1):  # recompute the chunk's states from its checkpoint
                     k = t - t0
@@ -144,17 +197,18 @@ def _backward(u, delta, A, Bt, Ct, Dv, ckpt, gy):  # pragma: no cover - compiled
                     bt = Bt[b, g, t]
                     for n in range(n_state):
                         hs[k + 1, n] = ea[k * n_state + n] * hs[k, n] + du * bt[n]
+                ds = np.float32(0.0)
                 for t in range(t1 - 1, t0 - 1, -1):
                     k = t - t0
                     dt = dts[k]
                     ut = u[b, d, t]
                     gyt = gy[b, d, t]
-                    dsum += gyt * ut
+                    ds += gyt * ut
                     bt = Bt[b, g, t]
                     ct = Ct[b, g, t]
                     gbt = gB[b, g, t]
                     gct = gC[b, g, t]
-                    gut = gyt * Dv[d]
+                    gut = gyt * dd
                     gdt = np.float32(0.0)
                     for n in range(n_state):
                         e = ea[k * n_state + n]
@@ -168,10 +222,12 @@ def _backward(u, delta, A, Bt, Ct, Dv, ckpt, gy):  # pragma: no cover - compiled
                         gut += ghn * dt * bt[n]
                         gh[n] = ghn * e
                     gu[b, d, t] = gut
-                    gdelta[b, d, t] = gdt
-            gA[b, d, :] = ga
-            gD[b, d] = dsum
-    return gu, gdelta, gA.sum(axis=0), gB, gC, gD.sum(axis=0)
+                    gz[b, d, t] = gdt * sig[k]  # d softplus / dz = sigmoid(z)
+                dsum[j] += ds
+        for j in range(per):
+            gA[b, g * per + j, :] = ga_all[j]
+            gD[b, g * per + j] = dsum[j]
+    return gu, gz, gA.sum(axis=0), gB, gC, gD.sum(axis=0)
 
 
 def _np(t: torch.Tensor) -> np.ndarray:
@@ -179,37 +235,53 @@ def _np(t: torch.Tensor) -> np.ndarray:
 
 
 def _np_t(t: torch.Tensor) -> np.ndarray:
-    """(B, G, N, L) -> contiguous (B, G, L, N) numpy."""
+    """(B, G, N, L) -> contiguous (B, G, L, N) numpy (no copy when the caller's tensor is already laid out so)."""
     return t.detach().float().transpose(2, 3).contiguous().cpu().numpy()
+
+
+def _n_chunks(length: int) -> int:
+    return (length + CHUNK - 1) // CHUNK
 
 
 class _NumbaScan(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, u, z, A, B, C, D):  # type: ignore[override]
+    def forward(ctx, u, delta, bias, A, B, C, D):  # type: ignore[override]
         bsz, dim, length = u.shape
-        ckpt = np.zeros((bsz, dim, (length + CHUNK - 1) // CHUNK, A.shape[1]), dtype=np.float32)
+        ckpt = np.zeros((bsz, dim, _n_chunks(length), A.shape[1]), dtype=np.float32)
         Bt, Ct = _np_t(B), _np_t(C)
-        delta = F.softplus(z)  # vectorised here; the kernels see Delta only
-        y = _forward(_np(u), _np(delta), _np(A), Bt, Ct, _np(D), ckpt)
-        ctx.save_for_backward(u, z, A, D)
+        y = _forward(_np(u), _np(delta), _np(bias), _np(A), Bt, Ct, _np(D), ckpt, True)
+        ctx.save_for_backward(u, delta, bias, A, D)
         ctx.bc = (Bt, Ct)
         ctx.ckpt = ckpt
         return torch.from_numpy(y).to(u.device)
 
     @staticmethod
     def backward(ctx, gy):  # type: ignore[override]
-        u, z, A, D = ctx.saved_tensors
+        u, delta, bias, A, D = ctx.saved_tensors
         Bt, Ct = ctx.bc
-        gu, gdelta, gA, gB, gC, gD = _backward(_np(u), _np(F.softplus(z)), _np(A), Bt, Ct, _np(D), ctx.ckpt, _np(gy))
+        gu, gz, gA, gB, gC, gD = _backward(_np(u), _np(delta), _np(bias), _np(A), Bt, Ct, _np(D), ctx.ckpt, _np(gy))
         dev = u.device
-        gz = torch.from_numpy(gdelta).to(dev) * torch.sigmoid(z)  # d softplus / dz = sigmoid(z)
         gB = torch.from_numpy(gB).transpose(2, 3).to(dev)  # back to (B, G, N, L)
         gC = torch.from_numpy(gC).transpose(2, 3).to(dev)
-        gu, gA, gD = (torch.from_numpy(g).to(dev) for g in (gu, gA, gD))
-        return gu, gz, gA, gB, gC, gD
+        gu, gz, gA, gD = (torch.from_numpy(g).to(dev) for g in (gu, gz, gA, gD))
+        return gu, gz, gz.sum((0, 2)), gA, gB, gC, gD  # z = delta + bias: both get dL/dz
 
 
 def selective_scan_numba(u, delta, A, B, C, D=None, delta_bias=None, delta_softplus=True) -> torch.Tensor:
-    """Same contract as :func:`igtv.models.scan.selective_scan_ref`; differentiable."""
-    args = fused_kernel_inputs("numba", u, delta, A, B, C, D, delta_bias, delta_softplus)
-    return _NumbaScan.apply(*args).to(u.dtype)
+    """Same contract as :func:`igtv.models.scan.selective_scan_ref`; differentiable.
+
+    B and C may be (B, G, N, L) views of (B, G, L, N) tensors (what SS2D passes): they are then read in place."""
+    if not delta_softplus:
+        raise NotImplementedError("the numba scan implements delta_softplus=True (what every SS2D uses)")
+    dim = u.shape[1]
+    if dim % B.shape[1]:
+        raise ValueError(f"channels ({dim}) must be a multiple of B/C groups ({B.shape[1]})")
+    bias = torch.zeros(dim, device=u.device) if delta_bias is None else delta_bias.float()
+    D = torch.zeros(dim, device=u.device) if D is None else D.float()
+    args = (u.float(), delta.float(), bias, A.float(), B.float(), C.float(), D)
+    if torch.is_grad_enabled() and any(t.requires_grad for t in args):
+        return _NumbaScan.apply(*args).to(u.dtype)
+    u_, delta_, bias_, A_, B_, C_, D_ = args
+    no_ckpt = np.zeros((1, 1, 1, 1), dtype=np.float32)
+    y = _forward(_np(u_), _np(delta_), _np(bias_), _np(A_), _np_t(B_), _np_t(C_), _np(D_), no_ckpt, False)
+    return torch.from_numpy(y).to(u.device).to(u.dtype)
