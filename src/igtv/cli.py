@@ -245,6 +245,22 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _bench(args: argparse.Namespace) -> int:
+    import json
+
+    from igtv.benchmark import BenchConfig, format_table, run_benchmark
+    from igtv.io import write_text_atomic
+
+    sections = tuple(x.strip() for x in args.sections.split(",") if x.strip())
+    cfg = BenchConfig(device=args.device, quick=args.quick, predict_model=args.model or "", sections=sections,
+                      size=args.size)  # fmt: skip
+    result = run_benchmark(cfg, progress=lambda s: print(s, file=sys.stderr, flush=True))
+    print(format_table(result))
+    if args.json:
+        write_text_atomic(Path(args.json), json.dumps(result, indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from igtv.data.suv import SUV_TYPES
 
@@ -388,6 +404,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated seeds instead of the budget's (e.g. 0 now, 0,1,2 later: saved rows are reused)",
     )
     tb.set_defaults(func=_table2)
+    b = sub.add_parser(
+        "bench",
+        help="speed and memory: selective scan, models, whole-patient predict, prepare",
+        description="Measure the selective scan (each implementation, the four encoder stages of a 512 x 512 input), "
+        "the models' forward and training step, igtv predict of a 100+ slice phantom patient and igtv prepare, "
+        "on this machine, and print one Markdown table.",
+    )
+    b.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    b.add_argument("--quick", action="store_true", help="one repeat for the slow figures (< 5 min on 2 cores)")
+    b.add_argument("--json", help="also write every figure to this JSON file")
+    b.add_argument("--model", help="the demo's checkpoint, for the predict row (default: its untrained twin)")
+    b.add_argument("--sections", default="scan,models,predict,prepare", help="comma-separated subset to run")
+    b.add_argument("--size", type=int, default=512, help="input side of the model section (default 512)")
+    b.set_defaults(func=_bench)
     m = sub.add_parser(
         "model-info",
         help="print parameters and GFLOPs of a registered model",
