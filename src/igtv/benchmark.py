@@ -498,7 +498,8 @@ def format_table(result: dict) -> str:
         for r in result["scan"]:
             lines.append(_cells(r["stage"], r["D"], r["L"], r["impl"], f"{r['forward_ms']:.1f}",
                                 _f(r["forward_backward_ms"], ".1f"), f"{r['forward_vs_ref']:.1f}x",
-                                _f(r["forward_backward_vs_ref"], ".1f", "x"), f"{r['forward_vs_parallel_torch']:.1f}x"))  # fmt: skip
+                                _f(r["forward_backward_vs_ref"], ".1f", "x"),
+                                f"{r['forward_vs_parallel_torch']:.1f}x"))  # fmt: skip
         lines.append("")
     if result.get("models"):
         lines += [f"### Models at {result['config']['size']} x {result['config']['size']}", "",
