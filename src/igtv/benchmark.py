@@ -43,7 +43,8 @@ SECTIONS = ("scan", "models", "predict", "prepare")
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """What ``igtv bench`` measures; ``quick`` keeps it under 5 minutes on 2 CPU cores."""
+    """What ``igtv bench`` measures. ``quick`` keeps it under 5 minutes on 2 CPU cores: one repeat of the slow
+    figures, and no ``ref`` forward+backward at stage 1, no training step of ``t`` and no paper-size predict."""
 
     device: str = "cpu"
     quick: bool = False
@@ -261,7 +262,10 @@ def _bench_scan_stage(cfg: BenchConfig, device: torch.device, impls: list[str], 
         def both(impl=impl, gargs=gargs) -> None:
             selective_scan(*gargs, impl=impl).sum().backward()
 
-        fb = time_call(both, device, reps, warmup=0 if impl == "ref" else 1)
+        if cfg.quick and impl == "ref" and length > 4096:  # ~1 min on 2 cores: the full run only
+            fb = float("nan")
+        else:
+            fb = time_call(both, device, reps, warmup=0 if impl == "ref" else 1)
         stage_rows.append({"stage": stage, "D": dim, "L": length, "impl": impl, "forward_ms": fwd * 1e3,
                            "forward_backward_ms": fb * 1e3})  # fmt: skip
     ref = next(r for r in stage_rows if r["impl"] == "ref")
@@ -313,6 +317,8 @@ def _bench_model(cfg: BenchConfig, device: torch.device, peak_gflops: float, nam
         with PeakMemory(device) as mem:
             sec = time_call(fwd, device, reps)
         rows.append(_model_row(name, "forward", prec, sec, info, peak_gflops, mem.peak))
+    if cfg.quick and name.endswith("_t"):  # ~1 min per step on 2 cores: the full run only
+        return rows
     model.train()
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     xb = torch.randn(2, model.in_channels, cfg.size, cfg.size, device=device)
@@ -397,29 +403,43 @@ def untrained_checkpoint(model: str, path: Path, like: str = "") -> Path:
     return save_checkpoint(path, payload)
 
 
+_CHILD = (
+    "import atexit, sys\n"
+    "def _hwm(path=sys.argv.pop(1)):\n"
+    "    kib = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM:')]\n"
+    "    open(path, 'w').write(kib[0] if kib else '0')\n"
+    "atexit.register(_hwm)\n"
+    "from igtv.cli import main\n"
+    "sys.exit(main(sys.argv[1:]))\n"
+)
+
+
 def run_cli(args: list[str]) -> tuple[float, int, str]:
-    """Run ``igtv ARGS`` in a fresh process; returns (wall seconds, that process's own peak RSS in bytes from
-    ``wait4``, its stdout)."""
-    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+    """Run ``igtv ARGS`` in a fresh process; returns (wall seconds, that process's peak RSS in bytes, its stdout).
+
+    The peak is the child's own ``VmHWM`` (Linux; 0 elsewhere), read as it exits: ``ru_maxrss`` would also count
+    the parent's pages the child held between fork and exec."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err, tempfile.TemporaryDirectory() as tmp:
+        hwm = Path(tmp) / "hwm"
         t0 = time.perf_counter()
-        proc = subprocess.Popen([sys.executable, "-m", "igtv.cli", *args], stdout=out, stderr=err)
-        _, status, usage = os.wait4(proc.pid, 0)
+        code = subprocess.call([sys.executable, "-c", _CHILD, str(hwm), *args], stdout=out, stderr=err)
         wall = time.perf_counter() - t0
-        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
-        if proc.returncode != 0:
-            raise RuntimeError(f"igtv {args[0]} failed ({proc.returncode}): {err.read().decode()[-2000:]}")
-        scale = 1 if sys.platform == "darwin" else 1024  # ru_maxrss: bytes on macOS, KiB on Linux
-        return wall, int(usage.ru_maxrss) * scale, out.read().decode()
+        if code != 0:
+            raise RuntimeError(f"igtv {args[0]} failed ({code}): {err.read().decode()[-2000:]}")
+        kib = int(hwm.read_text() or 0) if hwm.exists() else 0
+        return wall, kib * 1024, out.read().decode()
 
 
 def bench_predict_prepare(cfg: BenchConfig, device: torch.device, root: Path) -> tuple[list[dict], list[dict]]:
     """Sections 3 and 4 on one phantom patient of >= 100 CT slices."""
     dicom, cohort, n_ct, gen_s = _phantom_patient(root, cfg.min_slices, cfg.matrix_scale)
     rows = []
-    paper = untrained_checkpoint(cfg.paper_model, root / "paper.pt", cfg.predict_model)
-    models = [(f"paper size ({cfg.paper_model}, untrained)", paper)]
+    models = []
+    if not cfg.quick:  # ~5 min on 2 cores: the full run only
+        paper = untrained_checkpoint(cfg.paper_model, root / "paper.pt", cfg.predict_model)
+        models.append((f"paper size ({cfg.paper_model}, untrained)", paper))
     if cfg.predict_model:
         models.append(("the demo's model (trained)", Path(cfg.predict_model)))
     else:
@@ -512,7 +532,8 @@ def format_table(result: dict) -> str:
         lines += [
             "",
             "Forward at batch 1, training step at batch 2 (per image); training GFLOPs counted as 3x the "
-            "forward's. Peak memory on CPU: rise of the process RSS during the timed calls.",
+            "forward's. Peak memory on CPU: rise of the process RSS during the timed calls."
+            + (" --quick: no training step for the t models." if result["config"]["quick"] else ""),
             "",
         ]
     if result.get("predict"):

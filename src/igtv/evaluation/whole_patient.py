@@ -93,6 +93,7 @@ class WholePatientConfig:
     batch_size: int = 16
     overlap: float = 0.5  # sliding-window tile overlap (patch models)
     keep_masks: bool = False  # return the predicted masks of the ROI slices (figures)
+    precision: str = "auto"  # forward passes: auto (AMP on CUDA, fp32 on CPU), fp32 or bf16
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
     bootstrap: int = 1000
     seed: int = 0
@@ -251,6 +252,7 @@ def evaluate_whole_patients(
     else:
         dev = pick_device(device)
         lm = load_model(model_path, dev)
+        lm.precision = cfg.precision
         cfg = replace(cfg, postprocess=resolve_cold_rule(cfg.postprocess, lm.run_config))
         predict_raw, facts = model_raw_mask(lm, dev, cfg), lm.describe()
     patients = [p for p in split_patients(root, cfg.split) if (root / "volumes" / p / "labels.nii.gz").exists()]

@@ -94,19 +94,27 @@ def thorax_region(ct_hu: np.ndarray, geom: Geometry, margin_mm: float = 10.0, mi
     air = np.asarray(ct_hu) < LUNG_HU
     lab, n = ndimage.label(air, structure=CONNECTIVITY)
     edges = (lab[:, 0], lab[:, -1], lab[:, :, 0], lab[:, :, -1])
-    border = np.unique(np.concatenate([e.ravel() for e in edges]))
+    border = set(np.unique(np.concatenate([e.ravel() for e in edges])).tolist())
     sizes = ndimage.sum(air, lab, np.arange(1, n + 1)) * geom.voxel_volume_cc
-    keep = [i + 1 for i, v in enumerate(sizes) if v >= min_lung_cc and (i + 1) not in set(border.tolist())]
+    keep = [i + 1 for i, v in enumerate(sizes) if v >= min_lung_cc and (i + 1) not in border]
     lungs = np.isin(lab, keep)
     region = np.zeros(lungs.shape, dtype=bool)
     sx, sy = geom.spacing_mm[0], geom.spacing_mm[1]
-    ry, rx = int(np.ceil(margin_mm / sy)), int(np.ceil(margin_mm / sx))
-    yy, xx = np.mgrid[-ry : ry + 1, -rx : rx + 1]
-    disk = (yy * sy) ** 2 + (xx * sx) ** 2 <= margin_mm**2
+    ry, rx = int(np.ceil(margin_mm / sy)) + 1, int(np.ceil(margin_mm / sx)) + 1
+    ny, nx = lungs.shape[1:]
     for z in range(lungs.shape[0]):
-        if lungs[z].any():
-            hull = convex_hull_image(lungs[z])
-            region[z] = ndimage.binary_dilation(hull, structure=disk) if margin_mm > 0 else hull
+        ys, xs = np.nonzero(lungs[z])
+        if ys.size == 0:
+            continue
+        # work in the lungs' box grown by the margin: the hull lies inside the box, its growth inside the margin
+        y0, y1 = max(ys.min() - ry, 0), min(ys.max() + ry + 1, ny)
+        x0, x1 = max(xs.min() - rx, 0), min(xs.max() + rx + 1, nx)
+        hull = convex_hull_image(lungs[z, y0:y1, x0:x1])
+        if margin_mm <= 0:
+            region[z, y0:y1, x0:x1] = hull
+            continue
+        # grow by margin_mm with a distance transform (a dilation with a disk of ~20 px is 30x slower)
+        region[z, y0:y1, x0:x1] = ndimage.distance_transform_edt(~hull, sampling=(sy, sx)) <= margin_mm
     return region
 
 

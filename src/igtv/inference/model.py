@@ -29,6 +29,7 @@ class LoadedModel:
     spacing_mm: float = 0.0  # patch-trained models: in-plane pixel size (0 = the CT's own)
     patch: int = 0  # > 0: patch-trained (sliding-window prediction) with this patch side
     run_config: dict = field(default_factory=dict)
+    precision: str = "auto"  # of the forward passes (igtv.inference.predictor.autocast_dtype)
 
     @property
     def mode(self) -> str:

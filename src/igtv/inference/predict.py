@@ -154,7 +154,16 @@ def predict_volume(
         ext = slice(max(lo - 1, 0), min(hi + 1, nz - 1) + 1)  # 2.5D neighbours of the edge slices
         pet_u8[ext] = window_pet(pet_suv[ext], lm.preset, lm.size, reference)
         p_model = predict_slices(
-            lm.model, ct_u8, pet_u8, list(zs), lm.input_slices, device, batch_size, tta, progress=bar.update
+            lm.model,
+            ct_u8,
+            pet_u8,
+            list(zs),
+            lm.input_slices,
+            device,
+            batch_size,
+            tta,
+            progress=bar.update,
+            precision=lm.precision,
         )
         p_u8 = to_native(p_model, (ny, nx))
         if label:  # keep only the predicted components that overlap this candidate
@@ -209,7 +218,7 @@ def predict_volume_patches(
         passes += [([z for z in zs if body[z].any()], ref, lab) for zs, ref, lab in cand_passes]
 
     def forward(x: np.ndarray) -> np.ndarray:
-        return forward_probabilities(lm.model, torch.from_numpy(x), device, tta).cpu().numpy()
+        return forward_probabilities(lm.model, torch.from_numpy(x), device, tta, precision=lm.precision).cpu().numpy()
 
     prob = np.zeros(ct_hu.shape, dtype=np.uint8)
     threshold_u8 = lm.threshold * 255.0
@@ -287,6 +296,8 @@ def predict_dicom(
     batch_size: int = 8,
     preset: str | None = None,
     progress: bool = True,
+    precision: str = "auto",
+    overlap: float = 0.5,
 ) -> PredictResult:
     """Contour one patient; see the module docstring for what is written."""
     import igtv
@@ -301,16 +312,19 @@ def predict_dicom(
     from igtv.training.loop import pick_device
 
     t0 = time.perf_counter()
+    if not 0.0 <= overlap < 1.0:
+        raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     dicom_dir, out = Path(dicom_dir), Path(out)
     post = postprocess_cfg or PostprocessConfig()
     dev = pick_device(device)
     lm = load_model(model_path, dev, preset)
+    lm.precision = precision
     post = resolve_cold_rule(post, lm.run_config)
     ct, pet_suv, scale = _read_exam(dicom_dir)
     geom = ct.geometry
     flips = canonical_flips(geom)
     ct_c, pet_c = apply_flips(ct.array, flips), apply_flips(pet_suv, flips)
-    prob_c, candidates = predict_volume(lm, ct_c, pet_c, geom.spacing_mm, dev, tta, batch_size, progress)
+    prob_c, candidates = predict_volume(lm, ct_c, pet_c, geom.spacing_mm, dev, tta, batch_size, progress, overlap)
     prob = np.ascontiguousarray(apply_flips(prob_c, flips))
     raw_mask = prob >= lm.threshold * 255.0
     mask, dropped = postprocess(raw_mask, pet_suv, geom, post, ct.array)
@@ -324,6 +338,8 @@ def predict_dicom(
             "roi_name": roi_name,
             "threshold": lm.threshold,
             "tta": tta,
+            "precision": precision,
+            "overlap": overlap,
             "windows": lm.preset,
             "pet_candidates": candidates,
             "postprocess": asdict(post),

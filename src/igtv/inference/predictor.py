@@ -134,22 +134,45 @@ def pet_references(
     return labels.astype(np.int32), refs
 
 
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def autocast_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast dtype of a forward pass, or None for float32: ``auto`` is AMP on CUDA (bf16 where supported,
+    else fp16) and float32 on CPU; ``bf16`` is bfloat16 autocast on either (fast on CPUs with AVX512-BF16 or AMX);
+    ``fp32`` is float32 everywhere. The selective scan itself always runs in float32."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision == "fp32":
+        return None
+    if precision == "bf16":
+        return torch.bfloat16
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return None
+
+
 @torch.no_grad()
 def forward_probabilities(
-    model: torch.nn.Module, x_grey: torch.Tensor, device: torch.device, tta: bool = False, amp: bool = True
+    model: torch.nn.Module,
+    x_grey: torch.Tensor,
+    device: torch.device,
+    tta: bool = False,
+    amp: bool = True,
+    precision: str = "auto",
 ) -> torch.Tensor:
     """Foreground probability ``(B, H, W)`` of a batch of grey-level inputs ``(B, C, H, W)`` in [0, 255]. With
-    ``tta`` it is the mean over the identity and the three flips of the slice plane. AMP on CUDA only."""
+    ``tta`` it is the mean over the identity and the three flips of the slice plane. ``amp=False`` forces float32;
+    otherwise ``precision`` decides (:func:`autocast_dtype`)."""
     from igtv.models.cipa import normalize_png
 
     xt = normalize_png(x_grey.to(device, torch.float32))
     flips = [(), (-1,), (-2,), (-2, -1)] if tta else [()]
-    use_amp = amp and device.type == "cuda"
-    dtype = torch.bfloat16 if use_amp and torch.cuda.is_bf16_supported() else torch.float16
+    dtype = autocast_dtype(device, precision if amp else "fp32")
     prob = torch.zeros((xt.shape[0], 1, *xt.shape[-2:]), device=device)
     for dims in flips:
         xin = xt.flip(dims) if dims else xt
-        with torch.autocast(device.type, dtype=dtype, enabled=use_amp):
+        with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
             logits = model(xin)
         p = torch.sigmoid(logits.float())
         prob += p.flip(dims) if dims else p
@@ -167,6 +190,7 @@ def predict_slices(
     tta: bool = False,
     amp: bool = True,
     progress: Callable[[int], None] | None = None,
+    precision: str = "auto",
 ) -> np.ndarray:
     """Foreground probabilities (float32 ``[len(z_indices), S, S]``) of the given slices.
 
@@ -178,7 +202,9 @@ def predict_slices(
         zs = z_indices[start : start + batch_size]
         rows = [stack_indices(z, nz, input_slices) for z in zs]
         x = np.stack([np.concatenate([ct_u8[r], pet_u8[r]]) for r in rows]).astype(np.float32)  # (B, 2S, H, W)
-        out[start : start + len(zs)] = forward_probabilities(model, torch.from_numpy(x), device, tta, amp).cpu().numpy()
+        out[start : start + len(zs)] = (
+            forward_probabilities(model, torch.from_numpy(x), device, tta, amp, precision).cpu().numpy()
+        )
         if progress is not None:
             progress(len(zs))
     return out
