@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from igtv.models.scan import selective_scan
+from igtv.models.scan import numba_available, selective_scan
 
 
 class DropPath(nn.Module):
@@ -64,6 +64,17 @@ class _SSMParams(nn.Module):
         )
         return ys.view(b, k, d, length)
 
+    def scan_merged(self, x: torch.Tensor, h: int, w: int) -> torch.Tensor:
+        """x: (B, D, H*W) row-major -> the K = 4 scan orders of SS2D scanned and summed, (B, D, H*W), by the fused
+        numba inference kernel: no cross-scan copies, each order read through its index map. No gradients."""
+        from igtv.models.scan_numba import ss2d_scan_merged
+
+        x_dbl = torch.einsum("bdl,kcd->bklc", x, self.x_proj_weight)  # (B, K, L, R + 2N) by position
+        dts, bs, cs = torch.split(x_dbl, [self.dt_rank, self.d_state, self.d_state], dim=3)
+        dts = torch.einsum("bklr,kdr->bkdl", dts, self.dt_projs_weight)  # (B, K, D, L)
+        A = -torch.exp(self.A_logs.float())
+        return ss2d_scan_merged(x, dts, self.dt_projs_bias.reshape(-1), A, bs, cs, self.Ds, h, w).to(x.dtype)
+
 
 def cross_scan(x: torch.Tensor) -> torch.Tensor:
     """(B, D, H, W) -> (B, 4, D, H*W): row-major, column-major, and both reversed."""
@@ -106,10 +117,22 @@ class SS2D(nn.Module):
         xz = self.in_proj(x)
         x, z = xz.chunk(2, dim=-1)  # (B, H, W, D) each
         x = F.silu(self.conv2d(x.permute(0, 3, 1, 2)))  # (B, D, H, W)
-        ys = self.ssm.scan(cross_scan(x), self.scan_impl)  # (B, 4, D, L)
-        y = cross_merge(ys, h, w).transpose(1, 2).reshape(b, h, w, self.d_inner)  # (B, H, W, D)
+        if self._fused_inference(x):
+            y = self.ssm.scan_merged(x.flatten(2), h, w)  # (B, D, L)
+        else:
+            y = cross_merge(self.ssm.scan(cross_scan(x), self.scan_impl), h, w)  # (B, 4, D, L) -> (B, D, L)
+        y = y.transpose(1, 2).reshape(b, h, w, self.d_inner)  # (B, H, W, D)
         y = self.out_norm(y) * F.silu(z)
         return self.out_proj(y)
+
+    def _fused_inference(self, x: torch.Tensor) -> bool:
+        """The numba kernel that scans the four orders in place serves CPU inference (no autograd graph)."""
+        return (
+            self.scan_impl in ("auto", "numba")
+            and not x.is_cuda
+            and not (torch.is_grad_enabled() and x.requires_grad)
+            and numba_available()
+        )
 
 
 class SS1D(nn.Module):
