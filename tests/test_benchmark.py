@@ -46,10 +46,11 @@ def test_bench_scan_and_models_sections_measure_every_row():
 
 @pytest.mark.slow
 def test_bench_predict_and_prepare_run_the_cli_on_a_phantom_patient(tmp_path):
-    cfg = BenchConfig(sections=("predict", "prepare"), min_slices=3, matrix_scale=0.125, workdir=str(tmp_path),
-                      paper_model="cipa_25d_sim_tiny", demo_model="cipa_2d_tiny")  # fmt: skip
+    cfg = BenchConfig(sections=("predict", "prepare"), min_slices=3, long_slices=4, matrix_scale=0.125,
+                      workdir=str(tmp_path), paper_model="cipa_25d_sim_tiny", demo_model="cipa_2d_tiny")  # fmt: skip
     result = run_benchmark(cfg)
-    assert [r["ct_slices"] >= 3 for r in result["predict"]] == [True, True]
+    assert [r["ct_slices"] >= 3 for r in result["predict"]] == [True, True, True]  # paper size, demo size, long
+    assert "cipa_2d_tiny" in result["predict"][2]["model"]
     for r in result["predict"]:
         assert r["wall_s"] >= r["predict_s"] > 0
         assert 100 < r["peak_rss_mib"] < 8192  # the child's own peak (torch alone is > 100 MiB)

@@ -57,6 +57,7 @@ class BenchConfig:
     paper_model: str = "cipa_25d_sim_t"  # section 3: the paper-size model, untrained
     demo_model: str = "cipa_25d_sim_s"  # section 3 without predict_model: the demo's architecture, untrained
     min_slices: int = 100  # section 3: CT slices of the phantom patient
+    long_slices: int = 300  # section 3, full run: a long study for peak memory (0: skip)
     matrix_scale: float = 1.0  # section 3: 1.0 = 512 x 512 CT (smaller only for tests)
 
     def __post_init__(self) -> None:
@@ -433,7 +434,8 @@ def run_cli(args: list[str]) -> tuple[float, int, str]:
 
 
 def bench_predict_prepare(cfg: BenchConfig, device: torch.device, root: Path) -> tuple[list[dict], list[dict]]:
-    """Sections 3 and 4 on one phantom patient of >= 100 CT slices."""
+    """Sections 3 and 4 on one phantom patient of >= ``min_slices`` CT slices (and, in the full run, the demo-size
+    model on a study of >= ``long_slices``)."""
     dicom, cohort, n_ct, gen_s = _phantom_patient(root, cfg.min_slices, cfg.matrix_scale)
     rows = []
     models = []
@@ -453,6 +455,15 @@ def bench_predict_prepare(cfg: BenchConfig, device: torch.device, root: Path) ->
         rows.append({"model": label, "ct_slices": n_ct, "wall_s": wall,
                      "predict_s": stats["prediction"]["seconds"], "peak_rss_mib": rss / 2**20,
                      "lesions": len(stats["lesions"])})  # fmt: skip
+    if not cfg.quick and cfg.long_slices:  # memory: a long study, the demo-size model (~2 min on 2 cores)
+        dicom_l, _, n_l, _ = _phantom_patient(root / "long", cfg.long_slices, cfg.matrix_scale)
+        label, ckpt = models[-1]
+        out = root / "predict_long"
+        wall, rss, _ = run_cli(["predict", "--dicom", str(dicom_l), "--model", str(ckpt), "--out", str(out),
+                                "--device", device.type])  # fmt: skip
+        stats = json.loads((out / "stats.json").read_text())
+        rows.append({"model": label, "ct_slices": n_l, "wall_s": wall, "predict_s": stats["prediction"]["seconds"],
+                     "peak_rss_mib": rss / 2**20, "lesions": len(stats["lesions"])})  # fmt: skip
     wall, rss, _ = run_cli(["prepare", "--dicom", str(cohort), "--out", str(root / "prepared"), "--workers", "1"])
     prep = [{"patients": 1, "ct_slices": n_ct, "wall_s": wall, "patients_per_s": 1.0 / wall,
              "peak_rss_mib": rss / 2**20, "phantom_generation_s": gen_s}]  # fmt: skip
