@@ -306,7 +306,7 @@ def _bench_model(cfg: BenchConfig, device: torch.device, peak_gflops: float, nam
     info = model_info(name, cfg.size)
     model = create_model(name).to(device)
     x = torch.randn(1, model.in_channels, cfg.size, cfg.size, device=device)
-    reps = 1 if slow else cfg.repeats  # seconds to a minute per call
+    train_reps = 1 if slow else cfg.repeats  # a t training step takes ~20 s per image
     rows = []
     model.eval()
     for prec in ["fp32"] + (["bf16"] if _bf16_ok(device) else []):
@@ -316,7 +316,7 @@ def _bench_model(cfg: BenchConfig, device: torch.device, peak_gflops: float, nam
                 model(x)
 
         with PeakMemory(device) as mem:
-            sec = time_call(fwd, device, reps)
+            sec = time_call(fwd, device, cfg.repeats)
         rows.append(_model_row(name, "forward", prec, sec, info, peak_gflops, mem.peak))
     if cfg.quick and name.endswith("_t"):  # ~1 min per step on 2 cores: the full run only
         return rows
@@ -334,7 +334,7 @@ def _bench_model(cfg: BenchConfig, device: torch.device, peak_gflops: float, nam
         opt.step()
 
     with PeakMemory(device) as mem:
-        sec = time_call(step, device, reps, warmup=0 if (cfg.quick and slow) else 1) / 2  # per image
+        sec = time_call(step, device, train_reps, warmup=0 if (cfg.quick and slow) else 1) / 2  # per image
     rows.append(_model_row(name, "train step", "amp" if amp else "fp32", sec, info, peak_gflops, mem.peak, train=True))
     return rows
 

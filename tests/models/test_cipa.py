@@ -173,6 +173,18 @@ def test_model_info_counts():
     assert abs(info["gflops"] - info["gflops_dense"] - info["gflops_scan"]) < 1e-9
 
 
+def test_model_info_counts_the_fused_ss2d_scan(monkeypatch):
+    """SS2D's fused inference kernel (numba) bypasses selective_scan; its scans are counted all the same."""
+    from igtv.models.blocks import SS2D
+    from igtv.models.info import model_info
+
+    fused = model_info("cipa_2d_tiny", size=64)
+    monkeypatch.setattr(SS2D, "_fused_inference", lambda self, x: False)
+    unfused = model_info("cipa_2d_tiny", size=64)
+    assert fused["gflops_scan"] == pytest.approx(unfused["gflops_scan"], rel=1e-12)
+    assert fused["gflops_dense"] < unfused["gflops_dense"] + 1e-9  # the fused path does no more dense work
+
+
 @pytest.fixture
 def no_tf32():
     """TF32 convolutions (PyTorch's default on Ampere and later) differ from fp32 by ~1e-3: off for exact checks."""
