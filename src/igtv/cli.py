@@ -51,6 +51,7 @@ def _postprocess_cfg(args: argparse.Namespace):
         min_volume_cc=args.min_volume_cc, min_suv_max=args.min_suv, thorax_margin_mm=args.thorax_margin_mm,
         min_mean_hu=args.min_mean_hu, max_bone_fraction=args.max_bone_fraction,
         cold_min_volume_cc=args.cold_min_volume_cc, cold_min_lung_contact=args.cold_min_lung_contact,
+        cold_min_suv_max=args.cold_min_suv,
     )  # fmt: skip
 
 
@@ -72,6 +73,8 @@ def _add_postprocess_args(p: argparse.ArgumentParser) -> None:
                         "else off)")  # fmt: skip
     p.add_argument("--cold-min-lung-contact", type=float, default=d.cold_min_lung_contact,
                    help="share of that mass's in-plane border that must be lung")  # fmt: skip
+    p.add_argument("--cold-min-suv", type=float, default=d.cold_min_suv_max,
+                   help="SUVmax a cold mass must still reach to be kept (default 1.0: below it, soft tissue)")  # fmt: skip
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -105,6 +105,11 @@ def test_cold_mass_in_the_lung_is_kept_and_cold_soft_tissue_is_not():
     assert not off.any()  # the exception off: every cold component goes
     auto, _ = postprocess(mask, pet, geom, replace(cfg, cold_min_volume_cc=-1.0), ct)
     assert not auto.any()  # auto, unresolved (no model): off
+    pet[2:10, 12:24, 12:24] = 0.7  # the same mass with no uptake at all (below the blood pool): soft tissue
+    none, dropped = postprocess(mask, pet, geom, cfg, ct)
+    assert not none.any() and len(dropped) == 3
+    kept_low, _ = postprocess(mask, pet, geom, replace(cfg, cold_min_suv_max=0.5), ct)
+    assert kept_low.sum() == 1152  # the floor is a setting
 
 
 def test_cold_rule_is_on_only_for_models_trained_with_cold_lesions():

@@ -37,6 +37,10 @@ class PostprocessConfig:
     # auto, see resolve_cold_rule: on only for models trained with cold lesions, whose CT-only finds it measured)
     cold_min_volume_cc: float = -1.0
     cold_min_lung_contact: float = 0.5
+    # ... and shows at least this SUVmax: below the blood pool (~1.5) and below every cold tumour of the phantom
+    # (SUVpeak 1.4-2.2) and of the cold-lesion augmentation (SUVmax 1.2-2.5) it is soft tissue, not a tumour. A
+    # clean-clone demo kept a 5.8 cc false lesion of SUVmax 0.73 (pleura/chest wall) without this floor.
+    cold_min_suv_max: float = 1.0
 
 
 BONE_HU = 300.0
@@ -152,6 +156,7 @@ def component_verdicts(
             and cfg.cold_min_volume_cc > 0
             and vol >= cfg.cold_min_volume_cc
             and mean_hu >= SOLID_HU
+            and suv_max >= cfg.cold_min_suv_max
         ):
             cold = lung_contact(comp, _grown(ct_hu, box, 2)) < cfg.cold_min_lung_contact  # a mass in the lung stays
         if cfg.min_volume_cc and vol < cfg.min_volume_cc:
