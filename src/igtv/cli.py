@@ -74,7 +74,7 @@ def _add_postprocess_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--cold-min-lung-contact", type=float, default=d.cold_min_lung_contact,
                    help="share of that mass's in-plane border that must be lung")  # fmt: skip
     p.add_argument("--cold-min-suv", type=float, default=d.cold_min_suv_max,
-                   help="SUVmax a cold mass must still reach to be kept (default 1.0: below it, soft tissue)")  # fmt: skip
+                   help="SUVmax a cold mass must still reach to be kept (default 1.0)")  # fmt: skip
 
 
 def _predict(args: argparse.Namespace) -> int:
