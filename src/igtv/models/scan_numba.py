@@ -102,20 +102,25 @@ def _vsoftplus_array(z):  # pragma: no cover - compiled
 
 
 @numba.njit(inline="always")
-def _chunk_decay(delta, bias, A, b, d, t0, t1, dts, sig, xs, ea, ki):  # pragma: no cover - compiled
-    """Delta_t = softplus(z_t) (dts) with z = delta + bias, sigmoid(z_t) (sig) and exp(Delta_t A[d]) (ea, flat
-    (t, n)) for steps t0..t1 of channel (b, d)."""
+def _decay(A, d, m, dts, sig, xs, ea, ki):  # pragma: no cover - compiled
+    """From z = delta + bias in sig[:m]: Delta = softplus(z) (dts), sigmoid(z) (sig, in place) and exp(Delta A[d])
+    (ea, flat (t, n))."""
     n_state = A.shape[1]
-    m = t1 - t0
-    bd = bias[d]
-    for k in range(m):
-        sig[k] = delta[b, d, t0 + k] + bd  # z, overwritten with sigmoid(z) below
     _vsoftplus(sig, dts, sig, xs, ki, m)
     for k in range(m):
         dt = dts[k]
         for n in range(n_state):
             xs[k * n_state + n] = dt * A[d, n]
     _vexp(xs, ea, ki, m * n_state)
+
+
+@numba.njit(inline="always")
+def _chunk_decay(delta, bias, A, b, d, t0, t1, dts, sig, xs, ea, ki):  # pragma: no cover - compiled
+    """:func:`_decay` for steps t0..t1 of channel (b, d), z = delta + bias."""
+    bd = bias[d]
+    for k in range(t1 - t0):
+        sig[k] = delta[b, d, t0 + k] + bd
+    _decay(A, d, t1 - t0, dts, sig, xs, ea, ki)
 
 
 @numba.njit(parallel=True, fastmath=True, cache=True)
@@ -270,12 +275,7 @@ def _forward_orders(x, delta, bias, A, Bt, Ct, Dv, order):  # pragma: no cover -
                     bd = bias[d]
                     for j in range(m):
                         sig[j] = delta[b, k, ch, order[k, t0 + j]] + bd
-                    _vsoftplus(sig, dts, sig, xs, ki, m)
-                    for j in range(m):
-                        dt = dts[j]
-                        for n in range(n_state):
-                            xs[j * n_state + n] = dt * A[d, n]
-                    _vexp(xs, ea, ki, m * n_state)
+                    _decay(A, d, m, dts, sig, xs, ea, ki)
                     dd = Dv[d]
                     for j in range(m):
                         p = order[k, t0 + j]
