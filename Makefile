@@ -9,8 +9,8 @@ DEMO_OUT ?= demo_out
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --disable-pip-version-check torch==2.13.0
-	$(PY) -m pip install -q --disable-pip-version-check -e '.[dev]'
+	$(PY) -m pip install -q --no-cache-dir --disable-pip-version-check torch==2.13.0
+	$(PY) -m pip install -q --no-cache-dir --disable-pip-version-check -e '.[dev]'
 	touch $(STAMP)
 
 demo: $(STAMP)
