@@ -12,8 +12,8 @@ import argparse
 import torch
 
 from igtv.models import create_model
-from igtv.models.blocks import set_scan_impl
 from igtv.models.scan import available_impls, selective_scan
+from igtv.models.ss2d import set_scan_impl
 
 
 def _cuda_time(fn, repeat: int = 5, warmup: int = 2) -> float:

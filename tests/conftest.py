@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from igtv.data.phantom import PhantomConfig
-from igtv.data.phantom_io import generate_cohort
+from igtv.phantom.cohort import generate_cohort
+from igtv.phantom.config import PhantomConfig
 
 SMALL = dict(matrix_scale=0.125, pclt_size=64, z_extent_mm=200.0)
 

@@ -4,8 +4,8 @@ import dataclasses
 
 import pytest
 
-from igtv.config import ConfigError, from_dict, load_config, save_config, to_dict
-from igtv.data.phantom import PhantomConfig
+from igtv.config import ConfigError, from_dict, load_config, save_config, shipped_config, to_dict
+from igtv.phantom.config import PhantomConfig
 
 
 def test_yaml_round_trip(tmp_path):
@@ -47,7 +47,20 @@ def test_configs_are_frozen():
 
 
 def test_shipped_configs_load():
-    from pathlib import Path
-
-    for path in sorted((Path(__file__).parents[1] / "configs").glob("phantom*.yaml")):
+    paths = sorted(shipped_config("phantom_gtv.yaml").parent.glob("phantom*.yaml"))
+    assert len(paths) == 2
+    for path in paths:
         load_config(PhantomConfig, path)
+
+
+def test_shipped_configs_are_found_from_any_folder(tmp_path, monkeypatch):
+    """An installed igtv finds its configs by file name: `--config pretrain_gtv.yaml` from any folder."""
+    from igtv.training.config import RunConfig
+
+    monkeypatch.chdir(tmp_path)
+    assert load_config(RunConfig, "pretrain_gtv.yaml").stage == "pretrain"
+    assert load_config(RunConfig, "configs/finetune_igtv.yaml").stage == "finetune"  # the old spelling
+    (tmp_path / "pretrain_gtv.yaml").write_text("stage: finetune\n")  # a user's own file wins
+    assert load_config(RunConfig, "pretrain_gtv.yaml").stage == "finetune"
+    with pytest.raises(ConfigError, match="no such shipped config"):
+        shipped_config("nope.yaml")

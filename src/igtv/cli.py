@@ -9,12 +9,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from igtv import __version__
+from igtv.data.windows import PRESETS
 
 
 def _phantom(args: argparse.Namespace) -> int:
     from igtv.config import load_config, replace
-    from igtv.data.phantom import PhantomConfig
-    from igtv.data.phantom_io import generate_cohort
+    from igtv.phantom.cohort import generate_cohort
+    from igtv.phantom.config import PhantomConfig
 
     cfg = load_config(PhantomConfig, args.config) if args.config else PhantomConfig()
     overrides = {
@@ -38,7 +39,7 @@ def _phantom(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from igtv.demo import run_demo
+    from igtv.experiments.demo import run_demo
 
     run_demo(args.out, workers=args.workers, quick=args.quick)
     return 0
@@ -110,10 +111,10 @@ def _predict(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from igtv.evaluation.evaluate import EvalConfig, evaluate_checkpoint
+    from igtv.experiments.evaluate import EvalConfig, evaluate_checkpoint
 
     if args.protocol == "whole-patient":
-        from igtv.evaluation.whole_patient import WholePatientConfig, evaluate_whole_patients
+        from igtv.experiments.whole_patient import WholePatientConfig, evaluate_whole_patients
 
         wcfg = WholePatientConfig(split=args.split, tta=args.tta, postprocess=_postprocess_cfg(args),
                                   precision=args.precision, bootstrap=args.bootstrap, seed=args.seed)  # fmt: skip
@@ -128,7 +129,7 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
         return 0
     cfg = EvalConfig(convention=args.convention, bootstrap=args.bootstrap, seed=args.seed, tta=args.tta)
-    summary = evaluate_checkpoint(args.model, args.data, args.split, args.out, cfg, args.device)
+    summary = evaluate_checkpoint(args.model, args.data, args.split, args.out, cfg, args.device).summary
     h = summary["headline"]
     print(
         f"{summary['slices']} slices of {summary['patients']} patients ({args.convention} convention): "
@@ -139,7 +140,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _table2(args: argparse.Namespace) -> int:
-    from igtv.evaluation.table2 import run_table2
+    from igtv.experiments.table2 import run_table2
 
     run_table2(
         args.out, data=args.data, pretrain_data=args.pretrain_data, budget=args.budget, workers=args.workers,
@@ -183,7 +184,7 @@ def _prepare(args: argparse.Namespace) -> int:
 
 
 def _suv(args: argparse.Namespace) -> int:
-    from igtv.data.dicom_reader import export_suv
+    from igtv.dicom.series import export_suv
 
     scale = export_suv(args.pet_dir, args.out, args.type)
     factors = scale.factors
@@ -231,7 +232,7 @@ def _train(args: argparse.Namespace) -> int:
 
         torchrun([f"--nproc_per_node={args.nproc}", "-m", "igtv.train", *torchrun_args(args)])
         return 0
-    from igtv.training.loop import train
+    from igtv.training.trainer import train
 
     cfg = load_config(RunConfig, args.config)
     cfg = apply_overrides(cfg, args.set or [])
@@ -252,7 +253,7 @@ def _train(args: argparse.Namespace) -> int:
 def _bench(args: argparse.Namespace) -> int:
     import json
 
-    from igtv.benchmark import BenchConfig, format_table, run_benchmark
+    from igtv.experiments.benchmark import BenchConfig, format_table, run_benchmark
     from igtv.io import write_text_atomic
 
     sections = tuple(x.strip() for x in args.sections.split(",") if x.strip())
@@ -266,7 +267,7 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from igtv.data.suv import SUV_TYPES
+    from igtv.dicom.suv import SUV_TYPES
 
     parser = argparse.ArgumentParser(prog="igtv", description="IGTV/GTV lung tumour contouring on PET/CT.")
     parser.add_argument("--version", action="version", version=f"igtv {__version__}")
@@ -310,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     q.add_argument("--dicom", required=True, help="root folder of the DICOM exams (any tree)")
     q.add_argument("--out", required=True, help="dataset folder")
-    q.add_argument("--preset", choices=["lucid", "pclt20k"], help="windows: lucid (default) or pclt20k")
+    q.add_argument("--preset", choices=sorted(PRESETS), help="windows: lucid (default) or pclt20k")
     q.add_argument("--roi", help="ROI name to extract (matches NAME, NAME_2, ...; default IGTV)")
     q.add_argument("--workers", type=int, help="parallel processes (default 1)")
     q.add_argument("--size", type=int, help="PNG side (default 512)")
@@ -384,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--overlap", type=float, default=0.5,
         help="sliding-window tile overlap of patch-trained models (default 0.5; 0.25 is ~2x faster, see README)",
     )  # fmt: skip
-    p.add_argument("--preset", choices=["lucid", "pclt20k"], help="windows (default: the checkpoint's)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="windows (default: the checkpoint's)")
     p.add_argument("--split", default="test", help="--pclt: train, val, test or all (default test)")
     p.set_defaults(func=_predict)
     ev = sub.add_parser("evaluate", help="per-slice and per-patient metrics of a checkpoint on a dataset split")
@@ -392,7 +393,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--data", required=True, help="PNG dataset (PCLT20K layout or igtv prepare output)")
     ev.add_argument("--split", default="test", choices=["train", "val", "test"])
     ev.add_argument("--out", required=True, help="folder for per_slice.csv, per_patient.csv, summary.json")
-    ev.add_argument("--convention", choices=["paper", "cipa"], default="paper", help="see igtv.evaluation.evaluate")
+    ev.add_argument("--convention", choices=["paper", "cipa"], default="paper", help="see igtv.experiments.evaluate")
     ev.add_argument("--bootstrap", type=int, default=1000, help="patient-level bootstrap resamples (0: none)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--tta", action="store_true")

@@ -1,7 +1,9 @@
 """Frozen dataclass configs that round-trip through YAML, with strict key and type checking.
 
-A config file is only a saved dataclass: ``load_config(PhantomConfig, "configs/phantom.yaml")`` returns the
-dataclass, and an unknown or mistyped key is a :class:`ConfigError` naming the key and the file.
+A config file is only a saved dataclass: ``load_config(RunConfig, "my_run.yaml")`` returns the dataclass, and an
+unknown or mistyped key is a :class:`ConfigError` naming the key and the file. The configs igtv ships live in the
+package (``igtv/configs/*.yaml``, see :func:`shipped_config`), so an installed ``igtv`` finds them from any folder:
+``igtv train --config pretrain_gtv.yaml`` takes the shipped file when no such file is in the current folder.
 """
 
 from __future__ import annotations
@@ -63,6 +65,10 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {type(value).__name__}")
         return _from_mapping(tp, value, where)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__} {value!r}")
+        return dict(value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
@@ -110,8 +116,31 @@ def from_dict(cls: type[T], data: dict[str, Any], source: str = "<dict>") -> T:
     return _from_mapping(cls, data, source)
 
 
-def load_config(cls: type[T], path: str | Path) -> T:
+def shipped_config(name: str) -> Path:
+    """Path of a config shipped with igtv (``pretrain_gtv.yaml``, ``demo_finetune.yaml``, ...)."""
+    from importlib.resources import files
+
+    path = Path(str(files("igtv") / "configs" / Path(name).name))
+    if not path.is_file():
+        known = sorted(p.name for p in path.parent.glob("*.yaml"))
+        raise ConfigError(f"{name}: no such shipped config (shipped: {', '.join(known)})")
+    return path
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """``path`` itself when it exists, else the shipped config of that file name (``configs/x.yaml`` included)."""
     path = Path(path)
+    if path.exists() or path.suffix not in (".yaml", ".yml"):
+        return path
+    try:
+        return shipped_config(path.name)
+    except ConfigError:
+        return path
+
+
+def load_config(cls: type[T], path: str | Path) -> T:
+    """Load a YAML config into ``cls``; a path that does not exist falls back to the shipped config of that name."""
+    path = resolve_config_path(path)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError as exc:

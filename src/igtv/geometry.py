@@ -141,28 +141,23 @@ def resample_to(
 
 
 def save_nifti(path, array_zyx: np.ndarray, geom: Geometry) -> None:
-    """Write ``array_zyx`` as NIfTI with the RAS affine of ``geom``, atomically."""
-    import nibabel as nib
+    """Write ``array_zyx`` as NIfTI with the geometry of ``geom`` (SimpleITK: LPS in memory, RAS in the file's
+    q/s-form), atomically. Boolean masks are written as uint8."""
+    import SimpleITK as sitk
 
     from igtv.io import atomic_path
 
-    if tuple(array_zyx.shape) != geom.shape_zyx:
-        raise ValueError(f"array shape {array_zyx.shape} does not match geometry {geom.shape_zyx}")
-    img = nib.Nifti1Image(np.ascontiguousarray(np.transpose(array_zyx, (2, 1, 0))), geom.affine_ras())
-    img.set_qform(geom.affine_ras(), code=1)
-    img.set_sform(geom.affine_ras(), code=1)
+    array = np.asarray(array_zyx)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    img = geom.to_sitk(np.ascontiguousarray(array))
     with atomic_path(path) as tmp:
-        nib.save(img, str(tmp))
+        sitk.WriteImage(img, str(tmp), useCompression=str(path).endswith(".gz"))
 
 
 def load_nifti(path) -> tuple[np.ndarray, Geometry]:
-    """Read a NIfTI written by :func:`save_nifti` (or any axis-aligned one) back to ``[z, y, x]`` + geometry."""
-    import nibabel as nib
+    """Read a NIfTI (any orientation) to ``[z, y, x]`` + geometry, through SimpleITK."""
+    import SimpleITK as sitk
 
-    img = nib.load(str(path))
-    arr = np.asarray(img.dataobj).transpose(2, 1, 0)
-    lps = np.linalg.inv(LPS_TO_RAS) @ img.affine
-    m = lps[:3, :3]
-    spacing = np.linalg.norm(m, axis=0)
-    direction = (m / spacing[None, :]).reshape(-1)
-    return arr, Geometry(arr.shape, tuple(spacing), tuple(lps[:3, 3]), tuple(direction))
+    img = sitk.ReadImage(str(path))
+    return sitk.GetArrayFromImage(img), Geometry.from_sitk(img)

@@ -13,7 +13,9 @@ import pytest
 
 from igtv.data.augment import Augment, apply_matrix, augmentation_matrix
 from igtv.data.datasets import SliceDataset, load_png, neighbour_names, parse_item, split_items
-from igtv.data.prepare import PrepareConfig, patient_split, prepare_dataset, pseudonym, redact, roi_qc
+from igtv.data.prepare import PrepareConfig, prepare_dataset, pseudonym, redact
+from igtv.data.qc import roi_qc
+from igtv.data.split import patient_split
 from igtv.geometry import load_nifti
 
 

@@ -27,25 +27,40 @@ for _name, _slices in (("pethalfmax_25d_test", 3), ("pethalfmax_2d_test", 1)):
 
 
 def write_test_checkpoint(
-    path, name="pethalfmax_25d_test", size=64, preset="lucid", mode=None, patch=0, spacing_mm=0.0
+    path, name="pethalfmax_25d_test", size=64, preset="lucid", mode=None, patch=0, spacing_mm=0.0, legacy=False
 ) -> str:
-    """A checkpoint of the stand-in; ``patch > 0`` makes it a patch-trained model (sliding-window prediction)."""
-    from igtv.training.checkpoint import save_checkpoint
+    """A checkpoint of the stand-in; ``patch > 0`` makes it a patch-trained model (sliding-window prediction).
+    ``mode`` other than the model's own makes a card that contradicts the network; ``legacy`` writes the layout of
+    checkpoints from before model cards."""
+    from igtv.checkpoint import ModelCard, save_checkpoint, save_model
 
     model = _REGISTRY[name]()
-    mode = mode or ("25d" if "_25d" in name else "2d")
-    save_checkpoint(
-        path,
-        {
-            "model_name": name,
-            "model_config": {},
-            "input_slices": 3 if "_25d" in name else 1,
-            "run_config": {"stage": "test", "data": {"mode": mode, "size": size}, "train": {"threshold": 0.5}},
-            "preprocessing": {"preset": preset, "min_suv_max": 3.0}
-            | ({"sampler": "patches", "patch": patch, "spacing_mm": spacing_mm} if patch else {}),
-            "model": model.state_dict(),
-        },
+    mode = mode or ("25d" if model.in_slices == 3 else "2d")
+    run = {"stage": "test", "data": {"mode": mode, "size": size}, "train": {"threshold": 0.5}}
+    if legacy:
+        save_checkpoint(
+            path,
+            {
+                "model_name": name,
+                "model_config": {},
+                "input_slices": model.in_slices,
+                "run_config": run,
+                "preprocessing": {"preset": preset, "min_suv_max": 3.0}
+                | ({"sampler": "patches", "patch": patch, "spacing_mm": spacing_mm} if patch else {}),
+                "model": model.state_dict(),
+            },
+        )
+        return str(path)
+    card = ModelCard(
+        name=name,
+        in_slices=3 if mode == "25d" else 1,
+        preset=preset,
+        sampler="patches" if patch else "slices",
+        input_size=patch or size,
+        spacing_mm=spacing_mm if patch else 0.0,
+        min_suv_max=3.0,
     )
+    save_model(path, model.state_dict(), card, run_config=run)
     return str(path)
 
 

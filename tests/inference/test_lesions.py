@@ -115,11 +115,10 @@ def test_cold_mass_in_the_lung_is_kept_and_cold_soft_tissue_is_not():
 def test_cold_rule_is_on_only_for_models_trained_with_cold_lesions():
     auto = PostprocessConfig()
     assert auto.cold_min_volume_cc < 0
-    assert resolve_cold_rule(auto, {"data": {"cold_p": 0.25}}).cold_min_volume_cc == 5.0
-    assert resolve_cold_rule(auto, {"data": {"cold_p": 0.0}}).cold_min_volume_cc == 0.0
-    assert resolve_cold_rule(auto, {}).cold_min_volume_cc == 0.0
+    assert resolve_cold_rule(auto, True).cold_min_volume_cc == 5.0
+    assert resolve_cold_rule(auto, False).cold_min_volume_cc == 0.0
     explicit = PostprocessConfig(cold_min_volume_cc=8.0)
-    assert resolve_cold_rule(explicit, {"data": {"cold_p": 0.0}}) is explicit  # an explicit setting wins
+    assert resolve_cold_rule(explicit, False) is explicit  # an explicit setting wins
 
 
 def test_canonical_flips():

@@ -8,12 +8,13 @@ import numpy as np
 import pydicom
 import pytest
 
-from igtv.data.dicom_reader import DicomInputError, read_image_series, scan_dicom, select_exam
-from igtv.data.rtstruct import rasterize_contours, read_rtstruct
+from igtv.checkpoint import CheckpointError
+from igtv.dicom.index import DicomInputError, scan_dicom, select_exam
+from igtv.dicom.rtstruct import rasterize_contours, read_rtstruct
+from igtv.dicom.series import read_image_series
 from igtv.evaluation.metrics import dice
 from igtv.geometry import load_nifti
 from igtv.inference.predict import predict_dicom
-from igtv.training.checkpoint import CheckpointError
 from tests.inference.conftest import write_test_checkpoint
 
 
@@ -194,10 +195,10 @@ def test_bad_input_writes_nothing(case, small_cohort, halfmax_ckpt, tmp_path):
         shutil.copytree(src, dicom)
         import torch
 
-        from igtv.training.checkpoint import load_checkpoint
+        from igtv.checkpoint import load_checkpoint
 
         state = load_checkpoint(ckpt)
-        state["model_name"] = "unet_25d_tiny"
+        state["card"]["name"] = "unet_25d_tiny"
         ckpt = tmp_path / "wrong.pt"
         torch.save(state, ckpt)
         expect, err = "do not fit architecture unet_25d_tiny", CheckpointError
@@ -243,7 +244,7 @@ def test_cli_predict_and_pclt(small_cohort, halfmax_ckpt, tmp_path, capsys):
 def test_patient_study_repr_hides_identifiers():
     import datetime as dt
 
-    from igtv.data.dicom_writer import PatientStudy
+    from igtv.dicom.write import PatientStudy
 
     ps = PatientStudy("Doe^Jane", "ID-4711", "F", "1.2", "1.3", dt.datetime(2020, 1, 1), accession_number="ACC9")
     text = repr(ps)

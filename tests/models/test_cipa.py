@@ -8,7 +8,7 @@ from torch import nn
 
 from igtv.config import from_dict, to_dict
 from igtv.models import CIPA, CIPAConfig, create_model, list_models, model_config
-from igtv.models.slice_modules import SliceInteraction
+from igtv.models.sim import SliceInteraction
 
 GOLDEN = Path(__file__).parent / "golden_cipa_25d_sim_tiny.pt"
 CIPA_TINY = [n for n in list_models() if n.startswith("cipa") and n.endswith("_tiny")]
@@ -175,8 +175,8 @@ def test_model_info_counts():
 
 def test_model_info_counts_the_fused_ss2d_scan(monkeypatch):
     """SS2D's fused inference kernel (numba) bypasses selective_scan; its scans are counted all the same."""
-    from igtv.models.blocks import SS2D
     from igtv.models.info import model_info
+    from igtv.models.ss2d import SS2D
 
     fused = model_info("cipa_2d_tiny", size=64)
     monkeypatch.setattr(SS2D, "_fused_inference", lambda self, x: False)

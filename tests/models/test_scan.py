@@ -4,7 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from igtv.models.scan import available_impls, selective_scan, selective_scan_ref
+from igtv.models.scan import available_impls, selective_scan
+from igtv.models.scan.reference import selective_scan_ref
 
 CPU_IMPLS = [i for i in available_impls() if i in ("numba",)]
 CUDA_IMPLS = ["triton", "mamba_ssm"]
@@ -83,7 +84,7 @@ def test_fast_paths_match_reference_over_many_chunks_and_strong_decay(impl):
 def test_numba_vectorised_exp_matches_numpy():
     import numpy as np
 
-    from igtv.models.scan_numba import _vexp_array
+    from igtv.models.scan.numba_cpu import _vexp_array
 
     x = np.concatenate([np.linspace(-87.0, 88.0, 20001), [0.0, -1e-9, 1e-9, -0.3466, 0.3466]]).astype(np.float32)
     got = _vexp_array(x)
@@ -96,7 +97,7 @@ def test_numba_vectorised_exp_matches_numpy():
 def test_numba_vectorised_softplus_and_sigmoid_match_float64():
     import numpy as np
 
-    from igtv.models.scan_numba import _vsoftplus_array
+    from igtv.models.scan.numba_cpu import _vsoftplus_array
 
     z = np.concatenate([np.linspace(-90.0, 90.0, 20001), [0.0, -1e-7, 1e-7, -20.0, -7.0, 15.0]]).astype(np.float32)
     sp, sig = _vsoftplus_array(z)
@@ -201,7 +202,7 @@ def test_auto_picks_a_cuda_kernel_for_cuda_tensors():
 def test_ss2d_fused_inference_matches_the_cross_scan_path():
     """Without gradients SS2D scans its four orders in one numba kernel through index maps (no cross-scan copies,
     no flips): same output as cross_scan -> reference scan -> cross_merge, on a non-square grid."""
-    from igtv.models.blocks import SS2D, set_scan_impl
+    from igtv.models.ss2d import SS2D, set_scan_impl
 
     torch.manual_seed(0)
     block = SS2D(24).eval()

@@ -6,15 +6,15 @@ import pytest
 import torch
 
 from igtv.training.config import DataConfig, OptimConfig, RunConfig
-from igtv.training.loop import train
+from igtv.training.trainer import train
 
 
 @pytest.fixture(scope="module")
 def learn_data(tmp_path_factory):
     """Six 256 px phantom patients (2.7 mm pixels), prepared with volumes; the split holds patients out."""
-    from igtv.data.phantom import PhantomConfig
-    from igtv.data.phantom_io import generate_cohort
     from igtv.data.prepare import PrepareConfig, prepare_dataset
+    from igtv.phantom.cohort import generate_cohort
+    from igtv.phantom.config import PhantomConfig
 
     base = tmp_path_factory.mktemp("learn")
     cfg = PhantomConfig(cohort="gtv", patients=6, seed=3, matrix_scale=0.5, z_extent_mm=150.0, write_pclt=False)

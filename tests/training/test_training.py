@@ -7,19 +7,17 @@ import os
 import socket
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 import torch
 
-from igtv.config import ConfigError, dump_yaml, load_config, save_config
+from igtv.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from igtv.config import ConfigError, dump_yaml, load_config, save_config, shipped_config
 from igtv.models import create_model
-from igtv.training.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from igtv.training.config import DataConfig, OptimConfig, RunConfig, apply_overrides
-from igtv.training.loop import EpochSampler, train
+from igtv.training.distributed import EpochSampler
+from igtv.training.trainer import train
 from igtv.training.transfer import TransferError, transfer_weights
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def tiny_cfg(root, model="cipa_2d_tiny", mode="2d", **train_kw) -> RunConfig:
@@ -130,10 +128,12 @@ def test_sampler_shards_union_is_single_process_batch():
 
 
 def test_shipped_configs_round_trip(tmp_path):
-    from igtv.data.phantom import PhantomConfig
+    from igtv.phantom.config import PhantomConfig
 
     kinds = {"phantom": PhantomConfig}
-    for path in sorted((ROOT / "configs").glob("*.yaml")):
+    paths = sorted(shipped_config("pretrain_gtv.yaml").parent.glob("*.yaml"))
+    assert len(paths) >= 6
+    for path in paths:
         cls = next((c for k, c in kinds.items() if path.stem.startswith(k)), RunConfig)
         cfg = load_config(cls, path)
         save_config(cfg, tmp_path / path.name)

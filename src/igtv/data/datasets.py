@@ -21,6 +21,7 @@ from typing import Literal
 import numpy as np
 
 from igtv.data.png import load_png
+from igtv.data.split import patient_split
 
 _SLICE = re.compile(r"^(.*)_(\d+)$")
 MODALITIES = ("CT", "PET")
@@ -81,10 +82,7 @@ def split_items(
     if split == "test" or ((root / "val.txt").exists() and read_list(root, "val")):
         return read_list(root, split)
     train = read_list(root, "train")
-    folders = sorted({r.folder for r in train})
-    perm = np.random.default_rng(seed).permutation(len(folders))
-    n_val = max(1, int(round(val_fraction * len(folders)))) if len(folders) > 1 and val_fraction > 0 else 0
-    val = {folders[i] for i in perm[:n_val]}
+    val = set(patient_split(sorted({r.folder for r in train}), (1.0 - val_fraction, val_fraction, 0.0), seed)["val"])
     return [r for r in train if (r.folder in val) == (split == "val")]
 
 
@@ -179,9 +177,14 @@ def dataset_preprocessing(root: str | Path) -> dict:
     root = Path(root)
     saved = root / "prepare.yaml"
     if saved.exists():
-        from igtv.config import load_config
-        from igtv.data.prepare import PrepareConfig
+        import yaml
 
-        cfg = load_config(PrepareConfig, saved)
-        return {"preset": cfg.preset, "min_suv_max": cfg.min_suv_max, "source": "prepare.yaml"}
+        prepared = yaml.safe_load(saved.read_text(encoding="utf-8")) or {}
+        if "preset" not in prepared:
+            raise ValueError(f"{saved}: no 'preset' (not written by igtv prepare?)")
+        return {
+            "preset": prepared["preset"],
+            "min_suv_max": float(prepared.get("min_suv_max", 3.0)),
+            "source": "prepare.yaml",
+        }
     return {"preset": "pclt20k", "min_suv_max": 0.0, "source": "PCLT20K layout"}

@@ -29,7 +29,6 @@ import json
 import logging
 import secrets
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -37,7 +36,10 @@ from typing import Literal
 import numpy as np
 
 from igtv.config import dump_yaml, load_config, replace, save_config, to_dict
+from igtv.data.qc import roi_qc, roi_statistics
+from igtv.data.split import patient_split
 from igtv.io import write_csv_atomic, write_text_atomic
+from igtv.parallel import map_jobs
 
 log = logging.getLogger(__name__)
 
@@ -76,68 +78,13 @@ def redact(message: str, secrets_: list[str], replacement: str) -> str:
     return message
 
 
-def roi_qc(volume_cc: float, suv_max: float, min_volume_cc: float, min_suv_max: float) -> str:
-    """'' when an ROI passes quality control, else the reason it is excluded."""
-    if volume_cc <= 0:
-        return "empty ROI (no voxels on the CT grid)"
-    reasons = []
-    if volume_cc < min_volume_cc:
-        reasons.append(f"volume {volume_cc:.2f} cc < {min_volume_cc:g} cc")
-    if suv_max < min_suv_max:
-        reasons.append(f"SUVmax {suv_max:.2f} < {min_suv_max:g}")
-    return "; ".join(reasons)
-
-
-def roi_statistics(mask: np.ndarray, pet_suv_on_ct: np.ndarray, geom) -> dict:
-    """Volume (cc, anisotropic voxels), SUVmax/mean, slice extent and centroid (patient mm) of a 3D mask."""
-    n = int(mask.sum())
-    if n == 0:
-        return {"volume_cc": 0.0, "suv_max": 0.0, "suv_mean": 0.0, "n_slices": 0, "slices": [], "centroid_mm": None}
-    zz, yy, xx = np.nonzero(mask)
-    values = pet_suv_on_ct[mask]
-    centroid = geom.index_to_patient(np.array([xx.mean(), yy.mean(), zz.mean()]))
-    slices = sorted(set(int(z) for z in zz))
-    return {
-        "volume_cc": n * geom.voxel_volume_cc,
-        "suv_max": float(values.max()),
-        "suv_mean": float(values.mean()),
-        "n_slices": len(slices),
-        "slices": slices,
-        "centroid_mm": [round(float(v), 2) for v in centroid],
-    }
-
-
-def patient_split(
-    patients: list[str], fractions: tuple[float, float, float], seed: int, order: dict[str, str] | None = None
-) -> dict[str, list[str]]:
-    """Patient-level train/val/test split, deterministic for a given set of patients and seed.
-
-    ``order`` maps each patient to the key it is sorted by before the seeded permutation. ``prepare`` passes the
-    PatientID (held in memory, never written), so the split does not depend on the dataset's random pseudonym key:
-    the same DICOM and seed give the same patients in each split on every run.
-    """
-    if abs(sum(fractions) - 1.0) > 1e-6 or min(fractions) < 0:
-        raise ValueError(f"split fractions must be >= 0 and sum to 1, got {fractions}")
-    ordered = sorted(patients, key=(lambda p: (order[p], p)) if order is not None else None)
-    perm = [ordered[i] for i in np.random.default_rng(seed).permutation(len(ordered))]
-    n = len(perm)
-    n_val = int(round(fractions[1] * n))
-    n_test = int(round(fractions[2] * n))
-    if n >= 3:  # every split non-empty when it can be
-        n_val = max(n_val, 1 if fractions[1] > 0 else 0)
-        n_test = max(n_test, 1 if fractions[2] > 0 else 0)
-    n_test = min(n_test, n)
-    n_val = min(n_val, n - n_test)
-    test, val, train = perm[:n_test], perm[n_test : n_test + n_val], perm[n_test + n_val :]
-    return {"train": sorted(train), "val": sorted(val), "test": sorted(test)}
-
-
-# --- one patient --------------------------------------------------------------------------------------------------
 def prepare_patient(series: list, cfg: PrepareConfig, out_dir: Path, pseudo: str) -> dict:
-    """Process one patient's series (from :func:`~igtv.data.dicom_reader.scan_dicom`); returns its record."""
-    from igtv.data.dicom_reader import read_image_series, read_pet_suv, read_roi_masks, select_exam
+    """Process one patient's series (from :func:`~igtv.dicom.index.scan_dicom`); returns its record."""
     from igtv.data.png import resize_slice, save_png
     from igtv.data.windows import PRESETS, scale_pet_roi_max, scale_pet_suv, to_uint8, window_ct
+    from igtv.dicom.index import select_exam
+    from igtv.dicom.series import read_image_series, read_pet_suv
+    from igtv.dicom.structures import read_roi_masks
     from igtv.geometry import resample_to, save_nifti
 
     t0 = time.perf_counter()
@@ -224,8 +171,8 @@ def prepare_patient(series: list, cfg: PrepareConfig, out_dir: Path, pseudo: str
 
 def _job(args) -> dict:
     series, cfg, out_dir, pseudo, root = args
-    from igtv.data.dicom_reader import DicomInputError
-    from igtv.data.suv import SuvError
+    from igtv.dicom.index import DicomInputError
+    from igtv.dicom.pet_header import SuvError
 
     try:
         return prepare_patient(series, cfg, Path(out_dir), pseudo)
@@ -267,9 +214,8 @@ def prepare_dataset(
 ) -> PrepareResult:
     """Run :func:`prepare_patient` over every patient of ``dicom_root`` (parallel, resumable), then write the
     tables, QC report, splits and sample lists."""
-    from tqdm import tqdm
 
-    from igtv.data.dicom_reader import scan_dicom
+    from igtv.dicom.index import scan_dicom
 
     root, out = Path(dicom_root), Path(out_dir)
     t0 = time.perf_counter()
@@ -294,18 +240,7 @@ def prepare_dataset(
         else:
             jobs.append((patients[pid], cfg, str(out), pseudo_of[pid], str(root)))
     skipped = len(records)
-    bar = tqdm(total=len(jobs), desc="prepare", unit="patient", disable=not progress)
-    results = []
-    if cfg.workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=cfg.workers) as pool:
-            for rec in pool.map(_job, jobs):
-                results.append(rec)
-                bar.update()
-    else:
-        for job in jobs:
-            results.append(_job(job))
-            bar.update()
-    bar.close()
+    results = map_jobs(_job, jobs, cfg.workers, "prepare", "patient", progress)
     failed = []
     for rec in results:
         if "error" in rec:

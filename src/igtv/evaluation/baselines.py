@@ -13,9 +13,6 @@ does not change either threshold below the ROI SUVmax), PCLT20K windows store SU
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from pathlib import Path
-
 import numpy as np
 
 RULES = ("pet41", "suv25")
@@ -47,41 +44,6 @@ def threshold_mask(
         return voi & (pet_suv >= 2.5)
     ref = roi_suv_max if roi_suv_max else float(pet_suv[voi].max())
     return voi & (pet_suv >= 0.41 * ref)
-
-
-def threshold_predictor(root: str | Path, dataset, rule: str) -> Callable[[list[int]], list[np.ndarray]]:
-    """Batches of a SliceDataset -> threshold masks at each PNG's size (reads the PET and mask PNGs)."""
-    from igtv.data.datasets import dataset_preprocessing
-    from igtv.data.png import load_png
-    from igtv.data.windows import PRESETS
-    from igtv.evaluation.evaluate import DatasetGeometry
-
-    root = Path(root)
-    preset = PRESETS[dataset_preprocessing(root)["preset"]]
-    geo = DatasetGeometry.load(root)
-
-    def run(idx: list[int]) -> list[np.ndarray]:
-        out = []
-        for i in idx:
-            ref = dataset.items[i]
-            grey = load_png(root / ref.folder / f"{ref.name}_PET.png").astype(np.float64)
-            truth = load_png(root / ref.folder / f"{ref.name}_mask.png") > 127
-            roi_max = None
-            spacing = geo.pixel_spacing(ref.name, truth.shape) if geo else None
-            if preset.pet_mode == "roi_max":
-                if geo is None or ref.name not in geo.slice_index:
-                    raise ValueError(f"{ref.name}: LUCID PNGs need rois.csv/slices.csv to recover SUV")
-                patient, roi, _ = geo.slice_index[ref.name]
-                roi_max = geo.roi_suv_max[(patient, roi)]
-                suv = grey / 255.0 * roi_max
-            else:
-                lo, hi = preset.pet_suv
-                suv = lo + grey / 255.0 * (hi - lo)
-            margin = int(round(MARGIN_MM / min(spacing))) if spacing else max(truth.shape[0] // 32, 2)
-            out.append(threshold_mask(suv, truth, rule, margin, roi_max))
-        return out
-
-    return run
 
 
 def threshold_volume(

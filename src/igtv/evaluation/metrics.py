@@ -7,9 +7,42 @@ import warnings
 import numpy as np
 import torch
 
+# --- the core: counts -> scores. Every score in igtv comes from these, on floats, numpy arrays or torch tensors ---
+# The paper's empty-slice rule lives here: IoU and Dice are ``empty`` (1 by default: nothing to find, nothing
+# found) when prediction and truth are both empty; a class absent from the truth counts 1 in the balanced accuracy.
 
-def confusion(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
-    """(B, ...) binary masks -> (B, 4) float64 counts TP, FP, FN, TN per image."""
+
+def _ratio(num, den, empty: float):
+    """num / den where den > 0, else ``empty``; counts are integers, so den > 0 means den >= 1."""
+    if isinstance(den, torch.Tensor):
+        return torch.where(den > 0, num / den.clamp(min=1), torch.full_like(den, float(empty)))
+    den_a = np.asarray(den, dtype=np.float64)
+    out = np.where(den_a > 0, np.asarray(num, dtype=np.float64) / np.maximum(den_a, 1.0), float(empty))
+    return float(out) if out.ndim == 0 else out
+
+
+def iou_from_counts(tp, fp, fn, empty: float = 1.0):
+    """Eq. 9: TP / (TP + FP + FN)."""
+    return _ratio(tp, tp + fp + fn, empty)
+
+
+def dice_from_counts(tp, fp, fn, empty: float = 1.0):
+    """Eq. 10: 2 TP / (2 TP + FP + FN)."""
+    return _ratio(2 * tp, 2 * tp + fp + fn, empty)
+
+
+def accuracy_from_counts(tp, fp, fn, tn):
+    """Eq. 11: (TP + TN) / all pixels."""
+    return _ratio(tp + tn, tp + fp + fn + tn, 1.0)
+
+
+def balanced_accuracy_from_counts(tp, fp, fn, tn):
+    """Mean of sensitivity and specificity (the CIPA authors' "Acc")."""
+    return 0.5 * (_ratio(tp, tp + fn, 1.0) + _ratio(tn, tn + fp, 1.0))
+
+
+def batch_counts(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
+    """(B, ...) binary masks -> (B, 4) float64 counts TP, FP, FN, TN per image (torch, on the masks' device)."""
     p = pred.reshape(pred.shape[0], -1).bool()
     t = truth.reshape(truth.shape[0], -1).bool()
     tp = (p & t).sum(1)
@@ -17,25 +50,6 @@ def confusion(pred: torch.Tensor, truth: torch.Tensor) -> torch.Tensor:
     fn = (~p & t).sum(1)
     tn = (~p & ~t).sum(1)
     return torch.stack([tp, fp, fn, tn], dim=1).double()
-
-
-def iou_from_counts(c: torch.Tensor, empty: float = 1.0) -> torch.Tensor:
-    """Eq. 9: TP / (TP + FP + FN); ``empty`` when prediction and truth are both empty."""
-    tp, fp, fn = c[..., 0], c[..., 1], c[..., 2]
-    den = tp + fp + fn
-    return torch.where(den > 0, tp / den.clamp(min=1), torch.full_like(den, empty))
-
-
-def dice_from_counts(c: torch.Tensor, empty: float = 1.0) -> torch.Tensor:
-    """Eq. 10: 2 TP / (2 TP + FP + FN); ``empty`` when prediction and truth are both empty."""
-    tp, fp, fn = c[..., 0], c[..., 1], c[..., 2]
-    den = 2 * tp + fp + fn
-    return torch.where(den > 0, 2 * tp / den.clamp(min=1), torch.full_like(den, empty))
-
-
-def accuracy_from_counts(c: torch.Tensor) -> torch.Tensor:
-    """Eq. 11: (TP + TN) / all pixels."""
-    return (c[..., 0] + c[..., 3]) / c.sum(-1)
 
 
 # --- numpy masks with physical spacing (per slice or per patient in 3D) ---------------------------------------------
@@ -55,29 +69,25 @@ def counts(pred: np.ndarray, truth: np.ndarray) -> tuple[int, int, int, int]:
 
 
 def iou(pred: np.ndarray, truth: np.ndarray, empty: float = 1.0) -> float:
-    """Eq. 9, IoU = TP / (TP + FP + FN); ``empty`` when both masks are empty."""
+    """Eq. 9 of two masks; ``empty`` when both are empty."""
     tp, fp, fn, _ = counts(pred, truth)
-    return tp / (tp + fp + fn) if tp + fp + fn else empty
+    return iou_from_counts(tp, fp, fn, empty)
 
 
 def dice(pred: np.ndarray, truth: np.ndarray, empty: float = 1.0) -> float:
-    """Eq. 10, Dice = 2 TP / (2 TP + FP + FN); ``empty`` when both masks are empty."""
+    """Eq. 10 of two masks; ``empty`` when both are empty."""
     tp, fp, fn, _ = counts(pred, truth)
-    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else empty
+    return dice_from_counts(tp, fp, fn, empty)
 
 
 def pixel_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Eq. 11, (TP + TN) / all pixels."""
-    tp, fp, fn, tn = counts(pred, truth)
-    return (tp + tn) / (tp + fp + fn + tn)
+    """Eq. 11 of two masks."""
+    return accuracy_from_counts(*counts(pred, truth))
 
 
 def balanced_accuracy(pred: np.ndarray, truth: np.ndarray) -> float:
-    """Mean of sensitivity and specificity (the CIPA authors' "Acc"); a class absent from the truth counts 1."""
-    tp, fp, fn, tn = counts(pred, truth)
-    sens = tp / (tp + fn) if tp + fn else 1.0
-    spec = tn / (tn + fp) if tn + fp else 1.0
-    return 0.5 * (sens + spec)
+    """Balanced accuracy of two masks (see :func:`balanced_accuracy_from_counts`)."""
+    return balanced_accuracy_from_counts(*counts(pred, truth))
 
 
 def hd95(
@@ -161,4 +171,35 @@ def overlap_volumes_cc(pred: np.ndarray, truth: np.ndarray, spacing_mm: tuple[fl
         "false_positive_cc": fp * voxel,
         "false_negative_cc": fn * voxel,
         "volume_difference_cc": (fp - fn) * voxel,
+    }
+
+
+# --- lesions (26-connected components) ---------------------------------------------------------------------------
+CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)  # 26-connectivity: faces, edges and corners
+
+
+def label_lesions(mask: np.ndarray) -> tuple[np.ndarray, int]:
+    """26-connected components of a 3D mask: (int32 labels, count)."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(np.asarray(mask, dtype=bool), structure=CONNECTIVITY)
+    return labels.astype(np.int32), int(n)
+
+
+def lesion_detection(pred: np.ndarray, truth: np.ndarray, voxel_cc: float) -> dict:
+    """Lesion-level counts: true lesions hit / missed, false lesions (predicted components touching no true
+    lesion) and their volume in cc. Components are 26-connected."""
+    t_lab, n_t = label_lesions(truth)
+    p_lab, n_p = label_lesions(pred)
+    hit = np.unique(t_lab[(t_lab > 0) & (p_lab > 0)]).size
+    touching = set(np.unique(p_lab[(t_lab > 0) & (p_lab > 0)]).tolist())
+    false = [k for k in range(1, n_p + 1) if k not in touching]
+    false_cc = float(np.isin(p_lab, false).sum()) * voxel_cc if false else 0.0
+    return {
+        "lesions_true": int(n_t),
+        "lesions_hit": int(hit),
+        "lesions_missed": int(n_t - hit),
+        "lesions_predicted": int(n_p),
+        "false_lesions": len(false),
+        "false_lesion_cc": false_cc,
     }

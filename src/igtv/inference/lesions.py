@@ -11,10 +11,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from igtv.evaluation.metrics import CONNECTIVITY, label_lesions
 from igtv.geometry import Geometry
 
 SPHERE_1CC_RADIUS_MM = (3.0 / (4.0 * np.pi)) ** (1.0 / 3.0) * 10.0  # 6.2035 mm
-CONNECTIVITY = np.ones((3, 3, 3), dtype=bool)
 
 
 @dataclass(frozen=True)
@@ -51,9 +51,9 @@ SOLID_HU = -300.0
 COLD_MIN_VOLUME_CC = 5.0  # what auto means for a model trained with cold lesions
 
 
-def resolve_cold_rule(cfg: PostprocessConfig, run_config: dict | None) -> PostprocessConfig:
+def resolve_cold_rule(cfg: PostprocessConfig, cold_lesions: bool) -> PostprocessConfig:
     """``cfg`` with an automatic cold-mass exception (``cold_min_volume_cc < 0``) made explicit: 5 cc for a model
-    trained with cold lesions (``data.cold_p > 0`` in its run config), else off.
+    trained with cold lesions (its card's ``cold_lesions``), else off.
 
     Measured (README *Post-processing*): for two demo models trained with cold lesions, on 8 unseen patients, it
     kept 5.6 cc of tumour for no false volume in one and let 9.2 cc of false volume through for no tumour in the
@@ -61,8 +61,7 @@ def resolve_cold_rule(cfg: PostprocessConfig, run_config: dict | None) -> Postpr
     90-116 cc of false volume through for 13-14 cc of tumour on 13 patients."""
     if cfg.cold_min_volume_cc >= 0:
         return cfg
-    cold_p = float(((run_config or {}).get("data") or {}).get("cold_p", 0.0) or 0.0)
-    return replace(cfg, cold_min_volume_cc=COLD_MIN_VOLUME_CC if cold_p > 0 else 0.0)
+    return replace(cfg, cold_min_volume_cc=COLD_MIN_VOLUME_CC if cold_lesions else 0.0)
 
 
 def lung_contact(comp: np.ndarray, ct_hu: np.ndarray, width_px: int = 2) -> float:
@@ -74,14 +73,6 @@ def lung_contact(comp: np.ndarray, ct_hu: np.ndarray, width_px: int = 2) -> floa
     ring = ndimage.binary_dilation(pad, structure=np.ones((1, 3, 3), bool), iterations=width_px) & ~pad
     n = int(ring.sum())
     return float((ct_hu[ring] < LUNG_HU).sum()) / n if n else 0.0
-
-
-def label_lesions(mask: np.ndarray) -> tuple[np.ndarray, int]:
-    """26-connected components of a 3D mask: (int32 labels, count)."""
-    from scipy import ndimage
-
-    labels, n = ndimage.label(np.asarray(mask, dtype=bool), structure=CONNECTIVITY)
-    return labels.astype(np.int32), int(n)
 
 
 def thorax_region(ct_hu: np.ndarray, geom: Geometry, margin_mm: float = 10.0, min_lung_cc: float = 50.0) -> np.ndarray:
@@ -245,7 +236,7 @@ def suv_peak(
 def lesion_statistics(mask: np.ndarray, pet_suv: np.ndarray, geom: Geometry) -> list[dict]:
     """Per lesion (largest first): MTV cc, SUVmax, SUVmean, SUVpeak, TLG (= MTV x SUVmean, cc x SUV), centroid in
     patient mm (LPS), slice index range and the number of slices."""
-    from igtv.data.prepare import roi_statistics
+    from igtv.data.qc import roi_statistics
 
     labels, n = label_lesions(mask)
     spacing_zyx = tuple(geom.spacing_mm[::-1])

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from igtv.training.checkpoint import CheckpointError, load_checkpoint
+from igtv.checkpoint import PRESETS, CheckpointError, load_checkpoint, read_card
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +29,7 @@ class LoadedModel:
     spacing_mm: float = 0.0  # patch-trained models: in-plane pixel size (0 = the CT's own)
     patch: int = 0  # > 0: patch-trained (sliding-window prediction) with this patch side
     run_config: dict = field(default_factory=dict)
+    cold_lesions: bool = False  # trained with cold-lesion augmentation (the cold-mass exception's "auto")
     precision: str = "auto"  # of the forward passes (igtv.inference.predictor.autocast_dtype)
 
     @property
@@ -53,35 +54,21 @@ class LoadedModel:
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu", preset: str | None = None) -> LoadedModel:
-    """Build the checkpoint's network with its saved config and load its weights (strict, ``weights_only``).
+    """Rebuild the network its card describes and load its weights (strict, ``weights_only``).
 
-    A checkpoint whose weights do not fit the architecture it names, or whose input mode disagrees with its own
-    training data mode, is a :class:`CheckpointError` naming the file.
+    The card is validated before any network is built; a card that names no buildable network, or weights that do
+    not fit the architecture, are a :class:`CheckpointError` naming the file. ``preset`` overrides the card's
+    windows (for checkpoints trained elsewhere on PNGs windowed another way).
     """
-    from igtv.config import from_dict
-    from igtv.models import create_model
-    from igtv.models.cipa import CIPA, CIPAConfig
-    from igtv.training.loop import model_input_slices
+    from igtv.models.registry import build_from_card
 
     path = Path(path)
     ckpt = load_checkpoint(path)
-    name = str(ckpt.get("model_name", ""))
+    card = read_card(ckpt, path)
     try:
-        slices = model_input_slices(name)
-        if ckpt.get("model_config") and name.startswith("cipa_"):
-            model = CIPA(from_dict(CIPAConfig, dict(ckpt["model_config"])))
-        else:
-            model = create_model(name)
+        model = build_from_card(card)
     except (KeyError, ValueError, TypeError) as exc:
-        raise CheckpointError(f"{path}: cannot build the model it names ({name!r}): {exc}") from exc
-    saved_slices = int(ckpt.get("input_slices", slices))
-    run_cfg = dict(ckpt.get("run_config") or {})
-    data_mode = (run_cfg.get("data") or {}).get("mode")
-    if saved_slices != slices or (data_mode and (data_mode == "25d") != (slices == 3)):
-        raise CheckpointError(
-            f"{path}: input mode mismatch: model {name} reads {'2.5D' if slices == 3 else '2D'} input but the "
-            f"checkpoint says {saved_slices} slice(s) per modality and data mode {data_mode!r}"
-        )
+        raise CheckpointError(f"{path}: cannot build the model its card names ({card.name!r}): {exc}") from exc
     missing, unexpected, shapes = _state_dict_mismatch(model, ckpt["model"])
     if missing or unexpected or shapes:
         detail = "; ".join(
@@ -89,31 +76,24 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", preset: str
             for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", shapes))
             if keys
         )
-        raise CheckpointError(f"{path}: weights do not fit architecture {name} ({detail})")
+        raise CheckpointError(f"{path}: weights do not fit architecture {card.name} ({detail})")
     model.load_state_dict(ckpt["model"], strict=True)
     model.eval().to(device)
-    pre = dict(ckpt.get("preprocessing") or {})
-    chosen = preset or pre.get("preset")
-    if chosen is None:
-        raise CheckpointError(
-            f"{path}: the checkpoint does not record how its training PNGs were windowed; pass --preset lucid|pclt20k"
-        )
-    if chosen not in ("lucid", "pclt20k"):
-        raise ValueError(f"unknown preset {chosen!r}; expected lucid or pclt20k")
-    train_cfg = run_cfg.get("train") or {}
-    patches = pre.get("sampler") == "patches"
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; expected lucid or pclt20k")
     return LoadedModel(
         model=model,
-        name=name,
-        input_slices=slices,
-        size=int(pre["patch"]) if patches else int((run_cfg.get("data") or {}).get("size") or 512),
-        threshold=float(train_cfg.get("threshold", 0.5)),
-        preset=chosen,
-        min_suv_max=float(pre.get("min_suv_max", 0.0)),
+        name=card.name,
+        input_slices=card.in_slices,
+        size=card.input_size,
+        threshold=card.threshold,
+        preset=preset or card.preset,
+        min_suv_max=card.min_suv_max,
         path=path,
-        run_config=run_cfg,
-        spacing_mm=float(pre.get("spacing_mm", 0.0)) if patches else 0.0,
-        patch=int(pre.get("patch", 0)) if patches else 0,
+        run_config=dict(ckpt.get("run_config") or {}),
+        spacing_mm=card.spacing_mm,
+        patch=card.patch,
+        cold_lesions=card.cold_lesions,
     )
 
 

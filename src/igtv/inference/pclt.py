@@ -13,7 +13,6 @@ import logging
 from pathlib import Path
 
 import numpy as np
-import torch
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +41,11 @@ def predict_pclt(
 
     from igtv.data.datasets import SliceDataset, dataset_preprocessing, split_items
     from igtv.data.png import load_png, save_png
+    from igtv.device import pick_device
     from igtv.evaluation.metrics import dice, hd95, iou, pixel_accuracy
     from igtv.inference.model import load_model
-    from igtv.inference.predictor import forward_probabilities, to_native
+    from igtv.inference.predictor import slice_mask_predictor
     from igtv.io import write_csv_atomic, write_text_atomic
-    from igtv.training.loop import pick_device
 
     root, out = Path(root), Path(out)
     if not root.is_dir():
@@ -61,15 +60,12 @@ def predict_pclt(
         raise ValueError(f"{root}: no slices in split {split!r}")
     ds = SliceDataset(root, items=items, mode=lm.mode, size=lm.size)
     rows = []
+    predict_batch = slice_mask_predictor(lm, ds, dev, tta)
     for start in tqdm(range(0, len(ds), batch_size), desc="predict", unit="batch", disable=not progress):
         idx = list(range(start, min(start + batch_size, len(ds))))
-        x = torch.from_numpy(np.stack([ds[i]["image"] for i in idx]))
-        prob = forward_probabilities(lm.model, x, dev, tta).cpu().numpy()
-        for j, i in enumerate(idx):
+        for i, pred in zip(idx, predict_batch(idx), strict=True):
             ref = ds.items[i]
             folder = root / ref.folder
-            native = load_png(folder / f"{ref.name}_CT.png").shape
-            pred = to_native(prob[j : j + 1], native)[0] >= lm.threshold * 255.0
             save_png(out / ref.folder / f"{ref.name}_pred.png", pred.astype(np.uint8) * 255)
             truth_path = folder / f"{ref.name}_mask.png"
             row = {"item": ref.name, "patient": ref.folder, "pred_pixels": int(pred.sum())}

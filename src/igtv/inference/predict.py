@@ -67,13 +67,8 @@ def staged_output(out: Path) -> Iterator[Path]:
 
 
 def _read_exam(dicom_dir: Path):
-    from igtv.data.dicom_reader import (
-        DicomInputError,
-        read_image_series,
-        read_pet_suv,
-        scan_dicom,
-        select_exam,
-    )
+    from igtv.dicom.index import DicomInputError, scan_dicom, select_exam
+    from igtv.dicom.series import read_image_series, read_pet_suv
     from igtv.geometry import resample_to
 
     patients = scan_dicom(dicom_dir)
@@ -124,7 +119,7 @@ def predict_volume(
     candidates tried (LUCID windows) as records. ``overlap``: of the sliding-window tiles (patch models)."""
     from tqdm import tqdm
 
-    from igtv.inference.lesions import label_lesions
+    from igtv.evaluation.metrics import label_lesions
     from igtv.inference.predictor import (
         predict_slices,
         to_native,
@@ -197,7 +192,7 @@ def predict_volume_patches(
     from tqdm import tqdm
 
     from igtv.data.sampling import AIR_HU, BODY_HU, resample_inplane, resample_to_shape, window_patch
-    from igtv.inference.lesions import label_lesions
+    from igtv.evaluation.metrics import label_lesions
     from igtv.inference.predictor import forward_probabilities, stack_indices
     from igtv.inference.sliding import pad_to, sliding_window
 
@@ -255,9 +250,9 @@ def compare_with_reference(
 ) -> tuple[dict, np.ndarray]:
     """Dice, HD95, surface Dice at 2 mm and FP/FN volumes of ``mask`` against the ROI(s) of a reference RTSTRUCT
     or SEG named like ``roi_name`` (default: like ``default_roi``, or its only ROI), read as ``prepare`` reads."""
-    from igtv.data.dicom_reader import DicomInputError, read_roi_masks, roi_matches, structure_series
-    from igtv.evaluation.metrics import dice, hd95, overlap_volumes_cc, surface_dice
-    from igtv.evaluation.whole_patient import lesion_detection
+    from igtv.dicom.index import DicomInputError, roi_matches
+    from igtv.dicom.structures import read_roi_masks, structure_series
+    from igtv.evaluation.metrics import dice, hd95, lesion_detection, overlap_volumes_cc, surface_dice
 
     info = structure_series(reference)
     wanted = roi_name or default_roi
@@ -301,15 +296,15 @@ def predict_dicom(
 ) -> PredictResult:
     """Contour one patient; see the module docstring for what is written."""
     import igtv
-    from igtv.data.dicom_writer import PatientStudy
-    from igtv.data.rtstruct import CTReference, RoiMask, write_rtstruct
+    from igtv.device import pick_device
+    from igtv.dicom.rtstruct import CTReference, RoiMask, write_rtstruct
+    from igtv.dicom.write import PatientStudy
     from igtv.geometry import save_nifti
     from igtv.inference.lesions import lesion_statistics, postprocess, resolve_cold_rule
     from igtv.inference.model import load_model
     from igtv.inference.predictor import apply_flips, canonical_flips
     from igtv.inference.report import render_report
     from igtv.io import write_text_atomic
-    from igtv.training.loop import pick_device
 
     t0 = time.perf_counter()
     if not 0.0 <= overlap < 1.0:
@@ -319,7 +314,7 @@ def predict_dicom(
     dev = pick_device(device)
     lm = load_model(model_path, dev, preset)
     lm.precision = precision
-    post = resolve_cold_rule(post, lm.run_config)
+    post = resolve_cold_rule(post, lm.cold_lesions)
     ct, pet_suv, scale = _read_exam(dicom_dir)
     geom = ct.geometry
     flips = canonical_flips(geom)

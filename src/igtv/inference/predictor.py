@@ -216,3 +216,23 @@ def to_native(prob_model: np.ndarray, shape_yx: tuple[int, int]) -> np.ndarray:
     if tuple(prob_model.shape[1:]) != tuple(shape_yx):
         t = torch.nn.functional.interpolate(t, size=shape_yx, mode="bilinear", align_corners=False)
     return np.clip(np.round(t[:, 0].numpy() * 255.0), 0, 255).astype(np.uint8)
+
+
+def slice_mask_predictor(
+    lm, dataset, device: torch.device, tta: bool = False
+) -> Callable[[list[int]], list[np.ndarray]]:
+    """Indices of a :class:`~igtv.data.datasets.SliceDataset` -> boolean masks at each slice's own PNG size, with a
+    loaded model (``igtv evaluate`` and ``igtv predict --pclt`` both predict PNG slices with it)."""
+    from igtv.data.png import load_png
+
+    def run(idx: list[int]) -> list[np.ndarray]:
+        x = torch.from_numpy(np.stack([dataset[i]["image"] for i in idx]))
+        prob = forward_probabilities(lm.model, x, device, tta).cpu().numpy()
+        out = []
+        for j, i in enumerate(idx):
+            ref = dataset.items[i]
+            shape = load_png(dataset.root / ref.folder / f"{ref.name}_CT.png").shape
+            out.append(to_native(prob[j : j + 1], shape)[0] >= lm.threshold * 255.0)
+        return out
+
+    return run

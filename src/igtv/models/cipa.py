@@ -14,10 +14,11 @@ from typing import Literal
 import torch
 from torch import nn
 
+from igtv.models.crm import CRM
+from igtv.models.dcim import DCIM
 from igtv.models.decoder import MambaDecoder
 from igtv.models.encoder import VMambaEncoder
-from igtv.models.fusion import CRM, DCIM
-from igtv.models.slice_modules import make_slice_module
+from igtv.models.slice_module import make_slice_module
 
 STRIDE = 32
 
@@ -101,6 +102,11 @@ class CIPA(nn.Module):
             cfg.drop_path_rate,
             cfg.scan_impl,
         )
+
+    @property
+    def in_slices(self) -> int:
+        """Slices per modality: 1 (2D) or 3 (2.5D)."""
+        return self.config.in_slices
 
     @property
     def in_channels(self) -> int:

@@ -6,9 +6,10 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
+from monai.networks.layers import DropPath
 from torch import nn
 
-from igtv.models.blocks import SS2D, DropPath
+from igtv.models.ss2d import SS2D
 
 
 class PatchExpand(nn.Module):

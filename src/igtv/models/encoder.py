@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from igtv.models.blocks import VSSBlock
+from igtv.models.vss import VSSBlock
 
 
 class PatchEmbed(nn.Module):

@@ -20,12 +20,12 @@ def _count_scan_flops() -> Iterator[list[int]]:
         total[0] += 9 * u.shape[0] * u.shape[1] * u.shape[2] * A.shape[1]
         return original(u, delta, A, B, C, D, delta_bias, delta_softplus, impl=impl)
 
-    import igtv.models.blocks as blocks
+    import igtv.models.ss2d as blocks
 
     blocks.selective_scan = counting
     fused = None
     if scan_module.numba_available():  # SS2D's inference kernel scans its 4 orders without selective_scan
-        import igtv.models.scan_numba as scan_numba
+        import igtv.models.scan.numba_cpu as scan_numba
 
         fused = scan_numba.ss2d_scan_merged
 

@@ -15,6 +15,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from igtv.checkpoint import ModelCard
+from igtv.config import from_dict
 from igtv.models.cipa import CIPA, CIPAConfig
 
 _REGISTRY: dict[str, Callable[..., nn.Module]] = {}
@@ -84,6 +86,21 @@ def create_model(name: str, **overrides: Any) -> nn.Module:
     return _REGISTRY[name](**overrides)
 
 
+def build_from_card(card: ModelCard) -> nn.Module:
+    """The network a checkpoint's card describes: CIPA from its saved architecture, any other registered model by
+    name; its input mode must be the card's."""
+    if card.architecture and card.name.startswith("cipa_"):
+        model = CIPA(from_dict(CIPAConfig, dict(card.architecture), f"model card of {card.name}"))
+    else:
+        model = create_model(card.name)
+    if model.in_slices != card.in_slices:
+        raise ValueError(
+            f"input mode mismatch: {card.name} reads {model.in_slices} slice(s) per modality, the card says "
+            f"{card.in_slices}"
+        )
+    return model
+
+
 def _cipa_factory(name: str) -> Callable[..., nn.Module]:
     def build(**overrides: Any) -> nn.Module:
         return CIPA(model_config(name, **overrides))
@@ -126,7 +143,9 @@ def _monai_unet(width: str, in_channels: int = 6) -> Callable[..., nn.Module]:
             num_res_units=2,
         )
         kwargs.update(overrides)
-        return _png_input(UNet)(**kwargs)
+        net = _png_input(UNet)(**kwargs)
+        net.in_slices = kwargs["in_channels"] // 2
+        return net
 
     return build
 
@@ -139,7 +158,9 @@ def _monai_segresnet(width: str, in_channels: int = 6) -> Callable[..., nn.Modul
             spatial_dims=2, in_channels=in_channels, out_channels=1, init_filters={"tiny": 8, "s": 16}.get(width, 32)
         )
         kwargs.update(overrides)
-        return _png_input(SegResNet)(**kwargs)
+        net = _png_input(SegResNet)(**kwargs)
+        net.in_slices = kwargs["in_channels"] // 2
+        return net
 
     return build
 

@@ -44,7 +44,9 @@ class TransferReport:
 
 def new_module_prefixes(model: nn.Module) -> list[str]:
     """Names of the modules that a 2D model does not have (slice modules: SIM, CBAM, Non-Local)."""
-    from igtv.models.slice_modules import CBAM, NonLocalBlock, SliceInteraction
+    from igtv.models.cbam import CBAM
+    from igtv.models.non_local import NonLocalBlock
+    from igtv.models.sim import SliceInteraction
 
     return [name + "." for name, m in model.named_modules() if isinstance(m, (SliceInteraction, CBAM, NonLocalBlock))]
 

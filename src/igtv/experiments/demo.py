@@ -1,0 +1,134 @@
+"""The README's first command: the whole pipeline on the embedded phantom.
+
+1. phantom GTV cohort (24 patients, PCLT20K-like scanner) and IGTV cohort (16 patients, LUCID-like mix), as DICOM
+   CT/PET/RTSTRUCT with ground truth, mirroring the paper's large GTV set and small IGTV set;
+2. ``igtv prepare`` of both cohorts' DICOM (SUV, PET->CT, QC, PNGs, volumes, patient-level split) and the IGTV
+   cohort's Fig. 2 report;
+3. stage 1: 2D CIPA pre-training on the GTV volumes (``igtv/configs/demo_pretrain.yaml``): patches of 96 px at 2 mm,
+   half centred on a tumour, a quarter on hot organs (negatives), the rest anywhere in the body;
+4. stage 2: 2.5D CIPA + SIM fine-tuning on the IGTV volumes from stage 1 (``igtv/configs/demo_finetune.yaml``);
+5. ``igtv predict`` on a phantom patient that no model has seen (its own seed): RTSTRUCT, NIfTI, Dice, false
+   positive / negative volume and false lesions against its true IGTV (all its lesions), ``report.html``;
+6. whole-patient evaluation of the IGTV test split (``igtv evaluate``'s default protocol).
+
+Small CIPA width so it ends in about 15 minutes on a 2-core CPU; the paper-size runs use the other configs.
+``quick=True`` shrinks everything further for smoke tests.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from igtv.phantom.cohort import generate_cohort
+from igtv.phantom.config import PhantomConfig
+
+UNSEEN_SEED = 2026  # the held-out patient's seed; the training cohorts use seeds 0 and 1
+
+
+def _demo_config(name: str, root: Path, quick: bool, init: str = ""):
+    from igtv.config import load_config, replace, shipped_config
+    from igtv.training.config import RunConfig
+
+    cfg = load_config(RunConfig, shipped_config(name))
+    cfg = replace(cfg, data=replace(cfg.data, root=str(root)), init=init)
+    if quick:
+        model = cfg.model.rsplit("_", 1)[0] + "_tiny"
+        cfg = replace(
+            cfg,
+            model=model,
+            data=replace(cfg.data, size=64, spacing_mm=0.0, patch=32, samples_per_epoch=8, eval_samples=8),
+            train=replace(cfg.train, epochs=1, max_steps_per_epoch=2, batch_size=2),
+        )
+    return cfg
+
+
+def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool = True) -> dict[str, Path]:
+    """Run the demo into ``out``; returns the paths it made. Re-running reuses finished phantoms and datasets."""
+    from igtv.data.prepare import PrepareConfig, prepare_dataset
+    from igtv.data.report import dataset_report
+
+    out = Path(out)
+    scale = 0.125 if quick else 1.0
+    size = 64 if quick else 256
+    print("[1/6] phantom cohorts (DICOM CT, PET, RTSTRUCT; ground truth)")
+    gtv = generate_cohort(
+        PhantomConfig(
+            cohort="gtv", patients=3 if quick else 24, seed=0, matrix_scale=scale, workers=workers, write_pclt=False
+        ),
+        out / "phantom_gtv",
+    )
+    igtv = generate_cohort(
+        PhantomConfig(
+            cohort="igtv", patients=3 if quick else 16, seed=1, matrix_scale=scale, workers=workers, write_pclt=False
+        ),
+        out / "phantom_igtv",
+        preview=True,
+    )
+    paths = {"gtv_cohort": gtv.out_dir, "igtv_cohort": igtv.out_dir, "preview": igtv.out_dir / "preview.png"}
+    print("[2/6] igtv prepare: both cohorts' DICOM -> datasets (PNGs for the paper's protocol, volumes for patches)")
+    qc = 0.0 if quick else 3.0
+    prep_gtv = prepare_dataset(
+        gtv.out_dir, out / "dataset_gtv", PrepareConfig(roi="GTV", size=size, workers=workers, min_suv_max=qc)
+    )
+    prep_cfg = PrepareConfig(size=size, workers=workers, min_suv_max=qc)
+    prep = prepare_dataset(igtv.out_dir, out / "dataset_igtv", prep_cfg)
+    for name, p in (("GTV", prep_gtv), ("IGTV", prep)):
+        print(f"      {name}: {p.rois_kept} ROIs kept, {p.rois_excluded} excluded by QC (see qc_report.csv)")
+    paths["dataset"] = prep.out_dir
+    paths["dataset_report"] = dataset_report(prep.out_dir)
+    if train:
+        from igtv.training.trainer import train as run_training
+
+        print("[3/6] stage 1: 2D pre-training on the GTV cohort")
+        s1 = run_training(_demo_config("demo_pretrain.yaml", prep_gtv.out_dir, quick), out / "run_pretrain")
+        print("[4/6] stage 2: 2.5D + SIM fine-tuning on the IGTV cohort, weights transferred from stage 1")
+        s2 = run_training(
+            _demo_config("demo_finetune.yaml", prep.out_dir, quick, init=str(out / "run_pretrain" / "best.pt")),
+            out / "run_finetune",
+        )
+        print(
+            f"      stage 1 best validation IoU {s1.best_iou:.3f} (epoch {s1.best_epoch}); "
+            f"stage 2 best validation IoU {s2.best_iou:.3f} (epoch {s2.best_epoch})"
+        )
+        paths["pretrain"] = out / "run_pretrain" / "best.pt"
+        paths["finetune"] = out / "run_finetune" / "best.pt"
+        from igtv.inference.predict import predict_dicom
+
+        print("[5/6] igtv predict on a new phantom patient (never seen in training or validation)")
+        unseen = generate_cohort(
+            PhantomConfig(cohort="igtv", patients=1, seed=UNSEEN_SEED, matrix_scale=scale, workers=1, write_pclt=False),
+            out / "phantom_unseen",
+        )
+        patient = unseen.out_dir / "I0001" / "dicom"
+        pred = predict_dicom(
+            patient, paths["finetune"], out / "predict", compare=patient / "RTSTRUCT_truth.dcm", device="auto"
+        )
+        c = pred.stats["compare"]
+        print(
+            f"      {len(pred.stats['lesions'])} lesion(s), {pred.stats['prediction']['total_volume_cc']:.1f} cc "
+            f"predicted vs {c['truth_cc']:.1f} cc true IGTV: Dice {c['dice']:.3f}, HD95 {c['hd95_mm']:.1f} mm, "
+            f"FP {c['false_positive_cc']:.1f} cc, FN {c['false_negative_cc']:.1f} cc; lesions found "
+            f"{c['lesions_hit']}/{c['lesions_true']}, false lesions {c['false_lesions']} "
+            f"({c['false_lesion_cc']:.1f} cc)"
+        )
+        paths["rtstruct"] = pred.files["rtstruct"]
+        paths["report"] = pred.files["report"]
+        from igtv.experiments.whole_patient import WholePatientConfig, evaluate_whole_patients
+
+        print("[6/6] whole-patient evaluation of the IGTV test split (the predict pipeline, nothing from the truth)")
+        try:
+            ev = evaluate_whole_patients(
+                paths["finetune"], prep.out_dir, out / "evaluate", WholePatientConfig(bootstrap=200), progress=False
+            )
+            for r in ev["rows"]:
+                print(
+                    f"      test patient: 3D Dice {r['dice_3d']:.3f}, FP {r['false_positive_cc']:.1f} cc, "
+                    f"FN {r['false_negative_cc']:.1f} cc, lesions {r['lesions_hit']}/{r['lesions_true']}, "
+                    f"false lesions {r['false_lesions']}"
+                )
+            paths["evaluate"] = out / "evaluate" / "whole_patient.json"
+        except ValueError as exc:  # a quick cohort may have no test patient with volumes
+            print(f"      skipped: {exc}")
+    for key, path in paths.items():
+        print(f"{key:15s} {path}")
+    return paths

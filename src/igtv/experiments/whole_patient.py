@@ -1,0 +1,269 @@
+"""Whole-patient evaluation: the number a user gets from ``igtv predict``, nothing taken from the truth.
+
+Every test patient's prepared volumes (``volumes/<P>/{ct_hu,pet_suv,labels}.nii.gz``) go through the prediction
+pipeline of ``igtv predict`` (windows from the checkpoint, sliding window or whole slices, PET candidates found
+on the PET alone, post-processing) and the resulting 3D mask is scored against the union of all the patient's
+labelled ROIs on the CT grid: Dice, HD95 (mm), false-positive and false-negative volume (autoPET's FP/FN volumes),
+and lesion-level detection (a true lesion is hit when a predicted component overlaps it; a predicted component
+touching no true lesion is a false lesion). For each post-processing rule it also reports what the rule removed
+that was false (FP cc) and what it removed that was true (TP cc), so each rule's worth is measured.
+
+The paper's per-slice protocol is read from the same prediction: Eqs. 9-12 on every ROI slice of the split (the
+slices of ``slices.csv`` with role ``sample``), without the truth's SUVmax window or box.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+
+from igtv.evaluation import metrics as M
+from igtv.evaluation.metrics import lesion_detection
+from igtv.inference.lesions import PostprocessConfig, resolve_cold_rule
+
+log = logging.getLogger(__name__)
+
+
+def rule_effects(raw: np.ndarray, truth: np.ndarray, labels: np.ndarray, verdicts: list[dict], voxel_cc: float):
+    """Per post-processing rule: cc it removed outside the truth (false positives removed) and inside it (true
+    positives lost)."""
+    out: dict[str, dict[str, float]] = {}
+    for v in verdicts:
+        if not v["rule"]:
+            continue
+        box = v["box"]
+        comp = labels[box] == v["label"]
+        e = out.setdefault(v["rule"], {"components": 0, "fp_removed_cc": 0.0, "tp_removed_cc": 0.0})
+        e["components"] += 1
+        e["tp_removed_cc"] += float((comp & truth[box]).sum()) * voxel_cc
+        e["fp_removed_cc"] += float((comp & ~truth[box]).sum()) * voxel_cc
+    return out
+
+
+# Each post-processing rule measured alone on every evaluated patient (whatever the applied settings are), so the
+# README can say what each rule buys: false-positive cc it removes against true-positive cc it costs.
+NO_RULES = PostprocessConfig(
+    min_volume_cc=0.0,
+    min_suv_max=0.0,
+    thorax_margin_mm=0.0,
+    min_mean_hu=-1024.0,
+    max_bone_fraction=1.0,
+    cold_min_volume_cc=0.0,
+)
+CANDIDATE_RULES = {
+    "min_volume_cc=0.5": replace(NO_RULES, min_volume_cc=0.5),
+    "min_suv_max=2.5": replace(NO_RULES, min_suv_max=2.5),
+    "min_suv_max=2.5, cold CT mass >= 5 cc kept": replace(NO_RULES, min_suv_max=2.5, cold_min_volume_cc=5.0),
+    "thorax_margin_mm=10": replace(NO_RULES, thorax_margin_mm=10.0),
+    "min_mean_hu=-500": replace(NO_RULES, min_mean_hu=-500.0),
+    "max_bone_fraction=0.5": replace(NO_RULES, max_bone_fraction=0.5),
+}
+
+
+@dataclass(frozen=True)
+class WholePatientConfig:
+    split: str = "test"
+    tta: bool = False
+    batch_size: int = 16
+    overlap: float = 0.5  # sliding-window tile overlap (patch models)
+    keep_masks: bool = False  # return the predicted masks of the ROI slices (figures)
+    precision: str = "auto"  # forward passes: auto (AMP on CUDA, fp32 on CPU), fp32 or bf16
+    postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    bootstrap: int = 1000
+    seed: int = 0
+
+
+def _sample_slices(root: Path, patient: str) -> dict[int, set[int]]:
+    """ROI -> slice indices that are samples of the paper protocol (slices.csv, role sample)."""
+    out: dict[int, set[int]] = {}
+    path = root / "slices.csv"
+    if not path.exists():
+        return out
+    with open(path, newline="") as f:
+        for r in csv.DictReader(f):
+            if r["patient"] == patient and r.get("role", "sample") == "sample":
+                out.setdefault(int(r["roi"]), set()).add(int(r["slice_index"]))
+    return out
+
+
+def model_raw_mask(lm, device, cfg: WholePatientConfig):
+    """``(ct_hu, pet_suv, geom, truth) -> raw mask`` of a loaded model through the predict pipeline (the truth is
+    not used)."""
+    from igtv.inference.predict import predict_volume
+    from igtv.inference.predictor import apply_flips, canonical_flips
+
+    def run(ct, pet, geom, truth):
+        flips = canonical_flips(geom)
+        prob_c, _ = predict_volume(
+            lm, apply_flips(ct, flips), apply_flips(pet, flips), geom.spacing_mm, device, cfg.tta, cfg.batch_size,
+            False, cfg.overlap,
+        )  # fmt: skip
+        return np.ascontiguousarray(apply_flips(prob_c, flips)) >= lm.threshold * 255.0
+
+    return run
+
+
+def threshold_raw_mask(rule: str):
+    """``(ct_hu, pet_suv, geom, truth) -> mask`` of a PET threshold inside each true lesion's box + 15 mm."""
+    from igtv.evaluation.baselines import threshold_volume
+
+    return lambda ct, pet, geom, truth: threshold_volume(pet, truth, tuple(geom.spacing_mm[::-1]), rule)
+
+
+def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, root: Path | None = None) -> dict:
+    """Contour one prepared patient with ``predict_raw`` (see :func:`model_raw_mask`), post-process and score it;
+    returns its row, the post-processing rules' effects and the paper-protocol slice rows."""
+    from igtv.experiments.evaluate import slice_row
+    from igtv.geometry import load_nifti
+    from igtv.inference.lesions import component_verdicts
+
+    t0 = time.perf_counter()
+    ct, geom = load_nifti(volume_dir / "ct_hu.nii.gz")
+    pet, _ = load_nifti(volume_dir / "pet_suv.nii.gz")
+    labels, _ = load_nifti(volume_dir / "labels.nii.gz")
+    ct, pet = ct.astype(np.float32), pet.astype(np.float32)
+    truth = labels > 0
+    raw = predict_raw(ct, pet, geom, truth)
+    from igtv.inference.lesions import drop_components, thorax_region
+
+    regions: dict[float, np.ndarray] = {}  # thorax region per margin, computed once for all the rule sets
+
+    def region(margin_mm: float) -> np.ndarray | None:
+        if not margin_mm or not raw.any():
+            return None
+        if margin_mm not in regions:
+            regions[margin_mm] = thorax_region(ct, geom, margin_mm)
+        return regions[margin_mm]
+
+    comp_labels, verdicts = component_verdicts(
+        raw, pet, geom, cfg.postprocess, ct, region(cfg.postprocess.thorax_margin_mm)
+    )
+    pred = drop_components(raw, comp_labels, verdicts)
+    spacing = tuple(geom.spacing_mm[::-1])
+    vcc = geom.voxel_volume_cc
+    row = {
+        "patient": volume_dir.name,
+        "dice_3d": M.dice(pred, truth),
+        "iou_3d": M.iou(pred, truth),
+        "hd95_3d_mm": M.hd95(pred, truth, spacing),
+        "dice_3d_raw": M.dice(raw, truth),
+        **M.overlap_volumes_cc(pred, truth, spacing),
+        **lesion_detection(pred, truth, vcc),
+        "seconds": round(time.perf_counter() - t0, 2),
+    }
+    slices, masks = [], {}
+    if root is not None:
+        sp2 = (geom.spacing_mm[1], geom.spacing_mm[0])
+        for roi, zs in sorted(_sample_slices(root, volume_dir.name).items()):
+            for z in sorted(zs):
+                r = slice_row(pred[z], labels[z] == roi, sp2)
+                item = f"{volume_dir.name}_r{roi}_{z:04d}"
+                slices.append({"item": item, "patient": volume_dir.name, **r, "hd95_unit": "mm"})
+                if cfg.keep_masks:
+                    masks[item] = pred[z].copy()
+    measured = {}
+    for name, single in CANDIDATE_RULES.items():
+        lab_s, ver_s = component_verdicts(raw, pet, geom, single, ct, region(single.thorax_margin_mm))
+        eff = rule_effects(raw, truth, lab_s, ver_s, vcc)
+        measured[name] = next(iter(eff.values()), {"components": 0, "fp_removed_cc": 0.0, "tp_removed_cc": 0.0})
+    rules = rule_effects(raw, truth, comp_labels, verdicts, vcc)
+    return {"row": row, "rules": rules, "measured": measured, "slices": slices, "masks": masks}
+
+
+def _sum_effects(per_patient: list[dict]) -> dict:
+    total: dict[str, dict[str, float]] = {}
+    for per in per_patient:
+        for rule, e in per.items():
+            t = total.setdefault(rule, {"components": 0, "fp_removed_cc": 0.0, "tp_removed_cc": 0.0})
+            for key in t:
+                t[key] += e[key]
+    return total
+
+
+def summarize_patients(rows: list[dict], rules: list[dict], n_boot: int = 1000, seed: int = 0) -> dict:
+    """Means, medians and bootstrap 95 % CI of the 3D Dice; totals of FP/FN, lesions and rule effects."""
+    from igtv.evaluation.statistics import bootstrap_ci
+
+    out: dict = {"patients": len(rows)}
+    for k in ("dice_3d", "iou_3d", "hd95_3d_mm", "false_positive_cc", "false_negative_cc", "false_lesion_cc"):
+        a = np.asarray([r[k] for r in rows], dtype=np.float64)
+        a = a[np.isfinite(a)]
+        out[k] = {"mean": float(a.mean()), "median": float(np.median(a)), "n": int(a.size)} if a.size else {"n": 0}
+    if rows:
+        dices = {r["patient"]: [r["dice_3d"]] for r in rows}
+        ci = bootstrap_ci(dices, lambda v: {"d": float(np.mean(v))}, n_boot, seed).get("d", (np.nan, np.nan))
+        out["dice_3d"]["ci95"] = list(ci)
+    for k in ("lesions_true", "lesions_hit", "lesions_missed", "false_lesions"):
+        out[k] = int(sum(r[k] for r in rows))
+    out["postprocess_rules"] = _sum_effects(rules)
+    return out
+
+
+def evaluate_whole_patients(
+    model_path: str | Path | None,
+    data: str | Path,
+    out: str | Path | None = None,
+    cfg: WholePatientConfig | None = None,
+    device: str = "auto",
+    progress: bool = True,
+    threshold_rule: str = "",
+) -> dict:
+    """Score a checkpoint (or, with ``threshold_rule``, a PET threshold given each lesion's box) on every patient of
+    a split of a prepared dataset, whole patient; writes ``whole_patient.csv``, ``whole_patient_slices.csv`` and
+    ``whole_patient.json`` into ``out`` when given."""
+    from tqdm import tqdm
+
+    from igtv.data.sampling import split_patients
+    from igtv.device import pick_device
+    from igtv.experiments.evaluate import EvalConfig, summarize
+    from igtv.inference.model import load_model
+    from igtv.io import write_csv_atomic, write_text_atomic
+
+    cfg = cfg or WholePatientConfig()
+    root = Path(data)
+    if threshold_rule:
+        predict_raw, facts = threshold_raw_mask(threshold_rule), {"model": f"PET threshold {threshold_rule}"}
+    else:
+        dev = pick_device(device)
+        lm = load_model(model_path, dev)
+        lm.precision = cfg.precision
+        cfg = replace(cfg, postprocess=resolve_cold_rule(cfg.postprocess, lm.cold_lesions))
+        predict_raw, facts = model_raw_mask(lm, dev, cfg), lm.describe()
+    patients = [p for p in split_patients(root, cfg.split) if (root / "volumes" / p / "labels.nii.gz").exists()]
+    if not patients:
+        raise ValueError(f"{root}: no patient of split {cfg.split!r} has volumes (run igtv prepare)")
+    rows, rules, measured, slices, masks = [], [], [], [], {}
+    for p in tqdm(patients, desc="whole-patient", unit="patient", disable=not progress):
+        r = evaluate_patient(predict_raw, root / "volumes" / p, cfg, root)
+        rows.append(r["row"])
+        rules.append(r["rules"])
+        measured.append(r["measured"])
+        slices += r["slices"]
+        masks.update(r["masks"])
+    summary = {
+        "split": cfg.split,
+        "model": facts,
+        "postprocess": asdict(cfg.postprocess),
+        "whole_patient": summarize_patients(rows, rules, cfg.bootstrap, cfg.seed),
+        "rules_measured_alone": _sum_effects(measured),
+        "paper_protocol_slices": summarize(slices, [], EvalConfig(bootstrap=cfg.bootstrap, seed=cfg.seed))
+        if slices
+        else {},
+    }
+    if out is not None:
+        out = Path(out)
+        write_csv_atomic(out / "whole_patient.csv", rows)
+        if slices:
+            write_csv_atomic(out / "whole_patient_slices.csv", slices)
+        write_text_atomic(out / "whole_patient.json", json.dumps(summary, indent=1, default=float))
+    summary["rows"] = rows
+    summary["slice_rows"] = slices
+    if cfg.keep_masks:
+        summary["masks"] = masks
+    return summary

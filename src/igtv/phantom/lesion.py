@@ -1,0 +1,250 @@
+"""Phantom tumours: lobulated, heterogeneous lesions, where they are placed, and their occupancy fields."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from igtv.geometry import Geometry
+from igtv.phantom.anatomy import Anatomy, dome_height, labels
+from igtv.phantom.config import LUNG
+from igtv.phantom.motion import breathing
+
+
+@dataclass(frozen=True)
+class Lesion:
+    """One lung tumour: shape, uptake and its breathing trajectory (anatomical frame)."""
+
+    centre: tuple[float, float, float]
+    rotation: tuple[float, ...]  # row-major 3x3
+    axes: tuple[float, float, float]
+    lobes: tuple[tuple[float, float, float, float, float], ...]  # (vx, vy, vz, freq, amplitude*) ; phase packed
+    lobe_phase: tuple[float, ...]
+    satellites: tuple[tuple[float, float, float, float], ...]  # (ox, oy, oz, radius) relative to centre
+    suv_peak: float
+    necrosis: float  # 0: none; else relative depth of the cold core
+    hetero: tuple[tuple[float, float, float, float], ...]  # plane waves (kx, ky, kz, phase) for heterogeneity
+    amp_si: float
+    amp_ap: float
+    amp_lr: float
+    hysteresis: float  # cycle fraction by which AP/LR lag SI
+    location: str
+    target_volume_cc: float
+    hu: float
+
+    @property
+    def radius(self) -> float:
+        return max(self.axes) * (1.0 + sum(abs(lb[4]) for lb in self.lobes)) + max(
+            [np.linalg.norm(s[:3]) + s[3] for s in self.satellites] + [0.0]
+        )
+
+    def displacement(self, t: np.ndarray | float) -> np.ndarray:
+        """(..., 3) displacement (mm, LPS) at cycle time ``t`` in [0, 1): inferior at inhale."""
+        t = np.asarray(t, dtype=np.float64)
+        s = breathing(t)
+        s_lag = breathing(t - self.hysteresis)
+        return np.stack([self.amp_lr * s_lag, -self.amp_ap * s_lag, -self.amp_si * s], axis=-1)
+
+
+def _rotation(rng: np.random.Generator) -> np.ndarray:
+    q = rng.normal(size=4)
+    q /= np.linalg.norm(q)
+    a, b, c, d = q
+    return np.array(
+        [
+            [a * a + b * b - c * c - d * d, 2 * (b * c - a * d), 2 * (b * d + a * c)],
+            [2 * (b * c + a * d), a * a - b * b + c * c - d * d, 2 * (c * d - a * b)],
+            [2 * (b * d - a * c), 2 * (c * d + a * b), a * a - b * b - c * c + d * d],
+        ]
+    )
+
+
+def lesion_fields(
+    les: Lesion, x: np.ndarray, y: np.ndarray, z: np.ndarray, shift=(0.0, 0.0, 0.0), uptake: bool = True
+) -> tuple[np.ndarray, np.ndarray | None]:
+    """Inside-mask and SUV of a lesion displaced by ``shift`` (mm); ``x, y, z`` broadcast together."""
+    cx, cy, cz = (les.centre[i] + shift[i] for i in range(3))
+    dx, dy, dz = x - cx, y - cy, z - cz
+    r = np.asarray(les.rotation).reshape(3, 3)
+    q = [r[0, k] * dx + r[1, k] * dy + r[2, k] * dz for k in range(3)]  # body-fixed coordinates
+    rho = np.sqrt((q[0] / les.axes[0]) ** 2 + (q[1] / les.axes[1]) ** 2 + (q[2] / les.axes[2]) ** 2)
+    norm = np.sqrt(q[0] ** 2 + q[1] ** 2 + q[2] ** 2) + 1e-6
+    bump = 0.0
+    for (vx, vy, vz, freq, amp), ph in zip(les.lobes, les.lobe_phase, strict=True):
+        bump = bump + amp * np.cos(freq * (q[0] * vx + q[1] * vy + q[2] * vz) / norm + ph)
+    inside = rho <= 1.0 + bump
+    for ox, oy, oz, rad in les.satellites:
+        inside = inside | ((q[0] - ox) ** 2 + (q[1] - oy) ** 2 + (q[2] - oz) ** 2 <= rad * rad)
+    if not uptake:
+        return inside, None
+    het = 0.0
+    for kx, ky, kz, ph in les.hetero:
+        het = het + np.cos(kx * q[0] + ky * q[1] + kz * q[2] + ph)
+    het = het / max(len(les.hetero), 1)
+    suv = les.suv_peak * (0.82 + 0.18 * het)
+    if les.necrosis > 0:
+        suv = suv * (1.0 - les.necrosis * np.exp(-((rho / 0.5) ** 4)))
+    return inside, np.where(inside, suv, 0.0)
+
+
+def lesion_volume_cc(les: Lesion) -> float:
+    rad = les.radius
+    step = rad / 18.0
+    g = np.arange(-rad, rad + step, step)
+    inside, _ = lesion_fields(
+        les,
+        les.centre[0] + g[None, None, :],
+        les.centre[1] + g[None, :, None],
+        les.centre[2] + g[:, None, None],
+        uptake=False,
+    )
+    return float(inside.sum()) * step**3 / 1000.0
+
+
+def scaled_lesion(les: Lesion, f: float) -> Lesion:
+    return Lesion(
+        **{
+            **les.__dict__,
+            "axes": tuple(a * f for a in les.axes),
+            "satellites": tuple((ox * f, oy * f, oz * f, r * f) for ox, oy, oz, r in les.satellites),
+            "hetero": tuple((kx / f, ky / f, kz / f, ph) for kx, ky, kz, ph in les.hetero),
+        }
+    )
+
+
+LOCATIONS = ("peripheral", "central", "juxta-cardiac", "juxta-diaphragmatic", "apical")
+
+LOCATION_P = (0.3, 0.15, 0.2, 0.25, 0.1)
+
+
+def _candidate_centres(anat: Anatomy, rng: np.random.Generator, r0: float, n: int = 6000) -> dict[str, np.ndarray]:
+    x = rng.uniform(-anat.body_ax, anat.body_ax, n)
+    y = rng.uniform(-anat.body_ay, anat.body_ay, n)
+    z = rng.uniform(anat.dome_left_z - anat.recess_mm, anat.apex_z, n)
+    d = 0.55 * r0
+    ok = labels(anat, x, y, z) == LUNG
+    inner = sum(
+        (labels(anat, x + a, y + b, z + c) == LUNG).astype(int)
+        for a, b, c in ((d, 0, 0), (-d, 0, 0), (0, d, 0), (0, -d, 0), (0, 0, d), (0, 0, -d))
+    )
+    hx, hy, hz = anat.heart_c
+    ax, ay, az = anat.heart_axes
+    rh = np.sqrt(((x - hx) / (ax + r0)) ** 2 + ((y - hy) / (ay + r0)) ** 2 + ((z - hz) / (az + r0)) ** 2)
+    h = z - dome_height(anat, x, y)
+    side_cx = np.where(x < 0, -anat.lung_cx, anat.lung_cx)
+    rl = np.sqrt(((x - side_cx) / anat.lung_ax) ** 2 + ((y - anat.lung_cy) / anat.lung_ay) ** 2)
+    pts = np.stack([x, y, z], axis=1)
+    full = ok & (inner >= 6)
+    part = ok & (inner >= 4)
+    sel = {
+        "peripheral": full & (rl > 0.6) & (h > r0 + 25),
+        "central": full & (np.abs(x) < anat.lung_cx - 0.25 * anat.lung_ax) & (h > r0 + 25) & (rh > 1.0),
+        "juxta-cardiac": part & (rh >= 0.95) & (rh <= 1.15),
+        "juxta-diaphragmatic": part & (h >= 0.6 * r0) & (h <= r0 + 12),
+        "apical": full & (z > anat.apex_z - 55),
+        "any": full,
+    }
+    return {k: pts[v] for k, v in sel.items()}
+
+
+def sample_lesion(anat: Anatomy, rng: np.random.Generator, cold: bool, small: bool, avoid: list[Lesion]) -> Lesion:
+    """Draw one lesion: volume (right-skewed, median ~12 cc), lobulated shape, uptake, location and motion."""
+    if small:
+        volume = rng.uniform(0.9, 2.7)
+    else:
+        volume = float(np.clip(rng.lognormal(math.log(12.0), 1.05), 3.2, 160.0))
+    r0 = (3.0 * volume * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
+    location = str(rng.choice(LOCATIONS, p=LOCATION_P))
+    cands = _candidate_centres(anat, rng, r0)
+    pool = cands[location] if len(cands[location]) else cands["any"]
+    if not len(pool):
+        pool = cands["any"] if len(cands["any"]) else np.array([[-anat.lung_cx, anat.lung_cy, 80.0]])
+        location = "peripheral"
+    for _ in range(50):
+        centre = pool[rng.integers(len(pool))]
+        if all(np.linalg.norm(centre - np.asarray(o.centre)) > r0 + o.radius + 10 for o in avoid):
+            break
+    elong = rng.uniform(0.75, 1.3, 3)
+    elong /= np.prod(elong) ** (1 / 3)
+    n_lobes = int(rng.integers(2, 5))
+    lobes = []
+    for _ in range(n_lobes):
+        v = rng.normal(size=3)
+        v /= np.linalg.norm(v)
+        lobes.append((*v, float(rng.uniform(2.5, 5.5)), float(rng.uniform(0.04, 0.12))))
+    sats = []
+    for _ in range(int(rng.integers(0, 4))):
+        v = rng.normal(size=3)
+        v *= rng.uniform(0.7, 0.95) * r0 / np.linalg.norm(v)
+        sats.append((*v, float(rng.uniform(0.3, 0.55) * r0)))
+    suv_peak = rng.uniform(1.4, 2.2) if cold else float(np.clip(rng.lognormal(math.log(9.0), 0.5), 3.8, 28.0))
+    h = float(centre[2] - dome_height(anat, np.asarray(centre[0]), np.asarray(centre[1])))
+    amp_si = float(np.clip(3.0 + 22.0 * math.exp(-max(h, 0.0) / 80.0) * rng.uniform(0.55, 1.0), 3.0, 25.0))
+    hetero = tuple((*(rng.normal(size=3) * 0.35 / r0 * 3.0), float(rng.uniform(0, 2 * math.pi))) for _ in range(3))
+    les = Lesion(
+        centre=tuple(float(c) for c in centre),
+        rotation=tuple(_rotation(rng).reshape(-1)),
+        axes=tuple(float(r0 * e) for e in elong),
+        lobes=tuple(lobes),
+        lobe_phase=tuple(float(rng.uniform(0, 2 * math.pi)) for _ in lobes),
+        satellites=tuple(sats),
+        suv_peak=float(suv_peak),
+        necrosis=float(rng.uniform(0.45, 0.75)) if volume > 30 else 0.0,
+        hetero=hetero,
+        amp_si=amp_si,
+        amp_ap=amp_si * float(rng.uniform(0.1, 0.3)),
+        amp_lr=amp_si * float(rng.uniform(0.03, 0.15)) * float(rng.choice([-1.0, 1.0])),
+        hysteresis=float(rng.uniform(0.03, 0.15)),
+        location=location,
+        target_volume_cc=float(volume),
+        hu=float(rng.uniform(20, 60)),
+    )
+    return scaled_lesion(les, (volume / max(lesion_volume_cc(les), 1e-3)) ** (1.0 / 3.0))
+
+
+def lesion_box(geom: Geometry, les: Lesion, offset: np.ndarray, motion: bool = False):
+    """Index slices and anatomical coordinates of the CT-grid box around a lesion (its motion included)."""
+    x, y, z = geom.axis_coordinates_mm()
+    rad = les.radius + 2 * max(geom.spacing_mm)
+    lo = np.asarray(les.centre) - rad
+    hi = np.asarray(les.centre) + rad
+    if motion:
+        lo = lo - np.array([abs(les.amp_lr), les.amp_ap, les.amp_si])
+        hi = hi + np.array([abs(les.amp_lr), 0.0, 0.0])
+    axes = []
+    coords = []
+    for c, a_lo, a_hi, off in (
+        (z.ravel(), lo[2], hi[2], offset[2]),
+        (y.ravel(), lo[1], hi[1], offset[1]),
+        (x.ravel(), lo[0], hi[0], offset[0]),
+    ):
+        ca = c - off
+        idx = np.nonzero((ca >= a_lo) & (ca <= a_hi))[0]
+        if len(idx) == 0:
+            axes.append(slice(0, 0))
+            coords.append(ca[:0])
+        else:
+            axes.append(slice(int(idx[0]), int(idx[-1]) + 1))
+            coords.append(ca[idx[0] : idx[-1] + 1].astype(np.float32))
+    zc, yc, xc = coords
+    return tuple(axes), (xc[None, None, :], yc[None, :, None], zc[:, None, None])
+
+
+def igtv_times(les: Lesion, max_step_mm: float, max_phases: int = 48) -> np.ndarray:
+    """Cycle times at which consecutive tumour positions are at most ``max_step_mm`` apart (arc-length sampling)."""
+    t = np.linspace(0.0, 1.0, 2001)
+    d = les.displacement(t)
+    arc = np.concatenate([[0.0], np.cumsum(np.linalg.norm(np.diff(d, axis=0), axis=1))])
+    n = int(min(max_phases, max(2, math.ceil(arc[-1] / max_step_mm) + 1)))
+    return np.interp(np.linspace(0.0, arc[-1], n, endpoint=False), arc, t)
+
+
+def igtv_mask(les: Lesion, geom: Geometry, offset: np.ndarray, max_step_mm: float):
+    sl, (bx, by, bz) = lesion_box(geom, les, offset, motion=True)
+    union = None
+    for t in igtv_times(les, max_step_mm):
+        inside, _ = lesion_fields(les, bx, by, bz, shift=les.displacement(t), uptake=False)
+        union = inside if union is None else union | inside
+    return sl, union

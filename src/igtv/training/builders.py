@@ -1,0 +1,97 @@
+"""What a run config builds: the datasets of its splits, the model, the loaders, and the preprocessing record that
+prediction must reproduce."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from igtv.checkpoint import ModelCard
+from igtv.config import to_dict
+from igtv.data.datasets import dataset_preprocessing
+from igtv.training.config import RunConfig
+
+
+def make_loader(ds, batch: int, sampler, num_workers: int, drop_last: bool):
+    return torch.utils.data.DataLoader(
+        ds, batch_size=batch, sampler=sampler, num_workers=num_workers, drop_last=drop_last, pin_memory=False
+    )
+
+
+def preprocessing_of(cfg: RunConfig) -> dict:
+    """What prediction must reproduce: windows, and for patch-trained models the pixel size and patch side."""
+    pre = dataset_preprocessing(cfg.data.root)
+    if cfg.data.sampler == "slices":
+        return {**pre, "sampler": "slices"}
+    return {
+        "preset": cfg.data.preset,
+        "min_suv_max": pre.get("min_suv_max", 0.0),
+        "source": "run config (patches)",
+        "sampler": "patches",
+        "spacing_mm": cfg.data.spacing_mm,
+        "patch": cfg.data.patch,
+    }
+
+
+def build_datasets(cfg: RunConfig, splits: tuple[str, ...] = ("train", "val")) -> list:
+    """The datasets of ``splits``: whole slices (paper protocol) or patches from the volumes."""
+    from igtv.data.augment import Augment
+    from igtv.data.datasets import SliceDataset
+
+    d = cfg.data
+    if d.sampler == "slices":
+        aug = Augment() if d.augment else None
+        common = dict(mode=d.mode, val_fraction=d.val_fraction, seed=cfg.seed, size=d.size)
+        return [SliceDataset(d.root, s, transform=aug if s == "train" else None, **common) for s in splits]
+    from dataclasses import replace as dc_replace
+
+    from igtv.data.sampling import PatchDataset, PatchSpec, load_split_cases
+
+    spec = PatchSpec(
+        patch=d.patch,
+        preset=d.preset,
+        in_slices=3 if d.mode == "25d" else 1,
+        fg_fraction=d.fg_fraction,
+        hot_fraction=d.hot_fraction,
+        jitter=d.jitter,
+        augment=d.augment,
+        pet_gain_p=d.pet_gain_p,
+        pet_gain_range=d.pet_gain_range,
+        pet_dropout=d.pet_dropout,
+        cold_p=d.cold_p,
+        cold_suv_range=tuple(d.cold_suv_range),
+    )
+    out = []
+    for s in splits:
+        cases = load_split_cases(d.root, s, d.spacing_mm, d.val_fraction, cfg.seed)
+        if not cases:
+            out.append([])
+        elif s == "train":
+            out.append(PatchDataset(cases, spec, d.samples_per_epoch, cfg.seed))
+        else:  # fixed patches, no augmentation, seeded apart from training
+            out.append(PatchDataset(cases, dc_replace(spec, augment=False), d.eval_samples, cfg.seed + 7919, True))
+    return out
+
+
+def build_model(cfg: RunConfig) -> nn.Module:
+    from igtv.models import create_model
+
+    return create_model(cfg.model)
+
+
+def model_card(cfg: RunConfig, model: nn.Module) -> ModelCard:
+    """The card a run's checkpoints carry: the model as built, and how ``cfg`` feeds it."""
+    pre = preprocessing_of(cfg)
+    patches = cfg.data.sampler == "patches"
+    return ModelCard(
+        name=cfg.model,
+        in_slices=model.in_slices,
+        preset=pre["preset"],
+        sampler=cfg.data.sampler,
+        input_size=cfg.data.patch if patches else (cfg.data.size or 512),
+        spacing_mm=cfg.data.spacing_mm if patches else 0.0,
+        threshold=cfg.train.threshold,
+        min_suv_max=float(pre.get("min_suv_max", 0.0)),
+        cold_lesions=patches and cfg.data.cold_p > 0,
+        architecture=to_dict(model.config) if hasattr(model, "config") else {},
+    )

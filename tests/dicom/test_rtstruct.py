@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import datetime as dt
+
+import numpy as np
+import pytest
+
+from igtv.dicom.rtstruct import (
+    CTReference,
+    RoiMask,
+    RTStructError,
+    mask_to_polygons,
+    rasterize_contours,
+    read_rtstruct,
+    write_rtstruct,
+)
+from igtv.dicom.write import PatientStudy, ds_str
+from igtv.geometry import Geometry
+
+
+def _ref(geom: Geometry) -> CTReference:
+    ps = PatientStudy("Test^Name", "ID1", "O", "1.2.3", "1.2.3.4", dt.datetime(2024, 1, 2, 3, 4, 5))
+    return CTReference(geom, [f"1.2.3.5.{k}" for k in range(geom.shape_zyx[0])], "1.2.3.6", ps)
+
+
+def _write_read(tmp_path, mask, geom):
+    path = write_rtstruct(
+        tmp_path / "rs.dcm",
+        [RoiMask("IGTV", mask)],
+        _ref(geom),
+        series_uid="1.2.9",
+        sop_uid="1.2.9.1",
+        when=dt.datetime(2024, 1, 2),
+    )
+    rs = read_rtstruct(path)
+    return rs, rasterize_contours(rs.rois["IGTV"], geom)
+
+
+def test_holes_and_islands_round_trip_exactly(tmp_path):
+    geom = Geometry((3, 40, 48), (0.9765625, 0.9765625, 3.0), (-250.0, -180.5, -412.25))
+    mask = np.zeros(geom.shape_zyx, dtype=bool)
+    yy, xx = np.mgrid[:40, :48]
+    ring = ((yy - 20) ** 2 + (xx - 15) ** 2 <= 100) & ((yy - 20) ** 2 + (xx - 15) ** 2 > 16)
+    mask[1] = ring
+    mask[1, 5:9, 35:44] = True  # second island
+    mask[1, 30, 40] = True  # single-voxel island
+    mask[2, 10:12, 10:12] = True
+    rs, back = _write_read(tmp_path, mask, geom)
+    assert np.array_equal(back, mask)
+    assert rs.referenced_sop_uids == {f"1.2.3.5.{k}" for k in range(3)}
+
+
+def test_non_identity_orientation_round_trip(tmp_path):
+    # rows run along -x, columns along +y: a rotated in-plane orientation
+    geom = Geometry((2, 20, 24), (1.2, 0.8, 2.5), (10.0, -30.0, 100.0), (0, -1, 0, 1, 0, 0, 0, 0, 1))
+    mask = np.zeros(geom.shape_zyx, dtype=bool)
+    mask[0, 3:9, 4:15] = True
+    _, back = _write_read(tmp_path, mask, geom)
+    assert np.array_equal(back, mask)
+
+
+def test_contour_data_fits_ds_limit(tmp_path):
+    import pydicom
+
+    geom = Geometry((1, 16, 16), (0.976562512345, 0.976562512345, 2.0), (-1234.567891, -987.654321, -1500.123456))
+    mask = np.zeros(geom.shape_zyx, dtype=bool)
+    mask[0, 4:9, 3:11] = True
+    write_rtstruct(
+        tmp_path / "rs.dcm",
+        [RoiMask("GTV", mask)],
+        _ref(geom),
+        series_uid="1.2",
+        sop_uid="1.3",
+        when=dt.datetime(2024, 1, 1),
+    )
+    ds = pydicom.dcmread(tmp_path / "rs.dcm")
+    for c in ds.ROIContourSequence[0].ContourSequence:
+        assert all(len(str(v)) <= 16 for v in c.ContourData)
+    assert ds.OperatorsName == "igtv^autocontour" and ds.FrameOfReferenceUID == "1.2.3.4"
+    assert ds.PositionReferenceIndicator == ""
+
+
+def test_no_degenerate_polygons():
+    m = np.zeros((8, 8), dtype=bool)
+    m[2, 2] = True
+    polys = mask_to_polygons(m)
+    assert len(polys) == 1 and len(polys[0]) >= 3
+
+
+def test_contour_off_the_grid_is_an_error():
+    geom = Geometry((2, 8, 8), (1.0, 1.0, 3.0), (0.0, 0.0, 0.0))
+    poly = np.array([[1.0, 1.0, 1.5], [3.0, 1.0, 1.5], [3.0, 3.0, 1.5]])
+    with pytest.raises(RTStructError, match="not on a slice"):
+        rasterize_contours([poly], geom, "GTV")
+
+
+@pytest.mark.parametrize("value", [-1234.567891234, 0.000012345, 0.000366211, 123456789.123, -0.0, 1e-300])
+def test_ds_str(value):
+    text = ds_str(value)
+    assert len(text) <= 16 and abs(float(text) - value) <= abs(value) * 1e-9

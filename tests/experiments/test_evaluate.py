@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from igtv.evaluation.baselines import neighbourhood, threshold_mask
+from igtv.evaluation.statistics import bootstrap_ci
+from igtv.experiments.evaluate import EvalConfig, headline, slice_row, summarize
+
+
+def _rows():
+    t = np.zeros((4, 4), dtype=bool)
+    t[0:2, 0:2] = True  # 4 px
+    p1 = t.copy()  # perfect
+    p2 = np.zeros((4, 4), dtype=bool)  # missed
+    r1 = {"patient": "A", **slice_row(p1, t, (2.0, 2.0))}
+    r2 = {"patient": "B", **slice_row(p2, t, (2.0, 2.0))}
+    return r1, r2
+
+
+def test_conventions_by_hand():
+    r1, r2 = _rows()
+    paper = headline([r1, r2], "paper")
+    assert paper["iou"] == pytest.approx(0.5) and paper["dice"] == pytest.approx(0.5)
+    assert paper["accuracy"] == pytest.approx((1.0 + 12 / 16) / 2)
+    assert paper["hd95"] == pytest.approx(0.0)  # the missed slice has no HD95: left out, counted apart
+    cipa = headline([r1, r2], "cipa")
+    # pooled: TP 4, FP 0, FN 4, TN 24
+    assert cipa["iou"] == pytest.approx(4 / 8) and cipa["dice"] == pytest.approx(8 / 12)
+    assert cipa["accuracy"] == pytest.approx(0.5 * (4 / 8 + 1.0))
+    assert cipa["hd95"] == pytest.approx((0.0 + np.hypot(8.0, 8.0)) / 2)  # missed slice -> image diagonal (mm)
+
+
+def test_bootstrap_is_deterministic_and_brackets_the_mean():
+    rng = np.random.default_rng(3)
+    groups = {f"P{i}": list(rng.normal(0.7, 0.1, size=5)) for i in range(12)}
+
+    def stat(values):
+        return {"m": float(np.mean(values))}
+
+    a = bootstrap_ci(groups, stat, n=300, seed=5)
+    b = bootstrap_ci(groups, stat, n=300, seed=5)
+    c = bootstrap_ci(groups, stat, n=300, seed=6)
+    assert a == b and a != c
+    mean = np.mean([v for g in groups.values() for v in g])
+    assert a["m"][0] < mean < a["m"][1]
+    assert bootstrap_ci({}, stat) == {}
+
+
+def test_summary_counts_undefined_hd95():
+    r1, r2 = _rows()
+    for r in (r1, r2):
+        r["hd95_unit"] = "mm"
+    s = summarize([r1, r2], [], EvalConfig(bootstrap=50))
+    assert s["hd95_undefined"] == 1 and s["patients"] == 2 and s["headline"]["dice"]["value"] == pytest.approx(0.5)
+    assert s["per_slice"]["dice"]["median"] == pytest.approx(0.5)
+
+
+def test_threshold_rules_by_hand():
+    suv = np.ones((10, 10))
+    suv[4:6, 4:6] = [[10.0, 5.0], [4.0, 3.0]]
+    suv[0, 9] = 20.0  # hot, outside the neighbourhood
+    truth = np.zeros((10, 10), dtype=bool)
+    truth[4:6, 4:6] = True
+    box = neighbourhood(truth, 1)
+    assert box.sum() == 16 and not box[0, 9]
+    m41 = threshold_mask(suv, truth, "pet41", 1)  # 41 % of the neighbourhood max 10 = 4.1
+    assert m41.sum() == 2 and m41[4, 4] and m41[4, 5]
+    m41_roi = threshold_mask(suv, truth, "pet41", 1, roi_suv_max=7.0)  # 2.87
+    assert m41_roi.sum() == 4
+    m25 = threshold_mask(suv, truth, "suv25", 1)
+    assert m25.sum() == 4 and not m25[0, 9]
+    assert not threshold_mask(suv, np.zeros_like(truth), "pet41", 1).any()
+    with pytest.raises(ValueError, match="unknown threshold rule"):
+        threshold_mask(suv, truth, "otsu", 1)
+
+
+def test_table2_and_evaluate_on_a_tiny_run(tmp_path, capsys):
+    """The whole command at the smoke budget (tiny CIPA, 32 px, one step), three rows."""
+    from igtv.cli import main
+    from igtv.experiments.table2 import run_table2
+
+    out = tmp_path / "t2"
+    table = run_table2(out, budget="smoke", workers=1, device="cpu", rows=("2d_applied", "sim_ft", "pet41"))
+    for name in ("table2.md", "table2.csv", "table2.json", "fig4.png"):
+        assert (out / name).exists(), name
+    md = (out / "table2.md").read_text()
+    assert "+SIM, fine-tuned (ours)" in md and "43.8 / 60.9 / 84.6 / 24.81" in md
+    saved = json.loads((out / "table2.json").read_text())
+    assert [r["key"] for r in saved["rows"]] == ["2d_applied", "sim_ft", "pet41"]
+    for r in table["rows"]:
+        for conv in ("conv_paper", "conv_cipa"):
+            assert 0.0 <= r[conv]["dice"]["mean"] <= 1.0
+    transfer = json.loads((out / "runs" / "seed0" / "sim_ft" / "transfer_report.json").read_text())
+    assert transfer["loaded"] and transfer["new"]
+    ckpt = out / "runs" / "seed0" / "sim_ft" / "best.pt"
+    data = out / "data" / "dataset_igtv"
+    args = ["evaluate", "--model", str(ckpt), "--data", str(data), "--bootstrap", "20"]
+    assert main([*args, "--out", str(tmp_path / "ev"), "--protocol", "slices"]) == 0
+    summary = json.loads((tmp_path / "ev" / "summary.json").read_text())
+    assert summary["hd95_unit"] == "mm" and summary["slices"] > 0
+    per_slice = (tmp_path / "ev" / "per_slice.csv").read_text().splitlines()
+    assert len(per_slice) == summary["slices"] + 1
+    assert (tmp_path / "ev" / "per_patient.csv").read_text().startswith("patient,")
+    assert main([*args, "--out", str(tmp_path / "wp")]) == 0  # default: whole patient
+    whole = json.loads((tmp_path / "wp" / "whole_patient.json").read_text())["whole_patient"]
+    assert whole["patients"] >= 1 and 0.0 <= whole["dice_3d"]["mean"] <= 1.0
+    assert "lesions_true" in whole and whole["lesions_true"] >= 1
+    row = next(r for r in table["rows"] if r["key"] == "pet41")  # threshold given the box: contours something
+    assert row["whole_patient"]["dice_3d"]["mean"] > 0.3
+
+
+def test_table2_patch_budget_reads_both_protocols(tmp_path):
+    """The patch path of Table II: patch-trained rows scored whole patient and on the ROI slices of the same
+    prediction, next to a threshold row given the lesion boxes."""
+    from igtv.experiments.table2 import run_table2
+
+    out = tmp_path / "t2p"
+    table = run_table2(out, budget="smoke_patches", workers=1, device="cpu", rows=("25d_applied", "sim_ft", "pet41"))
+    md = (out / "table2.md").read_text()
+    assert "FP (cc)" in md and "false lesions" in md
+    table_lines = [line for line in md.splitlines() if line.startswith("|")]
+    assert len({line.count("|") for line in table_lines}) == 1, "every row has the header's columns"
+    rows = {r["key"]: r for r in table["rows"]}
+    for key in ("25d_applied", "sim_ft", "pet41"):
+        w = rows[key]["whole_patient"]
+        assert w["patients"] >= 1 and 0.0 <= w["dice_3d"]["mean"] <= 1.0
+    assert rows["pet41"]["whole_patient"]["dice_3d"]["mean"] > 0.3
+    ckpt = json.loads((out / "runs" / "seed0" / "sim_ft" / "whole_patient" / "whole_patient.json").read_text())
+    assert ckpt["model"]["sampling"].startswith("patches")
+    # a second run reuses every saved row (nothing retrained or re-evaluated) and gives the same table
+    mtime = (out / "runs" / "seed0" / "sim_ft" / "best.pt").stat().st_mtime
+    again = run_table2(out, budget="smoke_patches", workers=1, device="cpu", rows=("25d_applied", "sim_ft", "pet41"))
+    assert (out / "runs" / "seed0" / "sim_ft" / "best.pt").stat().st_mtime == mtime
+    for a, b in zip(table["rows"], again["rows"], strict=True):
+        assert a["whole_patient"]["dice_3d"] == b["whole_patient"]["dice_3d"]
+        assert json.dumps(a["conv_paper"]) == json.dumps(b["conv_paper"])  # NaN-aware
+    assert again["seconds"] < table["seconds"] / 2
