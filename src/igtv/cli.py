@@ -349,7 +349,9 @@ def build_parser() -> argparse.ArgumentParser:
         ("finetune", "fine-tune from a checkpoint (stage 2: 2.5D + SIM on IGTV)"),
     ):
         t = sub.add_parser(name, help=helptext, description=helptext + "; torchrun-compatible (DDP).")
-        t.add_argument("--config", required=True, help="run config YAML (e.g. configs/pretrain_gtv.yaml)")
+        t.add_argument(
+            "--config", required=True, help="run config YAML: a file, or a shipped one by name (pretrain_gtv.yaml)"
+        )
         t.add_argument("--data", help="dataset folder (overrides data.root)")
         t.add_argument("--out", help="run folder (default runs/<config name>)")
         t.add_argument("--init", help="checkpoint to transfer weights from (stage 2: RUN/best.pt)")
@@ -373,10 +375,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--roi-name", default="IGTV", help="ROI name in the RTSTRUCT (default IGTV)")
     p.add_argument("--tta", action="store_true", help="average over flips of the slice plane (4x slower)")
-    p.add_argument(
-        "--precision", choices=["auto", "fp32", "bf16"], default="auto",
-        help="forward passes: auto = AMP on CUDA, fp32 on CPU; bf16 = bfloat16 autocast (for CPUs with AVX512-BF16)",
-    )  # fmt: skip
+    _add_precision(p)
     _add_postprocess_args(p)
     p.add_argument("--compare", help="reference RTSTRUCT: adds Dice, HD95, FP/FN volumes to stats.json")
     p.add_argument("--compare-roi", help="ROI of --compare to use (default: like --roi-name)")
@@ -397,10 +396,7 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--bootstrap", type=int, default=1000, help="patient-level bootstrap resamples (0: none)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--tta", action="store_true")
-    ev.add_argument(
-        "--precision", choices=["auto", "fp32", "bf16"], default="auto",
-        help="forward passes: auto = AMP on CUDA, fp32 on CPU; bf16 = bfloat16 autocast (for CPUs with AVX512-BF16)",
-    )  # fmt: skip
+    _add_precision(ev)
     ev.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ev.add_argument(
         "--protocol", choices=["whole-patient", "slices"], default="whole-patient",
@@ -444,6 +440,13 @@ def build_parser() -> argparse.ArgumentParser:
     m.add_argument("--size", type=int, default=512, help="input side in pixels (default 512)")
     m.set_defaults(func=_model_info)
     return parser
+
+
+def _add_precision(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--precision", choices=["auto", "fp32", "bf16"], default="auto",
+        help="forward passes: auto = AMP on CUDA, fp32 on CPU; bf16 = bfloat16 autocast (for CPUs with AVX512-BF16)",
+    )  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
