@@ -180,6 +180,9 @@ def _prepare(args: argparse.Namespace) -> int:
     )
     for f in r.failed:
         print(f"  failed {f['patient']}: {f['error']}", file=sys.stderr)
+    if r.failed:
+        print(f"igtv prepare: error: {len(r.failed)} of {r.patients} patients failed (listed above)", file=sys.stderr)
+        return 2
     return 0
 
 
@@ -460,7 +463,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, KeyError, FloatingPointError) as exc:
+    except (ValueError, OSError, KeyError, FloatingPointError) as exc:  # bad input, a full disk, a missing file
         print(f"igtv {args.command}: error: {exc}", file=sys.stderr)
         return 2
 

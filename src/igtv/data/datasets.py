@@ -57,19 +57,21 @@ class ItemRef:
     name: str
 
 
-def _resolve(line: str) -> ItemRef:
+def _resolve(line: str, where: str = "") -> ItemRef:
+    """A list line -> (folder, name); a line that would leave the dataset root is an error naming the list."""
     line = line.strip()
-    if "/" in line:
-        folder, name = line.rsplit("/", 1)
-        return ItemRef(folder, name)
-    return ItemRef(line.split("_", 1)[0], line)
+    folder, name = line.rsplit("/", 1) if "/" in line else (line.split("_", 1)[0], line)
+    parts = folder.replace("\\", "/").split("/")
+    if line.startswith(("/", "\\")) or ".." in parts or "" in parts or name in ("", ".", ".."):
+        raise ValueError(f"{where}: {line!r} is not a <id>/<name> inside the dataset (it would leave the dataset root)")
+    return ItemRef(folder, name)
 
 
 def read_list(root: Path, split: str) -> list[ItemRef]:
     path = root / f"{split}.txt"
     if not path.exists():
         raise FileNotFoundError(f"{path}: no '{split}' list in the dataset")
-    return [_resolve(line) for line in path.read_text().splitlines() if line.strip()]
+    return [_resolve(line, str(path)) for line in path.read_text().splitlines() if line.strip()]
 
 
 def split_items(
@@ -146,6 +148,13 @@ class SliceDataset:
         names = self.names(index)
         slices = {m: [load_png(folder / f"{n}_{m}.png") for n in names] for m in MODALITIES}
         mask = load_png(folder / f"{ref.name}_mask.png") > 127
+        for modality in MODALITIES:
+            for n, img in zip(names, slices[modality], strict=True):
+                if img.shape != mask.shape:
+                    raise ValueError(
+                        f"{folder / f'{n}_{modality}.png'}: {img.shape[1]}x{img.shape[0]} px, but {ref.name}_mask.png "
+                        f"is {mask.shape[1]}x{mask.shape[0]}: the CT, PET and mask PNGs of a sample must have one size"
+                    )
         if self.size and mask.shape != (self.size, self.size):
             from igtv.data.png import resize_slice
 

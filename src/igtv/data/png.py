@@ -29,12 +29,23 @@ def save_png(path: Path, img_u8: np.ndarray) -> None:
     write_bytes_atomic(path, buf.getvalue())
 
 
+GREY_MODES = ("L", "1", "P", "LA")  # 8-bit grey (palette and 1-bit masks convert exactly)
+
+
 def load_png(path: Path) -> np.ndarray:
-    """A PNG as a uint8 grey array; an unreadable file is an error naming it."""
+    """A PNG as a uint8 grey array. An unreadable file, a 16-bit PNG, or a colour PNG whose channels differ (not a
+    grey slice stored as RGB) is an error naming the file."""
     from PIL import Image
 
     try:
         with Image.open(path) as im:
-            return np.asarray(im.convert("L"))
-    except (OSError, ValueError) as exc:
+            if im.mode in GREY_MODES:
+                return np.asarray(im.convert("L"))
+            if im.mode in ("RGB", "RGBA"):
+                rgb = np.asarray(im.convert("RGB"))
+                if (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all():
+                    return np.ascontiguousarray(rgb[..., 0])
+                raise ValueError(f"{path}: a colour PNG; igtv reads 8-bit grey slices (PCLT20K layout)")
+            raise ValueError(f"{path}: PNG mode {im.mode!r}; igtv reads 8-bit grey slices (PCLT20K layout)")
+    except OSError as exc:
         raise ValueError(f"{path}: cannot read PNG ({exc})") from exc

@@ -28,6 +28,7 @@ import hmac
 import json
 import logging
 import secrets
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -222,6 +223,7 @@ def prepare_dataset(
     patients = scan_dicom(root)
     if not patients:
         raise FileNotFoundError(f"{root}: no CT/PT/RTSTRUCT/SEG DICOM files found")
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)
     saved = out / "prepare.yaml"
     if saved.exists() and dump_yaml(replace(load_config(PrepareConfig, saved), workers=cfg.workers)) != dump_yaml(cfg):
@@ -248,6 +250,10 @@ def prepare_dataset(
             failed.append(rec)
         else:
             records[rec["patient"]] = rec
+    if not records:  # nothing could be prepared: leave no dataset behind
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise ValueError(f"{root}: no patient could be prepared: " + "; ".join(f["error"] for f in failed[:3]))
     summary = write_tables(out, records, failed, cfg, {p: pid for pid, p in pseudo_of.items()})
     seconds = time.perf_counter() - t0
     summary["seconds"] = round(seconds, 2)

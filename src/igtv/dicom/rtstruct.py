@@ -203,10 +203,16 @@ def read_rtstruct(path: str | Path) -> RTStruct:
         if name is None:
             raise RTStructError(f"{path}: ROIContourSequence references ROI {rc.ReferencedROINumber}, not defined")
         polys = []
-        for c in getattr(rc, "ContourSequence", []):
+        for k, c in enumerate(getattr(rc, "ContourSequence", [])):
             data = np.asarray([float(v) for v in c.ContourData], dtype=np.float64)
             if data.size % 3:
                 raise RTStructError(f"{path}: ROI {name!r} has ContourData not made of (x, y, z) triplets")
+            kind = str(getattr(c, "ContourGeometricType", "CLOSED_PLANAR") or "CLOSED_PLANAR")
+            if kind == "CLOSED_PLANAR" and data.size // 3 < 3:
+                raise RTStructError(
+                    f"{path}: ROI {name!r} contour {k + 1} is CLOSED_PLANAR with {data.size // 3} point(s); a closed "
+                    "polygon needs at least 3"
+                )
             polys.append(data.reshape(-1, 3))
         out.rois[name] = polys
     return out

@@ -21,6 +21,7 @@ SPACING_RTOL = 0.01  # relative deviation of a slice gap from the median gap tha
 SPACING_ATOL_MM = 0.02
 
 ORIENTATION_TOL = 1e-3
+NEGATIVE_SUV_TOLERANCE = -1.0  # SUV: small negatives (FBP undershoot, noise) are clipped to 0; below this, an error
 
 
 @dataclass
@@ -153,7 +154,15 @@ def read_pet_suv(info: SeriesInfo, suv_type: str = "bw"):
     except SuvError as exc:
         raise DicomInputError(str(exc)) from exc
     suv = pet.array * scale.factors.astype(np.float32)[:, None, None]
-    return suv, pet.geometry, scale
+    if not np.isfinite(suv).all():
+        raise DicomInputError(f"{info.files[0].parent}: the PET holds non-finite values after rescaling")
+    low = float(suv.min())
+    if low < NEGATIVE_SUV_TOLERANCE:  # reconstruction undershoot is small; large negatives are a wrong rescale
+        raise DicomInputError(
+            f"{info.files[0].parent}: PET values down to SUV {low:.2f} (below {NEGATIVE_SUV_TOLERANCE:g}): check "
+            "RescaleSlope/RescaleIntercept"
+        )
+    return np.maximum(suv, 0.0), pet.geometry, scale
 
 
 def export_suv(pet_dir: str | Path, out: str | Path, suv_type: str = "bw"):

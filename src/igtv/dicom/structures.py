@@ -63,7 +63,7 @@ def read_roi_masks(structure: SeriesInfo, ct: ImageSeries, roi: str) -> dict[str
             if roi_matches(name, roi)
         }
     except RTStructError as exc:
-        raise DicomInputError(f"{path}: {exc}") from exc
+        raise DicomInputError(str(exc) if str(path) in str(exc) else f"{path}: {exc}") from exc
 
 
 def _seg_masks(structure: SeriesInfo, ct: ImageSeries, roi: str) -> dict[str, np.ndarray]:

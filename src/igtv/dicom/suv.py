@@ -28,7 +28,8 @@ Rules, in the order they are applied:
    - NONE: each slice is decayed to injection from its own acquisition time, with the frame-average factor:
      factor_k = weight_g / dose * lam T / (1 - exp(-lam T)) * exp(lam (t_acq,k - t_inj)).
    - Injection = RadiopharmaceuticalStartDateTime, else RadiopharmaceuticalStartTime on the scan's date (a day
-     earlier when that would be after the scan: injection before midnight, scan after).
+     earlier when that would be after the scan: injection before midnight, scan after). More than 12 h from
+     injection to the scan is an error: the start time is wrong (e.g. after SeriesTime), not an overnight uptake.
    - RadionuclideTotalDose below 1e4 is read as MBq (10 kBq would give no image). The half-life comes from the
      header (any nuclide).
 
@@ -65,6 +66,7 @@ MBQ_THRESHOLD = 1e4  # a RadionuclideTotalDose below this (in "Bq") is taken to 
 DOSE_RANGE_BQ = (1e6, 1e11)  # plausible injected activity after unit detection
 
 HEIGHT_CM_RANGE = (50.0, 250.0)  # plausible PatientSize after unit detection
+MAX_UPTAKE_H = 12.0  # injection to scan: FDG scans start 0.5-3 h after injection; 12 h of F-18 leaves 1 % activity
 
 SUV_TYPES = ("bw", "lbm", "lbmjames128", "lbmjanma", "bsa", "ibw")
 
@@ -223,12 +225,20 @@ def _scan_start(headers: Sequence[PetSliceHeader], notes: list[str]) -> dt.datet
 
 def _injection(h: PetSliceHeader, scan: dt.datetime, notes: list[str]) -> dt.datetime:
     if h.injection_datetime is not None:
-        return h.injection_datetime
-    t = _require(h.injection_time, h, "RadiopharmaceuticalStartTime (or RadiopharmaceuticalStartDateTime)")
-    inj = dt.datetime.combine(scan.date(), t)
-    if inj > scan:
-        inj -= dt.timedelta(days=1)
-        notes.append("injection time later than scan time on the same date: injection taken on the previous day")
+        inj = h.injection_datetime
+    else:
+        t = _require(h.injection_time, h, "RadiopharmaceuticalStartTime (or RadiopharmaceuticalStartDateTime)")
+        inj = dt.datetime.combine(scan.date(), t)
+        if inj > scan:
+            inj -= dt.timedelta(days=1)
+            notes.append("injection time later than scan time on the same date: injection taken on the previous day")
+    uptake_h = (scan - inj).total_seconds() / 3600.0
+    if uptake_h > MAX_UPTAKE_H:
+        raise SuvError(
+            f"{h.path}: injection at {inj} is {uptake_h:.1f} h before the scan start {scan}, more than "
+            f"{MAX_UPTAKE_H:g} h: RadiopharmaceuticalStartTime is probably after SeriesTime or wrong; "
+            "cannot compute SUV"
+        )
     return inj
 
 

@@ -50,8 +50,9 @@ class PredictResult:
 
 @contextlib.contextmanager
 def staged_output(out: Path) -> Iterator[Path]:
-    """A staging folder beside ``out``; on success its files are moved into ``out`` (each rename atomic), on
-    failure it is removed and ``out`` is left untouched."""
+    """A staging folder beside ``out``; on failure it is removed and ``out`` is left untouched. On success a new
+    (or empty) ``out`` is the staging folder renamed, all at once; into an ``out`` that holds files (a re-run)
+    the files are moved one by one, each rename atomic."""
     out = Path(out)
     stage = out.parent / f".{out.name}.partial-{os.getpid()}"
     if stage.exists():
@@ -59,9 +60,13 @@ def staged_output(out: Path) -> Iterator[Path]:
     stage.mkdir(parents=True)
     try:
         yield stage
-        out.mkdir(parents=True, exist_ok=True)
-        for f in sorted(stage.iterdir()):
-            os.replace(f, out / f.name)
+        if out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        if not out.exists():
+            os.replace(stage, out)
+        else:
+            for f in sorted(stage.iterdir()):
+                os.replace(f, out / f.name)
     finally:
         shutil.rmtree(stage, ignore_errors=True)
 
