@@ -122,3 +122,45 @@ def test_the_layer_test_can_fail(tmp_path):
     bad.write_text("def f():\n    from igtv.inference.predict import predict_dicom\n")
     assert "igtv.inference.predict" in imports_of(bad)
     assert layer_of("igtv.inference.predict") > layer_of("igtv.data.prepare")
+
+
+# --- static checks of the whole source: one atomic writer, no code execution from data ------------------------------
+WRITE_CALLS = ("write_text(", "write_bytes(", "savefig(", "save_as(", "dcmwrite(", "WriteImage(", "torch.save(", ".save(")
+WRITE_ALLOWED = {
+    "igtv/io.py": "the atomic writer itself",
+    "igtv/training/trainer.py": "TensorBoard's SummaryWriter appends its event file as training runs",
+    "igtv/experiments/benchmark.py": "the measured child process reports its peak memory to a temporary file",
+}
+
+
+def test_every_write_goes_through_the_atomic_helper():
+    """Files are written to a temporary path from ``igtv.io.atomic_path`` (named ``tmp``) or into an in-memory
+    buffer, then renamed: a grep for writes that take any other target finds none."""
+    bad = []
+    for p in SRC.rglob("*.py"):
+        rel = str(p.relative_to(SRC))
+        if rel in WRITE_ALLOWED:
+            continue
+        for i, line in enumerate(p.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if any(c in code for c in WRITE_CALLS) and not any(ok in code for ok in ("tmp", "buf", "Image.fromarray")):
+                bad.append(f"{rel}:{i}: {line.strip()}")
+    assert bad == [], "writes outside igtv.io.atomic_path:\n" + "\n".join(bad)
+
+
+def test_no_code_runs_from_data():
+    """No eval/exec, no pickle.load, yaml only through safe_load, torch.load only with weights_only=True."""
+    bad = []
+    for p in SRC.rglob("*.py"):
+        for i, line in enumerate(p.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            risky = (
+                "eval(" in code.replace(".eval(", "")
+                or "exec(" in code
+                or "pickle.load" in code
+                or ("yaml.load(" in code)
+                or ("torch.load(" in code and "weights_only=True" not in code)
+            )
+            if risky:
+                bad.append(f"{p.relative_to(SRC)}:{i}: {line.strip()}")
+    assert bad == [], "\n".join(bad)

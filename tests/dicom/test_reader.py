@@ -263,3 +263,17 @@ def test_missing_roi_lists_the_rois_found(patient):
 def test_not_a_folder(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a folder"):
         scan_dicom(tmp_path / "nope")
+
+
+def test_symlink_loop_does_not_hang_the_indexer(small_cohort, tmp_path):
+    """A folder that links back to its parent is not followed: each file is indexed once."""
+    import time
+
+    root = tmp_path / "root"
+    shutil.copytree(small_cohort[1].out_dir / "I0001" / "dicom" / "CT", root / "CT")
+    (root / "CT" / "loop").symlink_to(root, target_is_directory=True)
+    t0 = time.perf_counter()
+    patients = scan_dicom(root)
+    assert time.perf_counter() - t0 < 30
+    (series,) = next(iter(patients.values()))
+    assert len(series.files) == len(list((root / "CT").glob("*.dcm")))

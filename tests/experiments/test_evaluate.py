@@ -8,6 +8,7 @@ import pytest
 from igtv.evaluation.baselines import neighbourhood, threshold_mask
 from igtv.evaluation.statistics import bootstrap_ci
 from igtv.experiments.evaluate import EvalConfig, headline, slice_row, summarize
+from tests.privacy import identifier_hits, phantom_identifiers
 
 
 def _rows():
@@ -110,6 +111,9 @@ def test_table2_and_evaluate_on_a_tiny_run(tmp_path, capsys):
     assert "lesions_true" in whole and whole["lesions_true"] >= 1
     row = next(r for r in table["rows"] if r["key"] == "pet41")  # threshold given the box: contours something
     assert row["whole_patient"]["dice_3d"]["mean"] > 0.3
+    # privacy: no patient name, ID or birth date anywhere in what table2 and evaluate wrote
+    ids = phantom_identifiers(out / "data" / "phantom_gtv", out / "data" / "phantom_igtv")
+    assert identifier_hits(tmp_path, ids) == []
 
 
 def test_table2_patch_budget_reads_both_protocols(tmp_path):

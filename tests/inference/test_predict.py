@@ -16,6 +16,7 @@ from igtv.evaluation.metrics import dice
 from igtv.geometry import load_nifti
 from igtv.inference.predict import predict_dicom
 from tests.inference.conftest import write_test_checkpoint
+from tests.privacy import identifier_hits, phantom_identifiers
 
 
 def _patient(cohort, index=0):
@@ -119,6 +120,9 @@ def test_no_identifiers_outside_the_rtstruct(predicted):
 
         header = nib.load(str(out / name)).header
         assert str(ct0.PatientID) not in str(header["descrip"]), name
+    ids = phantom_identifiers(dicom.parent.parent)
+    assert identifier_hits(out, ids) == []  # every file, birth date too
+    assert identifier_hits(dicom, ids, skip_parts=())  # the scan finds them where they are: the input DICOM
 
 
 def test_stats_and_compare(predicted):

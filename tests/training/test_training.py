@@ -18,6 +18,7 @@ from igtv.training.config import DataConfig, OptimConfig, RunConfig, apply_overr
 from igtv.training.distributed import EpochSampler
 from igtv.training.trainer import train
 from igtv.training.transfer import TransferError, transfer_weights
+from tests.privacy import identifier_hits, phantom_identifiers
 
 
 def tiny_cfg(root, model="cipa_2d_tiny", mode="2d", **train_kw) -> RunConfig:
@@ -32,7 +33,7 @@ def tiny_cfg(root, model="cipa_2d_tiny", mode="2d", **train_kw) -> RunConfig:
     )
 
 
-def test_two_stages_end_to_end(small_cohort, prepared, tmp_path):
+def test_two_stages_end_to_end(small_cohort, qc_cohort, prepared, tmp_path):
     _, cohort = small_cohort
     s1 = train(tiny_cfg(cohort.out_dir / "pclt"), tmp_path / "s1", progress=False)
     assert (tmp_path / "s1" / "best.pt").exists() and (tmp_path / "s1" / "log.csv").exists()
@@ -57,6 +58,10 @@ def test_two_stages_end_to_end(small_cohort, prepared, tmp_path):
     has_test = bool((prepared[1].out_dir / "test.txt").read_text().strip())
     assert (s2.test is not None) == has_test
     assert (tmp_path / "s2" / "transfer_report.json").exists() and (tmp_path / "s2" / "config.yaml").exists()
+    # privacy: no patient name, ID or birth date in the dataset, the run folders, logs or TensorBoard events
+    ids = phantom_identifiers(cohort.out_dir, qc_cohort[1].out_dir)
+    assert identifier_hits(prepared[1].out_dir, ids) == []
+    assert identifier_hits(tmp_path, ids) == []
 
 
 def test_resume_reproduces_uninterrupted_run(small_cohort, tmp_path):

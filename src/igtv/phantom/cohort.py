@@ -70,6 +70,7 @@ def write_patient(p: PhantomPatient, cfg: PhantomConfig, out_dir: Path) -> dict:
     ps = PatientStudy(
         patient_name=f"Phantom^{name}",
         patient_id=f"IGTV-PH-{name}",
+        patient_birth_date=f"{1940 + p.index % 40}{p.index % 12 + 1:02d}{p.index % 28 + 1:02d}",  # for privacy tests
         patient_sex="O",
         study_uid=det_uid(*seed, "study"),
         frame_of_reference_uid=det_uid(*seed, "for"),
