@@ -125,7 +125,16 @@ def test_the_layer_test_can_fail(tmp_path):
 
 
 # --- static checks of the whole source: one atomic writer, no code execution from data ------------------------------
-WRITE_CALLS = ("write_text(", "write_bytes(", "savefig(", "save_as(", "dcmwrite(", "WriteImage(", "torch.save(", ".save(")
+WRITE_CALLS = (
+    "write_text(",
+    "write_bytes(",
+    "savefig(",
+    "save_as(",
+    "dcmwrite(",
+    "WriteImage(",
+    "torch.save(",
+    ".save(",
+)
 WRITE_ALLOWED = {
     "igtv/io.py": "the atomic writer itself",
     "igtv/training/trainer.py": "TensorBoard's SummaryWriter appends its event file as training runs",
