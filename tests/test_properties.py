@@ -165,3 +165,22 @@ def test_dicom_indexer_fuzz(tmp_path_factory, blob, modality):
         assert str(root) in str(exc)
     else:
         assert isinstance(patients, dict)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from([32, 64]), st.sampled_from([1, 3]), st.floats(0.0, 1.0), st.integers(0, 2**31 - 1))
+def test_patches_have_their_geometry_and_range(patch, in_slices, fg_fraction, seed):
+    """Any spec and seed: a (2S, P, P) image in [0, 255], a binary (1, P, P) mask, and a centred lesion patch
+    holds target whenever the draw says it is a lesion patch."""
+    from igtv.data.sampling import PatchSpec, sample_patch
+    from tests.data.test_sampling import synthetic_case
+
+    case, _ = synthetic_case()
+    spec = PatchSpec(patch=patch, preset="lucid", in_slices=in_slices, fg_fraction=fg_fraction, jitter=0.0)
+    image, mask, item = sample_patch(case, spec, np.random.default_rng(seed))  # item: <case>/<kind>/z<slice>
+    assert image.shape == (2 * in_slices, patch, patch) and mask.shape == (1, patch, patch)
+    assert image.dtype == np.float32 and 0.0 <= image.min() and image.max() <= 255.0
+    assert set(np.unique(mask)) <= {0.0, 1.0}
+    assert item.split("/")[1] in ("lesion", "hot", "body")
+    if item.split("/")[1] == "lesion":
+        assert mask.sum() > 0
