@@ -32,6 +32,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
+def remove_stale_temporaries(root: str | os.PathLike) -> int:
+    """Delete the temporary files that :func:`atomic_path` leaves when a process is killed (SIGKILL, power loss)
+    under ``root``; a resumed run calls it first so that its outputs are those of an uninterrupted run."""
+    removed = 0
+    for tmp in Path(root).rglob(".*.tmp*"):
+        if tmp.is_file():
+            tmp.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

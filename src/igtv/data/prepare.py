@@ -39,7 +39,7 @@ import numpy as np
 from igtv.config import dump_yaml, load_config, replace, save_config, to_dict
 from igtv.data.qc import roi_qc, roi_statistics
 from igtv.data.split import patient_split
-from igtv.io import write_csv_atomic, write_text_atomic
+from igtv.io import remove_stale_temporaries, write_csv_atomic, write_text_atomic
 from igtv.parallel import map_jobs
 
 log = logging.getLogger(__name__)
@@ -229,6 +229,7 @@ def prepare_dataset(
     if saved.exists() and dump_yaml(replace(load_config(PrepareConfig, saved), workers=cfg.workers)) != dump_yaml(cfg):
         raise ValueError(f"{out} was prepared with other settings ({saved}); choose another --out or delete it")
     save_config(cfg, saved)
+    remove_stale_temporaries(out)  # a killed run's half-written files
     key = _pseudonym_key(out)
     pseudo_of = {pid: pseudonym(pid, key) for pid in patients}
     if len(set(pseudo_of.values())) != len(pseudo_of):

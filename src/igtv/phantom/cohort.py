@@ -26,7 +26,7 @@ import numpy as np
 
 from igtv.config import dump_yaml, load_config, replace, save_config, to_dict
 from igtv.data.split import patient_split
-from igtv.io import write_text_atomic
+from igtv.io import remove_stale_temporaries, write_text_atomic
 from igtv.parallel import map_jobs
 from igtv.phantom.config import PhantomConfig
 from igtv.phantom.patient import PhantomPatient, simulate_patient
@@ -211,6 +211,7 @@ def generate_cohort(
                 "choose another --out folder or delete it"
             )
     save_config(cfg, saved)
+    remove_stale_temporaries(out)  # a killed run's half-written files
     t0 = time.perf_counter()
     entries: dict[int, dict] = {}
     todo = []
