@@ -1,9 +1,25 @@
 from __future__ import annotations
 
-import pytest
+import os
+
+# Under pytest-xdist each worker gets one thread (torch, OpenMP, MKL, numba, and the subprocesses the tests start):
+# two workers with two threads each oversubscribe a 2-core machine and run the suite far slower than 2x.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
+import pytest  # noqa: E402
 
 from igtv.phantom.cohort import generate_cohort
 from igtv.phantom.config import PhantomConfig
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
 
 SMALL = dict(matrix_scale=0.125, pclt_size=64, z_extent_mm=200.0)
 

@@ -46,7 +46,7 @@ def test_bench_scan_and_models_sections_measure_every_row():
 
 @pytest.mark.slow
 def test_bench_predict_and_prepare_run_the_cli_on_a_phantom_patient(tmp_path):
-    cfg = BenchConfig(sections=("predict", "prepare"), min_slices=3, long_slices=4, matrix_scale=0.125,
+    cfg = BenchConfig(sections=("predict", "prepare"), min_slices=3, long_slices=4, matrix_scale=0.125, spacing_mm=8.0,
                       workdir=str(tmp_path), paper_model="cipa_25d_sim_tiny", demo_model="cipa_2d_tiny")  # fmt: skip
     result = run_benchmark(cfg)
     assert [r["ct_slices"] >= 3 for r in result["predict"]] == [True, True, True]  # paper size, demo size, long

@@ -59,6 +59,7 @@ class BenchConfig:
     min_slices: int = 100  # section 3: CT slices of the phantom patient
     long_slices: int = 300  # section 3, full run: a long study for peak memory (0: skip)
     matrix_scale: float = 1.0  # section 3: 1.0 = 512 x 512 CT (smaller only for tests)
+    spacing_mm: float = 2.0  # section 3: pixel size on the untrained checkpoints' cards (the demo's; coarser in tests)
 
     def __post_init__(self) -> None:
         unknown = set(self.sections) - set(SECTIONS)
@@ -378,9 +379,9 @@ def _phantom_patient(root: Path, min_slices: int = 100, matrix_scale: float = 1.
     return dicom, cohort, n_ct, time.perf_counter() - t0
 
 
-def untrained_checkpoint(model: str, path: Path, like: str = "") -> Path:
-    """A checkpoint of ``model`` with initial weights and the demo's card (patches of 96 px at 2 mm, pclt20k
-    windows), or the card of the checkpoint ``like``: prediction costs the same whatever the weights."""
+def untrained_checkpoint(model: str, path: Path, like: str = "", spacing_mm: float = 2.0) -> Path:
+    """A checkpoint of ``model`` with initial weights and the demo's card (patches of 96 px at ``spacing_mm``,
+    pclt20k windows), or the card of the checkpoint ``like``: prediction costs the same whatever the weights."""
     from dataclasses import replace as dc_replace
 
     from igtv.checkpoint import ModelCard, load_checkpoint, read_card, save_model
@@ -392,7 +393,9 @@ def untrained_checkpoint(model: str, path: Path, like: str = "") -> Path:
     if like:
         card = read_card(load_checkpoint(like), like)
     else:
-        card = ModelCard(name=model, in_slices=1, preset="pclt20k", sampler="patches", input_size=96, spacing_mm=2.0)
+        card = ModelCard(
+            name=model, in_slices=1, preset="pclt20k", sampler="patches", input_size=96, spacing_mm=spacing_mm
+        )
     card = dc_replace(card, name=model, in_slices=net.in_slices, architecture=to_dict(net.config))
     return save_model(path, net.state_dict(), card)
 
@@ -433,12 +436,12 @@ def bench_predict_prepare(cfg: BenchConfig, device: torch.device, root: Path) ->
     rows = []
     models = []
     if not cfg.quick:  # ~5 min on 2 cores: the full run only
-        paper = untrained_checkpoint(cfg.paper_model, root / "paper.pt", cfg.predict_model)
+        paper = untrained_checkpoint(cfg.paper_model, root / "paper.pt", cfg.predict_model, cfg.spacing_mm)
         models.append((f"paper size ({cfg.paper_model}, untrained)", paper))
     if cfg.predict_model:
         models.append(("the demo's model (trained)", Path(cfg.predict_model)))
     else:
-        demo = untrained_checkpoint(cfg.demo_model, root / "demo.pt")
+        demo = untrained_checkpoint(cfg.demo_model, root / "demo.pt", spacing_mm=cfg.spacing_mm)
         models.append((f"demo size ({cfg.demo_model}, untrained)", demo))
     for label, ckpt in models:
         out = root / f"predict_{len(rows)}"

@@ -65,6 +65,7 @@ class Budget:
     samples_per_epoch: int = 512
     overlap: float = 0.5  # sliding-window overlap of the whole-patient prediction
     whole_patient: bool = True  # add the whole-patient reading when the dataset has volumes
+    z_extent_mm: float = 250.0  # head-foot length of each phantom patient
 
 
 BUDGETS = {
@@ -74,9 +75,11 @@ BUDGETS = {
     # the paper's settings (Sec. IV-E): CIPA-T at 512 px, lr 1e-3 pre-training, 6e-5 fine-tuning, 3 seeds; a GPU.
     "paper": Budget("t", 0, 50, 30, 0, 16, 1e-3, 6e-5, 1e-3, (0, 1, 2), 60, 60, 1.0, 10),
     # tests and a first look: tiny CIPA at 32 px, one step per epoch.
-    "smoke": Budget("tiny", 32, 1, 1, 1, 2, 1e-3, 1e-3, 1e-3, (0,), 3, 8, 0.25),
+    "smoke": Budget("tiny", 32, 1, 1, 1, 2, 1e-3, 1e-3, 1e-3, (0,), 3, 8, 0.25, z_extent_mm=200.0),
     # tests of the patch path: tiny CIPA on 32 px patches at the CT's own pixel size.
-    "smoke_patches": Budget("tiny", 0, 1, 1, 1, 2, 1e-3, 1e-3, 1e-3, (0,), 3, 8, 0.25, 0, "patches", 0.0, 32, 4),
+    "smoke_patches": Budget(
+        "tiny", 0, 1, 1, 1, 2, 1e-3, 1e-3, 1e-3, (0,), 3, 8, 0.25, 0, "patches", 0.0, 32, 4, z_extent_mm=200.0
+    ),
 }
 
 
@@ -90,14 +93,14 @@ def make_data(out: Path, budget: Budget, workers: int) -> tuple[Path, Path]:
     gtv = generate_cohort(
         PhantomConfig(
             cohort="gtv", patients=budget.gtv_patients, seed=10, matrix_scale=budget.matrix_scale,
-            workers=workers, pclt_size=size, write_pclt=budget.sampler != "patches",
+            z_extent_mm=budget.z_extent_mm, workers=workers, pclt_size=size, write_pclt=budget.sampler != "patches",
         ),
         out / "phantom_gtv",
     )  # fmt: skip
     igtv = generate_cohort(
         PhantomConfig(
             cohort="igtv", patients=budget.igtv_patients, seed=11, matrix_scale=budget.matrix_scale,
-            workers=workers, write_pclt=False,
+            z_extent_mm=budget.z_extent_mm, workers=workers, write_pclt=False,
         ),
         out / "phantom_igtv",
     )  # fmt: skip

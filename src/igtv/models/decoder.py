@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from monai.networks.layers import DropPath
 from torch import nn
 
+from igtv.models.drop_path import DropPath
 from igtv.models.ss2d import SS2D
 
 

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from monai.networks.layers import DropPath
 from torch import nn
 
+from igtv.models.drop_path import DropPath
 from igtv.models.ss2d import SS2D
 
 
