@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(VENV)/bin/igtv demo --out $(DEMO_OUT)
 
 test: $(STAMP)
-	$(PY) -m pytest -n 2 -m "not gpu"
+	$(PY) -m pytest -n 2 --dist worksteal -m "not gpu"
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .

@@ -167,12 +167,13 @@ def _model_info(args: argparse.Namespace) -> int:
 
 def _prepare(args: argparse.Namespace) -> int:
     from igtv.config import load_config, replace
-    from igtv.data.prepare import PrepareConfig, prepare_dataset
+    from igtv.data.prepare import PrepareConfig, prepare_dataset, read_pseudonym_key
 
     cfg = load_config(PrepareConfig, args.config) if args.config else PrepareConfig()
     overrides = {"preset": args.preset, "roi": args.roi, "workers": args.workers, "size": args.size, "seed": args.seed}
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
-    r = prepare_dataset(args.dicom, args.out, cfg)
+    key = read_pseudonym_key(args.pseudonym_key) if args.pseudonym_key else None
+    r = prepare_dataset(args.dicom, args.out, cfg, pseudonym_key=key)
     print(
         f"prepared {r.out_dir}: {r.patients} patients ({r.processed} processed, {r.skipped} already done, "
         f"{len(r.failed)} failed), {r.rois_kept} ROIs kept, {r.rois_excluded} excluded by QC, {r.samples} samples "
@@ -320,6 +321,12 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--size", type=int, help="PNG side (default 512)")
     q.add_argument("--seed", type=int, help="split seed (default 0)")
     q.add_argument("--config", help="PrepareConfig YAML (command-line options override it)")
+    q.add_argument(
+        "--pseudonym-key",
+        metavar="FILE",
+        help="key file (one line of hex) for the patient pseudonyms: the same key gives the same pseudonyms, and so "
+        "the same training order, in every dataset prepared with it (default: a new random key per dataset)",
+    )
     q.set_defaults(func=_prepare)
     s = sub.add_parser(
         "suv",

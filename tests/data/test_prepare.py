@@ -286,3 +286,33 @@ def test_prepare_cli(small_cohort, tmp_path, capsys):
     assert main(["prepare", "--dicom", str(cohort.out_dir), "--out", str(tmp_path / "d"), "--size", "32"]) == 0
     assert "ROIs kept" in capsys.readouterr().out
     assert main(["prepare", "--dicom", str(tmp_path / "none"), "--out", str(tmp_path / "e")]) == 2
+
+
+def test_a_given_pseudonym_key_gives_the_same_dataset(small_cohort, tmp_path, capsys):
+    """Two datasets prepared with one key file share pseudonyms, splits and sample lists (hence training order);
+    a dataset refuses another key, and a bad key file is a clear error."""
+    from igtv.cli import main
+
+    key = tmp_path / "key.txt"
+    key.write_text("ab" * 32 + "\n")
+    (tmp_path / "prep.yaml").write_text("min_suv_max: 0.5\nwrite_volumes: false\nsplit: [0.34, 0.33, 0.33]\n")
+    base = ["prepare", "--dicom", str(small_cohort[1].out_dir), "--size", "32", "--config", str(tmp_path / "prep.yaml")]
+    base += ["--pseudonym-key", str(key)]
+    assert main([*base, "--out", str(tmp_path / "a")]) == 0
+    assert main([*base, "--out", str(tmp_path / "b")]) == 0
+    for name in ("splits.json", "train.txt", "val.txt", "test.txt", "slices.csv"):
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+    key_id = pseudonym(str(pydicom.dcmread(next(small_cohort[1].out_dir.rglob("RTSTRUCT_truth.dcm"))).PatientID),
+                       bytes.fromhex("ab" * 32))  # fmt: skip
+    assert (tmp_path / "a" / "patients" / f"{key_id}.json").exists()  # the HMAC of the PatientID under the key
+    assert len((tmp_path / "a" / "train.txt").read_text().split()) > 0
+    other = tmp_path / "other.txt"
+    other.write_text("cd" * 32 + "\n")
+    capsys.readouterr()
+    args = [*base[:-2], "--out", str(tmp_path / "a")]
+    assert main([*args, "--pseudonym-key", str(other)]) == 2
+    assert "prepared with another pseudonym key" in capsys.readouterr().err
+    other.write_text("not hex\n")
+    assert main([*args[:-2], "--out", str(tmp_path / "c"), "--pseudonym-key", str(other)]) == 2
+    assert "not a pseudonym key file" in capsys.readouterr().err
+    assert not (tmp_path / "c").exists()

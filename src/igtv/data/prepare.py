@@ -18,7 +18,10 @@ Layout (readable by :class:`igtv.data.datasets.SliceDataset` exactly like PCLT20
     DATASET/patients/<P...>.json                       written last per patient: its presence means "done"
 
 Patient names and IDs never reach the output: folders and logs use a keyed hash of the PatientID (the key is kept
-in ``DATASET/.pseudonym_key``, so pseudonyms are stable across runs and cannot be reversed without it).
+in ``DATASET/.pseudonym_key``, so pseudonyms are stable across runs and cannot be reversed without it). The key
+is drawn at random for a new dataset unless one is given (``--pseudonym-key FILE``): the same key gives the same
+pseudonyms in every dataset prepared with it (a GTV and an IGTV dataset of the same patients, or a re-prepared
+dataset), and so the same sample order and the same trained model for the same DICOM and seeds.
 """
 
 from __future__ import annotations
@@ -197,11 +200,28 @@ class PrepareResult:
     seconds: float
 
 
-def _pseudonym_key(out: Path) -> bytes:
+def read_pseudonym_key(path: str | Path) -> bytes:
+    """A pseudonym key file: one line of hex digits, at least 16 bytes."""
+    path = Path(path)
+    try:
+        key = bytes.fromhex(path.read_text().strip())
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ValueError(f"{path}: not a pseudonym key file (one line of hex digits): {exc}") from None
+    if len(key) < 16:
+        raise ValueError(f"{path}: pseudonym key of {len(key)} bytes; at least 16 are needed")
+    return key
+
+
+def _pseudonym_key(out: Path, given: bytes | None = None) -> bytes:
+    """The dataset's key: the one it already has, else ``given``, else a new random one (saved either way)."""
     path = out / ".pseudonym_key"
-    if not path.exists():
-        write_text_atomic(path, secrets.token_hex(32) + "\n")
-    return bytes.fromhex(path.read_text().strip())
+    if path.exists():
+        key = read_pseudonym_key(path)
+        if given is not None and key != given:
+            raise ValueError(f"{path}: this dataset was prepared with another pseudonym key; choose another --out")
+        return key
+    write_text_atomic(path, (given if given is not None else secrets.token_bytes(32)).hex() + "\n")
+    return read_pseudonym_key(path)
 
 
 ROI_COLUMNS = ["patient", "roi", "roi_name", "status", "reason", "volume_cc", "suv_max", "suv_mean", "n_slices",
@@ -211,10 +231,15 @@ SLICE_COLUMNS = ["item", "patient", "roi", "slice_index", "z_mm", "role", "mask_
 
 
 def prepare_dataset(
-    dicom_root: str | Path, out_dir: str | Path, cfg: PrepareConfig = PrepareConfig(), progress: bool = True
+    dicom_root: str | Path,
+    out_dir: str | Path,
+    cfg: PrepareConfig = PrepareConfig(),
+    progress: bool = True,
+    pseudonym_key: bytes | None = None,
 ) -> PrepareResult:
     """Run :func:`prepare_patient` over every patient of ``dicom_root`` (parallel, resumable), then write the
-    tables, QC report, splits and sample lists."""
+    tables, QC report, splits and sample lists. ``pseudonym_key``: see the module notes (None: random for a new
+    dataset; never saved in ``prepare.yaml``)."""
 
     from igtv.dicom.index import scan_dicom
 
@@ -230,7 +255,7 @@ def prepare_dataset(
         raise ValueError(f"{out} was prepared with other settings ({saved}); choose another --out or delete it")
     save_config(cfg, saved)
     remove_stale_temporaries(out)  # a killed run's half-written files
-    key = _pseudonym_key(out)
+    key = _pseudonym_key(out, pseudonym_key)
     pseudo_of = {pid: pseudonym(pid, key) for pid in patients}
     if len(set(pseudo_of.values())) != len(pseudo_of):
         raise RuntimeError("pseudonym collision; delete .pseudonym_key and re-run")

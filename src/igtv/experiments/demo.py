@@ -20,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from igtv.phantom.cohort import generate_cohort
-from igtv.phantom.config import PhantomConfig
+from igtv.phantom.config import PHANTOM_PSEUDONYM_KEY, PhantomConfig
 
 UNSEEN_SEED = 2026  # the held-out patient's seed; the training cohorts use seeds 0 and 1
 
@@ -67,11 +67,10 @@ def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool
     paths = {"gtv_cohort": gtv.out_dir, "igtv_cohort": igtv.out_dir, "preview": igtv.out_dir / "preview.png"}
     print("[2/6] igtv prepare: both cohorts' DICOM -> datasets (PNGs for the paper's protocol, volumes for patches)")
     qc = 0.0 if quick else 3.0
-    prep_gtv = prepare_dataset(
-        gtv.out_dir, out / "dataset_gtv", PrepareConfig(roi="GTV", size=size, workers=workers, min_suv_max=qc)
-    )
+    gtv_cfg = PrepareConfig(roi="GTV", size=size, workers=workers, min_suv_max=qc)
+    prep_gtv = prepare_dataset(gtv.out_dir, out / "dataset_gtv", gtv_cfg, pseudonym_key=PHANTOM_PSEUDONYM_KEY)
     prep_cfg = PrepareConfig(size=size, workers=workers, min_suv_max=qc)
-    prep = prepare_dataset(igtv.out_dir, out / "dataset_igtv", prep_cfg)
+    prep = prepare_dataset(igtv.out_dir, out / "dataset_igtv", prep_cfg, pseudonym_key=PHANTOM_PSEUDONYM_KEY)
     for name, p in (("GTV", prep_gtv), ("IGTV", prep)):
         print(f"      {name}: {p.rois_kept} ROIs kept, {p.rois_excluded} excluded by QC (see qc_report.csv)")
     paths["dataset"] = prep.out_dir

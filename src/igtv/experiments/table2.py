@@ -87,7 +87,7 @@ def make_data(out: Path, budget: Budget, workers: int) -> tuple[Path, Path]:
     """Phantom GTV cohort (PCLT20K layout; prepared with volumes for patch budgets) and a prepared IGTV cohort."""
     from igtv.data.prepare import PrepareConfig, prepare_dataset
     from igtv.phantom.cohort import generate_cohort
-    from igtv.phantom.config import PhantomConfig
+    from igtv.phantom.config import PHANTOM_PSEUDONYM_KEY, PhantomConfig
 
     size = budget.size or 512
     gtv = generate_cohort(
@@ -104,9 +104,14 @@ def make_data(out: Path, budget: Budget, workers: int) -> tuple[Path, Path]:
         ),
         out / "phantom_igtv",
     )  # fmt: skip
-    prep = prepare_dataset(igtv.out_dir, out / "dataset_igtv", PrepareConfig(size=size, workers=workers, seed=0))
+    key = PHANTOM_PSEUDONYM_KEY  # synthetic patients: a rerun gives the same pseudonyms, sample order and models
+    prep = prepare_dataset(
+        igtv.out_dir, out / "dataset_igtv", PrepareConfig(size=size, workers=workers, seed=0), pseudonym_key=key
+    )
     if budget.sampler == "patches":
-        pre = prepare_dataset(gtv.out_dir, out / "dataset_gtv", PrepareConfig(roi="GTV", size=size, workers=workers))
+        pre = prepare_dataset(
+            gtv.out_dir, out / "dataset_gtv", PrepareConfig(roi="GTV", size=size, workers=workers), pseudonym_key=key
+        )
         return pre.out_dir, prep.out_dir
     return gtv.out_dir / "pclt", prep.out_dir
 

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Literal
+
+# The phantom's patients are synthetic, so the demo and Table II prepare them with this fixed pseudonym key (see
+# ``igtv.data.prepare``): a rerun gives the same pseudonyms, hence the same sample order and the same model.
+PHANTOM_PSEUDONYM_KEY = hashlib.sha256(b"igtv phantom: synthetic patients").digest()
 
 
 @dataclass(frozen=True)
