@@ -188,15 +188,16 @@ def _regions(mask: np.ndarray, pet: np.ndarray, rng: np.random.Generator, min_vo
     lab, n = ndimage.label(mask, structure=np.ones((3, 3, 3), dtype=bool))
     if n == 0:
         return []
-    idx = np.arange(1, n + 1)
-    sizes = ndimage.sum(mask, lab, idx)
-    maxima = ndimage.maximum(pet, lab, idx)
+    # sizes by one bincount and maxima inside each region's box: ndimage.maximum over thousands of labels sorts the
+    # whole volume (~1.5 s per 2 mm thorax volume, most of a case's loading time)
+    sizes = np.bincount(lab.ravel(), weights=np.asarray(mask, dtype=np.float64).ravel(), minlength=n + 1)
     out = []
     for i, box in enumerate(ndimage.find_objects(lab), start=1):
-        if box is None or sizes[i - 1] < min_voxels:
+        if box is None or sizes[i] < min_voxels:
             continue
-        local = np.argwhere(lab[box] == i) + [b.start for b in box]
-        out.append(Region(_subsample(local, rng), float(maxima[i - 1])))
+        inside = lab[box] == i
+        local = np.argwhere(inside) + [b.start for b in box]
+        out.append(Region(_subsample(local, rng), float(pet[box][inside].max())))
     return out
 
 
