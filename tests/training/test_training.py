@@ -219,3 +219,13 @@ def test_pretrained_encoder_is_loaded_before_training(small_cohort, tmp_path):
     trained = load_checkpoint(tmp_path / "run" / "last.pt")["model"]
     key = "stages.1.0.op.ssm.x_proj_weight"
     assert torch.equal(trained[f"encoder.{key}"], source.state_dict()[key])  # lr 0: still the loaded weights
+
+
+def test_a_killed_runs_temporary_files_are_removed_at_start(small_cohort, tmp_path):
+    """A checkpoint write cut by SIGKILL leaves ``.last.pt.tmp*``; the next run in that folder deletes it."""
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = out / ".last.pt.tmp-12345"
+    stale.write_bytes(b"half a checkpoint")
+    train(tiny_cfg(small_cohort[1].out_dir / "pclt", epochs=1, max_steps_per_epoch=1), out, progress=False)
+    assert not stale.exists() and (out / "last.pt").exists()

@@ -23,7 +23,7 @@ from torch import nn
 from igtv.checkpoint import CheckpointError, load_checkpoint, save_model
 from igtv.config import dump_yaml, to_dict
 from igtv.device import pick_device
-from igtv.io import write_csv_atomic, write_text_atomic
+from igtv.io import remove_stale_temporaries, write_csv_atomic, write_text_atomic
 from igtv.training.builders import build_datasets, build_model, make_loader, model_card
 from igtv.training.config import RunConfig
 from igtv.training.distributed import EpochSampler, all_reduce_sum, init_distributed, shutdown_distributed
@@ -203,6 +203,7 @@ def _train(
     writer = None
     if dist_info.main:
         out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temporaries(out)  # a killed run's half-written checkpoint or log
         write_text_atomic(out / "config.yaml", dump_yaml(cfg))
         writer = _tensorboard(out)
     epoch = start - 1
