@@ -66,11 +66,7 @@ def test_two_stages_end_to_end(small_cohort, qc_cohort, prepared, tmp_path):
 
 def test_resume_reproduces_uninterrupted_run(small_cohort, tmp_path):
     root = small_cohort[1].out_dir / "pclt"
-    cfg = (
-        tiny_cfg(root, epochs=3, evaluate_test=False)
-        if False
-        else dataclasses.replace(tiny_cfg(root, epochs=3), evaluate_test=False)
-    )
+    cfg = dataclasses.replace(tiny_cfg(root, epochs=3), evaluate_test=False)
     full = train(cfg, tmp_path / "full", progress=False)
     train(cfg, tmp_path / "cut", stop_after_epoch=1, progress=False)
     resumed = train(cfg, tmp_path / "cut", resume=True, progress=False)
