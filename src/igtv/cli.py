@@ -18,6 +18,15 @@ def _phantom(args: argparse.Namespace) -> int:
     from igtv.phantom.config import PhantomConfig
 
     cfg = load_config(PhantomConfig, args.config) if args.config else PhantomConfig()
+    if args.stats:
+        from igtv.phantom.stats import phantom_stats
+
+        over = {"patients": args.patients or 3, "seed": args.seed, "cohort": args.cohort,
+                "matrix_scale": args.matrix_scale, "randomize": args.randomize or None}  # fmt: skip
+        phantom_stats(replace(cfg, **{k: v for k, v in over.items() if v is not None}))
+        return 0
+    if not args.out:
+        raise SystemExit("igtv phantom: --out is required (or --stats to print realism statistics)")
     overrides = {
         "patients": args.patients,
         "seed": args.seed,
@@ -26,6 +35,7 @@ def _phantom(args: argparse.Namespace) -> int:
         "workers": args.workers,
         "pclt_size": args.pclt_size,
         "write_pclt": False if args.no_pclt else None,
+        "randomize": True if args.randomize else None,
     }
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
     result = generate_cohort(cfg, args.out, preview=args.preview)
@@ -284,7 +294,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Generate synthetic thorax PET/CT patients (DICOM CT, PET, RTSTRUCT with GTV and "
         "IGTV), NIfTI ground truth and the PCLT20K PNG layout.",
     )
-    p.add_argument("--out", required=True, help="output folder")
+    p.add_argument("--out", help="output folder (required unless --stats)")
     p.add_argument("--patients", type=int, help="number of patients (default 10)")
     p.add_argument("--seed", type=int, help="random seed (default 0)")
     p.add_argument("--cohort", choices=["gtv", "igtv"], help="gtv: PCLT20K-like scanner; igtv: LUCID-like mix")
@@ -294,6 +304,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--no-pclt", action="store_true", help="skip the PCLT20K PNG export")
     p.add_argument("--config", help="PhantomConfig YAML (command-line options override it)")
     p.add_argument("--preview", action="store_true", help="also save preview.png of the first patient")
+    p.add_argument("--randomize", action="store_true",
+                   help="domain randomisation: wide intensity, noise, PSF, voxel-size, body-size and distractor "
+                        "ranges (pre-training data); the default is the realistic mode")  # fmt: skip
+    p.add_argument("--stats", action="store_true",
+                   help="print realism statistics (HU percentiles, organ SUV means, tissue shares) of --patients "
+                        "simulated patients next to the literature ranges; writes nothing")  # fmt: skip
     p.set_defaults(func=_phantom)
 
     d = sub.add_parser(

@@ -144,3 +144,28 @@ def test_stack_indices_replicate_edges():
     assert stack_indices(0, 5, 3) == [0, 0, 1]
     assert stack_indices(4, 5, 3) == [3, 4, 4]
     assert stack_indices(2, 5, 1) == [2]
+
+
+def test_thorax_region_ignores_the_table_foam_core_and_arms():
+    """A trunk with two lungs lying on a table (shells around a -900 HU foam core) with an arm beside it: the body
+    mask is the trunk only, and the lungs + mediastinum region never reaches the table or the arm."""
+    from igtv.inference.lesions import body_mask, thorax_region
+
+    nz, n = 6, 96
+    yy, xx = np.mgrid[:n, :n].astype(float)
+    sl = np.full((n, n), -1000.0)
+    trunk = ((xx - 48) / 34) ** 2 + ((yy - 40) / 24) ** 2 <= 1
+    sl[trunk] = 40.0
+    for cx in (34, 62):
+        sl[((xx - cx) / 10) ** 2 + ((yy - 40) / 14) ** 2 <= 1] = -850.0
+    sl[((xx - 90) / 5) ** 2 + ((yy - 40) / 8) ** 2 <= 1] = 40.0  # an arm
+    sl[66:76, 8:88] = 300.0  # table: shells ...
+    sl[68:74, 10:86] = -900.0  # ... around a foam core
+    ct = np.repeat(sl[None], nz, axis=0)
+    geom = Geometry((nz, n, n), (2.0, 2.0, 3.0), (0.0, 0.0, 0.0))
+    body = body_mask(ct)
+    assert body[:, 40, 34].all() and body[:, 40, 48].all()  # lungs and mediastinum are inside the body
+    assert not body[:, 71, 48].any() and not body[:, 40, 90].any()  # table core and arm are not
+    region = thorax_region(ct, geom, margin_mm=4.0, min_lung_cc=1.0)
+    assert region[:, 40, 48].all()  # the mediastinum between the lungs
+    assert not region[:, 66:, :].any(), "the table's foam core must not count as lung"

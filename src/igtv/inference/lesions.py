@@ -75,18 +75,41 @@ def lung_contact(comp: np.ndarray, ct_hu: np.ndarray, width_px: int = 2) -> floa
     return float((ct_hu[ring] < LUNG_HU).sum()) / n if n else 0.0
 
 
+def body_mask(ct_hu: np.ndarray, shell_px: int = 2) -> np.ndarray:
+    """The patient's body with its air spaces: the largest connected region of CT > -400 HU after an in-plane
+    opening that cuts thin shells (a carbon-fibre table top, a blanket) off it, grown back and with each slice's
+    holes (lungs, airways) filled. Arms and the table, not joined to the trunk, are left out."""
+    from scipy import ndimage
+
+    solid = (np.asarray(ct_hu) > LUNG_HU).view(np.uint8)
+    k = (1, 2 * shell_px + 1, 2 * shell_px + 1)
+    opened = ndimage.maximum_filter(ndimage.minimum_filter(solid, k), k)  # separable: fast on uint8
+    lab, n = ndimage.label(opened, structure=CONNECTIVITY)
+    if n == 0:
+        return np.zeros(solid.shape, bool)
+    largest = (lab == (int(np.argmax(np.bincount(lab.ravel())[1:])) + 1)).view(np.uint8)
+    grown = (ndimage.maximum_filter(largest, k) & solid).astype(bool)
+    filled = np.zeros(grown.shape, bool)
+    for z in range(grown.shape[0]):  # each slice's holes (lungs, airways), in the body's box
+        ys, xs = np.nonzero(grown[z])
+        if ys.size:
+            box = (z, slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
+            filled[box] = ndimage.binary_fill_holes(grown[box])
+    return filled
+
+
 def thorax_region(ct_hu: np.ndarray, geom: Geometry, margin_mm: float = 10.0, min_lung_cc: float = 50.0) -> np.ndarray:
     """Lungs + mediastinum: per axial slice, the convex hull of the lung voxels, grown by ``margin_mm`` in-plane.
 
-    Lungs are the connected air regions (CT < -400 HU) inside the body that do not touch the slice border (outside
-    air does) and hold at least ``min_lung_cc``; the hull of both lungs on a slice covers the mediastinum between
-    them (heart, great vessels, hilum) and the tumours inside or against the lungs. Slices without lung (neck,
-    abdomen below the lung bases) get no region.
+    Lungs are the connected air regions (CT < -400 HU) inside the body (:func:`body_mask`: the patient table's
+    foam core is not) that do not touch the slice border and hold at least ``min_lung_cc``; the hull of both
+    lungs on a slice covers the mediastinum between them (heart, great vessels, hilum) and the tumours inside or
+    against the lungs. Slices without lung (neck, abdomen below the lung bases) get no region.
     """
     from scipy import ndimage
     from skimage.morphology import convex_hull_image
 
-    air = np.asarray(ct_hu) < LUNG_HU
+    air = (np.asarray(ct_hu) < LUNG_HU) & body_mask(ct_hu)
     lab, n = ndimage.label(air, structure=CONNECTIVITY)
     edges = (lab[:, 0], lab[:, -1], lab[:, :, 0], lab[:, :, -1])
     border = set(np.unique(np.concatenate([e.ravel() for e in edges])).tolist())

@@ -241,8 +241,9 @@ def generate_cohort(
 
 
 def save_preview(cohort_dir: Path, folder: str, path: Path) -> Path:
-    """PNG of one patient: axial CT and PET through the largest lesion with GTV (light) / IGTV (dark red), and a
-    coronal PET/CT fusion that shows the IGTV's breathing extent."""
+    """PNG of one patient: axial CT (lung and mediastinal windows) and PET through the largest lesion with GTV
+    (light) / IGTV (dark red), a coronal CT, a coronal PET/CT fusion that shows the IGTV's breathing extent, and
+    the PET's coronal maximum-intensity projection."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -266,16 +267,23 @@ def save_preview(cohort_dir: Path, folder: str, path: Path) -> Path:
     zz, yy, xx = np.nonzero(igtv == k)
     zc, yc, xc = (int(np.median(a)) for a in (zz, yy, xx)) if zz.size else (ct.shape[0] // 2,) * 3
     sx, sy, sz = ct_geom.spacing_mm
-    fig, axes = plt.subplots(1, 3, figsize=(15, 5.4), facecolor="black")
+    fig, axes = plt.subplots(2, 3, figsize=(15, 10.5), facecolor="black")
     vmax = max(4.0, float(np.percentile(pet_ct[igtv > 0], 99)) if (igtv > 0).any() else 4.0)
+    mip = pet.max(axis=1)[::-1]  # coronal maximum-intensity projection on the PET grid
+    psx, _, psz = pet_geom.spacing_mm
     panels = [
-        ("CT, lung window", ct[zc], None, gtv[zc], igtv[zc], sy / sx),
-        ("PET SUV", pet_ct[zc], "pet", gtv[zc], igtv[zc], sy / sx),
+        ("axial CT, lung window", ct[zc], "lung", gtv[zc], igtv[zc], sy / sx),
+        ("axial CT, mediastinal window", ct[zc], "soft", None, None, sy / sx),
+        ("axial PET SUV", pet_ct[zc], "pet", gtv[zc], igtv[zc], sy / sx),
+        ("coronal CT", ct[::-1, yc, :], "lung", None, None, sz / sx),
         ("coronal PET/CT fusion", ct[::-1, yc, :], "fuse", gtv[::-1, yc, :], igtv[::-1, yc, :], sz / sx),
+        ("PET maximum-intensity projection", mip, "mip", None, None, psz / psx),
     ]
-    for ax, (title, img, kind, g, i, aspect) in zip(axes, panels, strict=True):
-        if kind == "pet":
-            ax.imshow(img, cmap="gray_r", vmin=0, vmax=vmax, aspect=aspect)
+    for ax, (title, img, kind, g, i, aspect) in zip(axes.ravel(), panels, strict=True):
+        if kind in ("pet", "mip"):
+            ax.imshow(img, cmap="gray_r", vmin=0, vmax=vmax if kind == "pet" else 8.0, aspect=aspect)
+        elif kind == "soft":
+            ax.imshow(img, cmap="gray", vmin=-160, vmax=240, aspect=aspect)
         else:
             ax.imshow(img, cmap="gray", vmin=-1350, vmax=150, aspect=aspect)
             if kind == "fuse":
@@ -288,7 +296,7 @@ def save_preview(cohort_dir: Path, folder: str, path: Path) -> Path:
                     aspect=aspect,
                 )
         for m, color in ((i, np.array(IGTV_COLOR) / 255), (g, np.array(GTV_COLOR) / 255)):
-            if (m > 0).any():
+            if m is not None and (m > 0).any():
                 ax.contour((m > 0).astype(float), levels=[0.5], colors=[color], linewidths=1.4)
         ax.set_title(title, color="white")
         ax.axis("off")

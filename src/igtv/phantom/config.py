@@ -26,6 +26,8 @@ class PhantomConfig:
     pclt_size: int = 512  # side of the exported PCLT20K PNGs
     write_pclt: bool = True
     workers: int = 1
+    # domain randomisation (wide intensity, noise, PSF, voxel size and anatomy ranges), for pre-training data
+    randomize: bool = False
 
     def __post_init__(self) -> None:
         if self.patients < 1:
@@ -100,8 +102,49 @@ PET_FOV_MM = 700.0
 
 CT_MATRIX = 512
 
-# tissue labels of the anatomy
-AIR, FAT, SOFT, LUNG, HEART_WALL, HEART_BLOOD, LIVER, ABDOMEN, RIB, VERTEBRA, CANAL, AORTA, TRACHEA = range(13)
+# tissue labels of the anatomy (the first 13 keep their meaning from phantom v1)
+(
+    AIR,
+    FAT,
+    SOFT,
+    LUNG,
+    HEART_WALL,
+    HEART_BLOOD,
+    LIVER,
+    ABDOMEN,
+    RIB,
+    VERTEBRA,
+    CANAL,
+    AORTA,
+    TRACHEA,
+    TABLE,
+    TABLE_CORE,
+    MED_FAT,
+    AIRWAY_WALL,
+    PULM_ARTERY,
+    VEIN,
+    OESOPHAGUS,
+    LUNG_VESSEL,
+    FISSURE,
+    SPLEEN,
+    KIDNEY,
+    KIDNEY_PELVIS,
+    STOMACH,
+    GAS,
+    BONE,
+    MARROW,
+    EFFUSION,
+    ATELECTASIS,
+    BROWN_FAT,
+    HEART_RV,
+    BREAST,
+    NODE_1,
+    NODE_2,
+    NODE_3,
+    NODE_4,
+) = range(38)
+
+NODE_LABELS = (NODE_1, NODE_2, NODE_3, NODE_4)
 
 LABEL_NAMES = (
     "air",
@@ -117,4 +160,31 @@ LABEL_NAMES = (
     "canal",
     "aorta",
     "trachea",
+    "table",
+    "table_core",
+    "mediastinal_fat",
+    "airway_wall",
+    "pulmonary_artery",
+    "vein",
+    "oesophagus",
+    "lung_vessel",
+    "fissure",
+    "spleen",
+    "kidney",
+    "kidney_pelvis",
+    "stomach",
+    "gas",
+    "bone",
+    "marrow",
+    "effusion",
+    "atelectasis",
+    "brown_fat",
+    "heart_rv",
+    "breast",
+    "node_1",
+    "node_2",
+    "node_3",
+    "node_4",
 )
+
+LUNG_LIKE = (LUNG, LUNG_VESSEL, FISSURE)

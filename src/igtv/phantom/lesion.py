@@ -8,8 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from igtv.geometry import Geometry
-from igtv.phantom.anatomy import Anatomy, dome_height, labels
-from igtv.phantom.config import LUNG
+from igtv.phantom.anatomy import Anatomy, dome_height, lung_mask
 from igtv.phantom.motion import breathing
 
 
@@ -33,6 +32,8 @@ class Lesion:
     location: str
     target_volume_cc: float
     hu: float
+    spikes: tuple[tuple[float, float, float, float, float], ...] = ()  # (vx, vy, vz, length, base width), body frame
+    cavity: float = 0.0  # 0: none; else the relative radius of an air-filled cavity (part of the GTV, no uptake)
 
     @property
     def radius(self) -> float:
@@ -77,6 +78,14 @@ def lesion_fields(
     inside = rho <= 1.0 + bump
     for ox, oy, oz, rad in les.satellites:
         inside = inside | ((q[0] - ox) ** 2 + (q[1] - oy) ** 2 + (q[2] - oz) ** 2 <= rad * rad)
+    if les.spikes:  # spiculation: thin cones from the centre through the surface
+        r_mean = float(np.mean(les.axes))
+        for vx, vy, vz, length, width in les.spikes:
+            t = q[0] * vx + q[1] * vy + q[2] * vz
+            d2 = np.maximum(q[0] ** 2 + q[1] ** 2 + q[2] ** 2 - t * t, 0.0)
+            tip = r_mean + length
+            w = width * np.clip((tip - t) / length, 0.0, 1.0)
+            inside = inside | ((t > 0) & (t <= tip) & (d2 <= w * w))
     if not uptake:
         return inside, None
     het = 0.0
@@ -86,7 +95,20 @@ def lesion_fields(
     suv = les.suv_peak * (0.82 + 0.18 * het)
     if les.necrosis > 0:
         suv = suv * (1.0 - les.necrosis * np.exp(-((rho / 0.5) ** 4)))
+    if les.cavity > 0:
+        suv = np.where(rho <= les.cavity, 0.0, suv)
     return inside, np.where(inside, suv, 0.0)
+
+
+def cavity_mask(les: Lesion, x: np.ndarray, y: np.ndarray, z: np.ndarray) -> np.ndarray:
+    """The air-filled cavity of a cavitating lesion (empty when it has none)."""
+    if les.cavity <= 0:
+        return np.zeros(np.broadcast_shapes(x.shape, y.shape, z.shape), bool)
+    dx, dy, dz = x - les.centre[0], y - les.centre[1], z - les.centre[2]
+    r = np.asarray(les.rotation).reshape(3, 3)
+    q = [r[0, k] * dx + r[1, k] * dy + r[2, k] * dz for k in range(3)]
+    rho = np.sqrt((q[0] / les.axes[0]) ** 2 + (q[1] / les.axes[1]) ** 2 + (q[2] / les.axes[2]) ** 2)
+    return rho <= les.cavity
 
 
 def lesion_volume_cc(les: Lesion) -> float:
@@ -110,23 +132,40 @@ def scaled_lesion(les: Lesion, f: float) -> Lesion:
             "axes": tuple(a * f for a in les.axes),
             "satellites": tuple((ox * f, oy * f, oz * f, r * f) for ox, oy, oz, r in les.satellites),
             "hetero": tuple((kx / f, ky / f, kz / f, ph) for kx, ky, kz, ph in les.hetero),
+            "spikes": tuple((vx, vy, vz, ln * f, w * f) for vx, vy, vz, ln, w in les.spikes),
         }
     )
 
 
-LOCATIONS = ("peripheral", "central", "juxta-cardiac", "juxta-diaphragmatic", "apical")
+LOCATIONS = ("peripheral", "central", "juxta-cardiac", "juxta-diaphragmatic", "apical", "pleural", "hilar")
 
-LOCATION_P = (0.3, 0.15, 0.2, 0.25, 0.1)
+LOCATION_P = (0.22, 0.12, 0.14, 0.18, 0.08, 0.12, 0.14)
 
 
-def _candidate_centres(anat: Anatomy, rng: np.random.Generator, r0: float, n: int = 6000) -> dict[str, np.ndarray]:
+def in_lung(anat: Anatomy, x, y, z) -> np.ndarray:
+    """Lung (outside the heart), evaluated analytically: fast enough for thousands of candidate points."""
+    hx, hy, hz = anat.heart_c
+    ax, ay, az = anat.heart_axes
+    heart = ((x - hx) / ax) ** 2 + ((y - hy) / ay) ** 2 + ((z - hz) / az) ** 2 <= 1.0
+    return lung_mask(anat, x, y, z) & ~heart
+
+
+def hila(anat: Anatomy) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Right and left hilum (where the pulmonary arteries and main bronchi enter the lungs)."""
+    hx = anat.med_w + 10.0
+    return (-hx, anat.lung_cy - 5.0, anat.carina_z - 25.0), (hx, anat.lung_cy + 3.0, anat.carina_z - 15.0)
+
+
+def _candidate_centres(
+    anat: Anatomy, rng: np.random.Generator, r0: float, z_max: float = 1e9, n: int = 6000
+) -> dict[str, np.ndarray]:
     x = rng.uniform(-anat.body_ax, anat.body_ax, n)
     y = rng.uniform(-anat.body_ay, anat.body_ay, n)
-    z = rng.uniform(anat.dome_left_z - anat.recess_mm, anat.apex_z, n)
+    z = rng.uniform(anat.dome_left_z - anat.recess_mm, max(min(anat.apex_z, z_max), anat.dome_left_z), n)
     d = 0.55 * r0
-    ok = labels(anat, x, y, z) == LUNG
+    ok = in_lung(anat, x, y, z)
     inner = sum(
-        (labels(anat, x + a, y + b, z + c) == LUNG).astype(int)
+        in_lung(anat, x + a, y + b, z + c).astype(int)
         for a, b, c in ((d, 0, 0), (-d, 0, 0), (0, d, 0), (0, -d, 0), (0, 0, d), (0, 0, -d))
     )
     hx, hy, hz = anat.heart_c
@@ -136,6 +175,7 @@ def _candidate_centres(anat: Anatomy, rng: np.random.Generator, r0: float, n: in
     side_cx = np.where(x < 0, -anat.lung_cx, anat.lung_cx)
     rl = np.sqrt(((x - side_cx) / anat.lung_ax) ** 2 + ((y - anat.lung_cy) / anat.lung_ay) ** 2)
     pts = np.stack([x, y, z], axis=1)
+    hilar_d = np.min([np.linalg.norm(pts - np.asarray(hp), axis=1) for hp in hila(anat)], axis=0)
     full = ok & (inner >= 6)
     part = ok & (inner >= 4)
     sel = {
@@ -144,20 +184,39 @@ def _candidate_centres(anat: Anatomy, rng: np.random.Generator, r0: float, n: in
         "juxta-cardiac": part & (rh >= 0.95) & (rh <= 1.15),
         "juxta-diaphragmatic": part & (h >= 0.6 * r0) & (h <= r0 + 12),
         "apical": full & (z > anat.apex_z - 55),
+        "pleural": ok & (inner >= 3) & (inner <= 5) & (rl > 0.7) & (h > 10),
+        "hilar": ok & (inner >= 2) & (hilar_d < 0.6 * r0 + 25.0),
         "any": full,
     }
-    return {k: pts[v] for k, v in sel.items()}
+    out = {k: pts[v] for k, v in sel.items()}
+    if not len(out["hilar"]) and ok.any():  # a large mass: the lung points closest to a hilum
+        near = np.argsort(np.where(ok, hilar_d, np.inf))[: min(20, int(ok.sum()))]
+        out["hilar"] = pts[near]
+    if not len(out["any"]) and ok.any():
+        out["any"] = pts[ok & (inner >= max(2, int(inner[ok].max()) - 1))]
+    return out
 
 
-def sample_lesion(anat: Anatomy, rng: np.random.Generator, cold: bool, small: bool, avoid: list[Lesion]) -> Lesion:
-    """Draw one lesion: volume (right-skewed, median ~12 cc), lobulated shape, uptake, location and motion."""
+def sample_lesion(
+    anat: Anatomy,
+    rng: np.random.Generator,
+    cold: bool,
+    small: bool,
+    avoid: list[Lesion],
+    randomize: bool = False,
+    z_max: float = 1e9,
+) -> Lesion:
+    """Draw one lesion: location, volume (right-skewed, median ~12 cc; central hilar masses larger), lobulated,
+    sometimes spiculated or cavitating shape, uptake and motion."""
+    location = str(rng.choice(LOCATIONS, p=LOCATION_P))
     if small:
         volume = rng.uniform(0.9, 2.7)
+    elif location == "hilar":  # central masses against the mediastinum, as real cases often are
+        volume = float(np.clip(rng.lognormal(math.log(35.0), 0.8), 6.0, 220.0))
     else:
         volume = float(np.clip(rng.lognormal(math.log(12.0), 1.05), 3.2, 160.0))
     r0 = (3.0 * volume * 1000.0 / (4.0 * math.pi)) ** (1.0 / 3.0)
-    location = str(rng.choice(LOCATIONS, p=LOCATION_P))
-    cands = _candidate_centres(anat, rng, r0)
+    cands = _candidate_centres(anat, rng, r0, z_max - r0 - 5.0)
     pool = cands[location] if len(cands[location]) else cands["any"]
     if not len(pool):
         pool = cands["any"] if len(cands["any"]) else np.array([[-anat.lung_cx, anat.lung_cy, 80.0]])
@@ -179,7 +238,19 @@ def sample_lesion(anat: Anatomy, rng: np.random.Generator, cold: bool, small: bo
         v = rng.normal(size=3)
         v *= rng.uniform(0.7, 0.95) * r0 / np.linalg.norm(v)
         sats.append((*v, float(rng.uniform(0.3, 0.55) * r0)))
-    suv_peak = rng.uniform(1.4, 2.2) if cold else float(np.clip(rng.lognormal(math.log(9.0), 0.5), 3.8, 28.0))
+    if cold:
+        suv_peak = rng.uniform(1.4, 2.2)
+    elif randomize:
+        suv_peak = float(np.clip(rng.lognormal(math.log(8.0), 0.8), 2.0, 35.0))
+    else:
+        suv_peak = float(np.clip(rng.lognormal(math.log(9.0), 0.5), 3.8, 28.0))
+    spikes = []
+    if not small and rng.random() < 0.3:  # spiculated
+        for _ in range(int(rng.integers(4, 12))):
+            v = rng.normal(size=3)
+            v /= np.linalg.norm(v)
+            spikes.append((*v, float(rng.uniform(0.4, 1.0) * r0), float(rng.uniform(0.8, 2.0))))
+    cavity = float(rng.uniform(0.3, 0.55)) if volume > 8 and rng.random() < 0.1 else 0.0
     h = float(centre[2] - dome_height(anat, np.asarray(centre[0]), np.asarray(centre[1])))
     amp_si = float(np.clip(3.0 + 22.0 * math.exp(-max(h, 0.0) / 80.0) * rng.uniform(0.55, 1.0), 3.0, 25.0))
     hetero = tuple((*(rng.normal(size=3) * 0.35 / r0 * 3.0), float(rng.uniform(0, 2 * math.pi))) for _ in range(3))
@@ -200,6 +271,8 @@ def sample_lesion(anat: Anatomy, rng: np.random.Generator, cold: bool, small: bo
         location=location,
         target_volume_cc=float(volume),
         hu=float(rng.uniform(20, 60)),
+        spikes=tuple(spikes),
+        cavity=cavity,
     )
     return scaled_lesion(les, (volume / max(lesion_volume_cc(les), 1e-3)) ** (1.0 / 3.0))
 
