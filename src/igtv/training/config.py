@@ -41,6 +41,12 @@ class DataConfig:
     cold_suv_range: tuple[float, float] = (1.2, 2.5)  # ... with its SUVmax drawn in this range
     samples_per_epoch: int = 1024  # patches: training samples per epoch (steps = samples / batch)
     eval_samples: int = 256  # patches: fixed validation / test patches
+    # synthetic pre-training: with no root, generate and prepare this many phantom GTV patients (cached in the run's
+    # phantom_cache/; igtv.data.synthetic), domain-randomised unless phantom_randomize is false
+    phantom_patients: int = 0
+    phantom_seed: int = 0
+    phantom_randomize: bool = True
+    phantom_matrix_scale: float = 1.0  # 1.0: 512x512 CT (tests use 0.125)
 
 
 @dataclass(frozen=True)

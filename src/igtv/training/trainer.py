@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from igtv.checkpoint import CheckpointError, load_checkpoint, save_model
-from igtv.config import dump_yaml, to_dict
+from igtv.config import dump_yaml, replace, to_dict
 from igtv.device import pick_device
 from igtv.io import remove_stale_temporaries, write_csv_atomic, write_text_atomic
 from igtv.training.builders import build_datasets, build_model, make_loader, model_card
@@ -112,9 +112,14 @@ def _train(
     from igtv.models.pretrained import load_vmamba_into_cipa
     from igtv.training.transfer import transfer_weights
 
+    out = Path(out_dir)
+    if not cfg.data.root and cfg.data.phantom_patients > 0:
+        from igtv.data.synthetic import synthetic_dataset
+
+        root = synthetic_dataset(cfg.data, out / "phantom_cache", progress=progress)
+        cfg = replace(cfg, data=replace(cfg.data, root=str(root)))
     if not cfg.data.root:
         raise ValueError("no dataset: set data.root in the config or pass --data DIR")
-    out = Path(out_dir)
     dist_info = init_distributed(
         "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()) else "cpu"
     )
