@@ -13,8 +13,16 @@ def test_train_generates_caches_and_reuses_a_randomised_phantom_cohort(tmp_path)
     cfg = RunConfig(
         model="cipa_2d_tiny",
         data=DataConfig(
-            root="", mode="2d", sampler="patches", spacing_mm=0.0, patch=32, samples_per_epoch=4, eval_samples=4,
-            phantom_patients=3, phantom_seed=5, phantom_matrix_scale=0.125,
+            root="",
+            mode="2d",
+            sampler="patches",
+            spacing_mm=0.0,
+            patch=32,
+            samples_per_epoch=4,
+            eval_samples=4,
+            phantom_patients=3,
+            phantom_seed=5,
+            phantom_matrix_scale=0.125,
         ),  # fmt: skip
         train=OptimConfig(batch_size=2, epochs=1, max_steps_per_epoch=2, amp="off"),
         device="cpu",

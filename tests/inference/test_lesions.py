@@ -163,7 +163,7 @@ def test_thorax_region_ignores_the_table_foam_core_and_arms():
     sl[68:74, 10:86] = -900.0  # ... around a foam core
     ct = np.repeat(sl[None], nz, axis=0)
     geom = Geometry((nz, n, n), (2.0, 2.0, 3.0), (0.0, 0.0, 0.0))
-    body = body_mask(ct)
+    body = body_mask(ct, pixel_mm=2.0)
     assert body[:, 40, 34].all() and body[:, 40, 48].all()  # lungs and mediastinum are inside the body
     assert not body[:, 71, 48].any() and not body[:, 40, 90].any()  # table core and arm are not
     region = thorax_region(ct, geom, margin_mm=4.0, min_lung_cc=1.0)

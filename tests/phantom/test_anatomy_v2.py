@@ -7,8 +7,9 @@ import pytest
 from scipy import ndimage
 
 from igtv.phantom import config as C
-from igtv.phantom.anatomy import labels, sample_anatomy
+from igtv.phantom.anatomy import labels
 from igtv.phantom.config import PhantomConfig
+from igtv.phantom.draw import sample_anatomy
 from igtv.phantom.lesion import cavity_mask, lesion_fields, lesion_volume_cc, sample_lesion
 from igtv.phantom.patient import pick_scanner, simulate_patient
 from tests.conftest import SMALL

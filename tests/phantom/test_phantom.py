@@ -11,9 +11,10 @@ import SimpleITK as sitk
 
 from igtv.dicom.rtstruct import rasterize_contours, read_rtstruct
 from igtv.geometry import Geometry, load_nifti
-from igtv.phantom.anatomy import labels, sample_anatomy
+from igtv.phantom.anatomy import labels
 from igtv.phantom.cohort import generate_cohort
 from igtv.phantom.config import LUNG, PhantomConfig
+from igtv.phantom.draw import sample_anatomy
 from igtv.phantom.lesion import sample_lesion
 from igtv.phantom.motion import breathing
 from igtv.phantom.patient import simulate_patient

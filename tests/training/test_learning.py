@@ -11,16 +11,18 @@ from igtv.training.trainer import train
 
 @pytest.fixture(scope="module")
 def learn_data(tmp_path_factory):
-    """Six 256 px phantom patients (2.7 mm pixels), prepared with volumes; the split holds patients out."""
+    """Nine 256 px phantom patients (2.7 mm pixels), prepared with volumes; the split holds patients out."""
     from igtv.data.prepare import PrepareConfig, prepare_dataset
     from igtv.phantom.cohort import generate_cohort
-    from igtv.phantom.config import PhantomConfig
+    from igtv.phantom.config import PHANTOM_PSEUDONYM_KEY, PhantomConfig
 
     base = tmp_path_factory.mktemp("learn")
-    cfg = PhantomConfig(cohort="gtv", patients=6, seed=3, matrix_scale=0.5, z_extent_mm=150.0, write_pclt=False)
+    cfg = PhantomConfig(cohort="gtv", patients=9, seed=3, matrix_scale=0.5, z_extent_mm=150.0, write_pclt=False)
     cohort = generate_cohort(cfg, base / "phantom", progress=False)
     prep = PrepareConfig(roi="GTV", size=64, min_suv_max=0.0, min_volume_cc=0.0, split=(0.67, 0.33, 0.0))
-    return prepare_dataset(cohort.out_dir, base / "ds", prep, progress=False).out_dir
+    # a fixed key: the pseudonyms, hence the split, are the same on every run
+    ds = prepare_dataset(cohort.out_dir, base / "ds", prep, progress=False, pseudonym_key=PHANTOM_PSEUDONYM_KEY)
+    return ds.out_dir
 
 
 @pytest.mark.slow
@@ -70,6 +72,6 @@ def test_patch_training_learns_held_out_patients(learn_data, tmp_path):
     dice = 2 * (p & y).sum() / max(p.sum() + y.sum(), 1)
     chance = y.mean()
     print(f"held-out lesion patches: Dice {dice:.3f}, lesion share {chance:.3f}")
-    assert chance < 0.1 and dice > 0.35, (dice, chance)  # measured here: Dice 0.50, share 0.035
+    assert chance < 0.1 and dice > 0.35, (dice, chance)  # measured (phantom v2, 9 patients): Dice 0.56, share 0.042
     p_hot, y_hot = predict(PatchSpec(patch=64, in_slices=1, fg_fraction=0.0, hot_fraction=1.0, augment=False), 24)
     assert (p_hot & ~y_hot).mean() < 0.05

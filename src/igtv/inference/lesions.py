@@ -75,15 +75,17 @@ def lung_contact(comp: np.ndarray, ct_hu: np.ndarray, width_px: int = 2) -> floa
     return float((ct_hu[ring] < LUNG_HU).sum()) / n if n else 0.0
 
 
-def body_mask(ct_hu: np.ndarray, shell_px: int = 2) -> np.ndarray:
+def body_mask(ct_hu: np.ndarray, pixel_mm: float = 1.0, shell_mm: float = 2.5) -> np.ndarray:
     """The patient's body with its air spaces: the largest connected region of CT > -400 HU after an in-plane
-    opening that cuts thin shells (a carbon-fibre table top, a blanket) off it, grown back and with each slice's
-    holes (lungs, airways) filled. Arms and the table, not joined to the trunk, are left out."""
+    opening that cuts shells thinner than about 2 ``shell_mm`` (a carbon-fibre table top, a blanket) off it, grown
+    back and with each slice's holes (lungs, airways) filled. Arms and the table, not joined to the trunk, are
+    left out."""
     from scipy import ndimage
 
     solid = (np.asarray(ct_hu) > LUNG_HU).view(np.uint8)
-    k = (1, 2 * shell_px + 1, 2 * shell_px + 1)
-    opened = ndimage.maximum_filter(ndimage.minimum_filter(solid, k), k)  # separable: fast on uint8
+    r = int(shell_mm / pixel_mm)
+    k = (1, 2 * r + 1, 2 * r + 1)
+    opened = ndimage.maximum_filter(ndimage.minimum_filter(solid, k), k) if r else solid  # separable: fast
     lab, n = ndimage.label(opened, structure=CONNECTIVITY)
     if n == 0:
         return np.zeros(solid.shape, bool)
@@ -109,7 +111,7 @@ def thorax_region(ct_hu: np.ndarray, geom: Geometry, margin_mm: float = 10.0, mi
     from scipy import ndimage
     from skimage.morphology import convex_hull_image
 
-    air = (np.asarray(ct_hu) < LUNG_HU) & body_mask(ct_hu)
+    air = (np.asarray(ct_hu) < LUNG_HU) & body_mask(ct_hu, min(geom.spacing_mm[:2]))
     lab, n = ndimage.label(air, structure=CONNECTIVITY)
     edges = (lab[:, 0], lab[:, -1], lab[:, :, 0], lab[:, :, -1])
     border = set(np.unique(np.concatenate([e.ravel() for e in edges])).tolist())

@@ -18,8 +18,9 @@ from dataclasses import dataclass, field, replace
 import numpy as np
 
 from igtv.geometry import Geometry
-from igtv.phantom.anatomy import Anatomy, sample_anatomy
+from igtv.phantom.anatomy import Anatomy
 from igtv.phantom.config import CT_MATRIX, LUCID_SCANNERS, PCLT_SCANNERS, PhantomConfig
+from igtv.phantom.draw import sample_anatomy
 from igtv.phantom.imaging import RECON_STYLES, image_grids, simulate_ct, simulate_pet
 from igtv.phantom.lesion import Lesion, hila, igtv_mask, sample_lesion
 

@@ -12,6 +12,14 @@ from dataclasses import dataclass
 
 import numpy as np
 
+RIB_P = 2.3  # superellipse exponent of the rib cage
+
+
+def superellipse(x, y, ax, ay_ant, ay_post, p):
+    """Superellipse 'radius' (<= 1 inside) with different anterior (y < 0) and posterior half-depths."""
+    ay = np.where(y < 0, ay_ant, ay_post)
+    return np.abs(x / ax) ** p + np.abs(y / ay) ** p
+
 
 @dataclass(frozen=True)
 class Tube:

@@ -42,7 +42,7 @@ class DataConfig:
     samples_per_epoch: int = 1024  # patches: training samples per epoch (steps = samples / batch)
     eval_samples: int = 256  # patches: fixed validation / test patches
     # synthetic pre-training: with no root, generate and prepare this many phantom GTV patients (cached in the run's
-    # phantom_cache/; igtv.data.synthetic), domain-randomised unless phantom_randomize is false
+    # phantom_cache/; igtv.training.synthetic), domain-randomised unless phantom_randomize is false
     phantom_patients: int = 0
     phantom_seed: int = 0
     phantom_randomize: bool = True

@@ -114,7 +114,7 @@ def _train(
 
     out = Path(out_dir)
     if not cfg.data.root and cfg.data.phantom_patients > 0:
-        from igtv.data.synthetic import synthetic_dataset
+        from igtv.training.synthetic import synthetic_dataset
 
         root = synthetic_dataset(cfg.data, out / "phantom_cache", progress=progress)
         cfg = replace(cfg, data=replace(cfg.data, root=str(root)))

@@ -45,7 +45,9 @@ def synthetic_dataset(data: DataConfig, cache_dir: str | Path, workers: int = 2,
     prep = prepare_dataset(
         cohort.out_dir,
         dataset,
-        PrepareConfig(preset=data.preset, roi="GTV", size=256 if data.phantom_matrix_scale >= 0.5 else 64, workers=workers),
+        PrepareConfig(
+            preset=data.preset, roi="GTV", size=256 if data.phantom_matrix_scale >= 0.5 else 64, workers=workers
+        ),
         progress=progress,
         pseudonym_key=PHANTOM_PSEUDONYM_KEY,
     )
