@@ -317,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run the whole pipeline on the embedded phantom",
         description="The whole pipeline on the embedded phantom: generate GTV and IGTV cohorts, prepare them, "
         "pre-train 2D on GTV, fine-tune 2.5D+SIM on IGTV, predict an unseen patient (RTSTRUCT, NIfTI, report) and "
-        "evaluate the test split whole-patient. 10-40 minutes on 2 CPU cores, depending on the CPU's speed.",
+        "evaluate the test split whole-patient. 20-45 minutes on 2 CPU cores, depending on the CPU's speed.",
     )
     d.add_argument("--out", default="demo_out", help="output folder (default demo_out)")
     d.add_argument("--workers", type=int, default=2, help="parallel processes (default 2)")
