@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import re
+import struct
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -85,7 +86,7 @@ def scan_dicom(root: str | Path) -> dict[str, list[SeriesInfo]]:
     for path in sorted(p for p in root.rglob("*") if p.is_file()):
         try:
             ds = pydicom.dcmread(path, stop_before_pixels=True)
-        except (InvalidDicomError, OSError, EOFError, ValueError):
+        except (InvalidDicomError, OSError, EOFError, ValueError, struct.error):  # struct: a cut element header
             skipped += 1
             continue
         modality = _str(ds, "Modality").upper()

@@ -9,6 +9,7 @@ contours and read back with the even-odd rule, as planning systems do.
 from __future__ import annotations
 
 import datetime as dt
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -185,7 +186,7 @@ def read_rtstruct(path: str | Path) -> RTStruct:
     path = Path(path)
     try:
         ds = pydicom.dcmread(path)
-    except (InvalidDicomError, OSError, EOFError) as exc:
+    except (InvalidDicomError, OSError, EOFError, struct.error) as exc:
         raise RTStructError(f"{path}: not a readable DICOM file ({exc})") from exc
     if getattr(ds, "Modality", None) != "RTSTRUCT":
         raise RTStructError(f"{path}: Modality is {getattr(ds, 'Modality', None)!r}, not RTSTRUCT")

@@ -7,6 +7,7 @@ errors (:class:`~igtv.dicom.index.DicomInputError`, naming the file).
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -119,7 +120,7 @@ def read_image_series(info: SeriesInfo) -> ImageSeries:
         try:
             ds = pydicom.dcmread(path)
             raw = ds.pixel_array
-        except (InvalidDicomError, OSError, EOFError, ValueError, AttributeError) as exc:
+        except (InvalidDicomError, OSError, EOFError, ValueError, AttributeError, struct.error) as exc:
             raise DicomInputError(f"{path}: cannot read the image (truncated or corrupt file: {exc})") from exc
         if raw.ndim != 2:
             raise DicomInputError(f"{path}: multi-frame images are not supported (pixel array {raw.shape})")

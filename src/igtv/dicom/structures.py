@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ def structure_series(path: str | Path) -> SeriesInfo:
     path = Path(path)
     try:
         ds = pydicom.dcmread(path, stop_before_pixels=True)
-    except (InvalidDicomError, OSError, EOFError, ValueError) as exc:
+    except (InvalidDicomError, OSError, EOFError, ValueError, struct.error) as exc:
         raise DicomInputError(f"{path}: not a readable DICOM file ({exc})") from exc
     modality = _str(ds, "Modality").upper()
     if modality not in ("RTSTRUCT", "SEG"):
