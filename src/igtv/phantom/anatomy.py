@@ -144,6 +144,12 @@ def lung_mask(anat: Anatomy, x, y, z, dome=None) -> np.ndarray:
     return cage & side & (z >= dome) & ~mediastinum(anat, x, y, z)
 
 
+def hila(anat: Anatomy) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
+    """Right and left hilum (where the pulmonary arteries and main bronchi enter the lungs)."""
+    hx = anat.med_w + 10.0
+    return (-hx, anat.lung_cy - 5.0, anat.carina_z - 25.0), (hx, anat.lung_cy + 3.0, anat.carina_z - 15.0)
+
+
 def mediastinum(anat: Anatomy, x, y, z) -> np.ndarray:
     """The space between the lungs, from the sternum to the front of the spine (wider low in the chest)."""
     _, rb_ant, _ = ribcage(anat, inner=True)

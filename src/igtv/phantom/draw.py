@@ -9,7 +9,7 @@ import math
 import numpy as np
 
 from igtv.phantom import config as C
-from igtv.phantom.anatomy import Anatomy, Node, lung_mask
+from igtv.phantom.anatomy import Anatomy, Node, hila, lung_mask
 from igtv.phantom.shapes import Tube, branching_tree, polyline
 
 
@@ -166,9 +166,35 @@ def sample_anatomy(rng: np.random.Generator, randomize: bool = False) -> Anatomy
     ]
     bif = (rng.uniform(4, 12), -0.05 * body_ay, carina_z - rng.uniform(12, 22))
     pa0 = (hx - 0.05 * ax_, hy - 0.2 * ay_, hz + 0.55 * az_)
-    hilum_x = med_w + 10.0
-    hil_r = (-hilum_x, lung_cy - 5.0, carina_z - 25.0)
-    hil_l = (hilum_x, lung_cy + 3.0, carina_z - 15.0)
+    # the lung geometry alone (the trees are grown inside it before the full anatomy exists)
+    proxy = Anatomy(
+        **{
+            **_BASE,
+            **dict(
+                body_ax=body_ax,
+                body_ay=body_ay,
+                body_post=post,
+                fat_mm=fat,
+                muscle_mm=muscle,
+                back_muscle_mm=back,
+                rib_mm=rib_mm,
+                lung_cx=lung_cx,
+                lung_cy=lung_cy,
+                lung_ax=lung_ax,
+                lung_ay=lung_ay,
+                apex_z=apex_z,
+                dome_right_z=dome_r,
+                dome_left_z=dome_l,
+                recess_mm=40.0,
+                vert_y=vert_y,
+                vert_r=vert_r,
+                carina_z=carina_z,
+                med_w=med_w,
+            ),
+        }
+    )
+    hil_r, hil_l = hila(proxy)
+    hilum_x = hil_l[0]
     pa_r = rng.uniform(12, 15)
     vessels += [(C.PULM_ARTERY, t) for t in polyline([pa0, bif], [pa_r, pa_r])]
     vessels += [(C.PULM_ARTERY, t) for t in polyline([bif, hil_r], [pa_r * 0.75, pa_r * 0.55])]
@@ -201,32 +227,6 @@ def sample_anatomy(rng: np.random.Generator, randomize: bool = False) -> Anatomy
 
     def in_lung(pnt):
         q = np.asarray(pnt, dtype=np.float32)
-        proxy = Anatomy(
-            **{
-                **_BASE,
-                **dict(
-                    body_ax=body_ax,
-                    body_ay=body_ay,
-                    body_post=post,
-                    fat_mm=fat,
-                    muscle_mm=muscle,
-                    back_muscle_mm=back,
-                    rib_mm=rib_mm,
-                    lung_cx=lung_cx,
-                    lung_cy=lung_cy,
-                    lung_ax=lung_ax,
-                    lung_ay=lung_ay,
-                    apex_z=apex_z,
-                    dome_right_z=dome_r,
-                    dome_left_z=dome_l,
-                    recess_mm=40.0,
-                    vert_y=vert_y,
-                    vert_r=vert_r,
-                    carina_z=carina_z,
-                    med_w=med_w,
-                ),
-            }
-        )
         return bool(lung_mask(proxy, q[0:1], q[1:2], q[2:3])[0])
 
     for start, d, rad in lobar:

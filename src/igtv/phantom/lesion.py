@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from igtv.geometry import Geometry
-from igtv.phantom.anatomy import Anatomy, dome_height, lung_mask
+from igtv.phantom.anatomy import Anatomy, dome_height, hila, lung_mask
 from igtv.phantom.motion import breathing
 
 
@@ -148,12 +148,6 @@ def in_lung(anat: Anatomy, x, y, z) -> np.ndarray:
     ax, ay, az = anat.heart_axes
     heart = ((x - hx) / ax) ** 2 + ((y - hy) / ay) ** 2 + ((z - hz) / az) ** 2 <= 1.0
     return lung_mask(anat, x, y, z) & ~heart
-
-
-def hila(anat: Anatomy) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """Right and left hilum (where the pulmonary arteries and main bronchi enter the lungs)."""
-    hx = anat.med_w + 10.0
-    return (-hx, anat.lung_cy - 5.0, anat.carina_z - 25.0), (hx, anat.lung_cy + 3.0, anat.carina_z - 15.0)
 
 
 def _candidate_centres(
