@@ -53,3 +53,21 @@ def test_regions_limit_the_tiles():
 def test_pad_to():
     a, shape = pad_to(np.ones((3, 10, 40)), 32, -5.0)
     assert a.shape == (3, 32, 40) and shape == (10, 40) and a[0, 20, 0] == -5.0
+
+
+def test_a_region_leaves_the_probabilities_inside_it_unchanged():
+    """``predict`` limits the tiles to the thorax region: every tile covering a region pixel overlaps the region, so
+    inside it the blend is the full prediction's, even for a model whose output depends on the whole tile."""
+    rng = np.random.default_rng(1)
+    image = rng.random((2, 1, 150, 130)).astype(np.float32)
+
+    def tile_mean(x):  # not translation-equivariant: each tile's output is its mean
+        return np.broadcast_to(x[:, 0].mean(axis=(1, 2))[:, None, None], (len(x), 32, 32)).copy()
+
+    region = np.zeros((150, 130), bool)
+    region[60:75, 40:90] = True
+    full = _run(tile_mean, image)
+    limited = _run(tile_mean, image, regions=lambda z: region)
+    assert np.array_equal(limited[:, region], full[:, region])
+    assert not np.allclose(limited, full)  # fewer tiles: outside the region it differs (or is 0)
+    assert len(tiles((150, 130), 32, 0.5, region)) < len(tiles((150, 130), 32, 0.5))

@@ -215,10 +215,12 @@ def postprocess(
     geom: Geometry,
     cfg: PostprocessConfig,
     ct_hu: np.ndarray | None = None,
+    region: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[dict]]:
     """Drop the components that fail a rule of ``cfg`` (see :func:`component_verdicts`); returns the cleaned mask
-    and one record per dropped component (volume, SUVmax, mean HU, rule, reason)."""
-    labels, verdicts = component_verdicts(mask, pet_suv, geom, cfg, ct_hu)
+    and one record per dropped component (volume, SUVmax, mean HU, rule, reason). ``region``: a precomputed
+    :func:`thorax_region`."""
+    labels, verdicts = component_verdicts(mask, pet_suv, geom, cfg, ct_hu, region)
     keep = drop_components(mask, labels, verdicts)
     dropped = [{k: v[k] for k in ("volume_cc", "suv_max", "mean_hu", "rule", "reason")} for v in verdicts if v["rule"]]
     return keep, dropped

@@ -119,9 +119,12 @@ def predict_volume(
     batch_size: int = 8,
     progress: bool = True,
     overlap: float = 0.5,
+    region: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[dict]]:
     """uint8 probability ``[z, y, x]`` (x 255) of arrays already in head-first axial orientation, and the PET
-    candidates tried (LUCID windows) as records. ``overlap``: of the sliding-window tiles (patch models)."""
+    candidates tried (LUCID windows) as records. ``overlap``: of the sliding-window tiles (patch models).
+    ``region`` (boolean, CT grid; patch models only): predict only the tiles that overlap it (see
+    :func:`predict_volume_patches`)."""
     from tqdm import tqdm
 
     from igtv.evaluation.metrics import label_lesions
@@ -133,7 +136,9 @@ def predict_volume(
     )
 
     if lm.patch > 0:
-        return predict_volume_patches(lm, ct_hu, pet_suv, spacing_mm, device, tta, batch_size, progress, overlap)
+        return predict_volume_patches(
+            lm, ct_hu, pet_suv, spacing_mm, device, tta, batch_size, progress, overlap, region
+        )
     nz, ny, nx = ct_hu.shape
     ct_u8 = window_inputs(ct_hu, lm.preset, lm.size)
     prob = np.zeros(ct_hu.shape, dtype=np.uint8)
@@ -186,11 +191,16 @@ def predict_volume_patches(
     batch_size: int = 8,
     progress: bool = True,
     overlap: float = 0.5,
+    region: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[dict]]:
     """Sliding-window prediction of a patch-trained model (:mod:`igtv.inference.sliding`) at the pixel size it was
     trained on; returns the uint8 probability on the CT grid and the PET candidates tried (LUCID windows).
 
-    Every slice that holds body (CT > -400 HU) is predicted, with tiles that overlap the body. With the LUCID
+    Every slice that holds body (CT > -400 HU) is predicted, with tiles that overlap the body, or, with ``region``
+    (boolean, CT grid), only the tiles that overlap body and region: ``predict`` passes the thorax region of its
+    post-processing, which drops every component that does not touch it, so tiles farther from it only cost time.
+    Inside the region the probabilities are unchanged (every tile covering a region voxel overlaps the region and
+    is predicted); outside it they may differ where fewer tiles overlap. With the LUCID
     windows, each PET candidate is a pass over its slices +- ``CANDIDATE_MARGIN_MM``, its PET divided by its SUVmax,
     keeping the predicted components that overlap it (as for whole-slice models).
     """
@@ -207,6 +217,8 @@ def predict_volume_patches(
     pet_r, _ = pad_to(resample_inplane(pet_suv, sp_yx, lm.spacing_mm), lm.patch, 0.0)
     ry, rx = resample_inplane(ct_hu[:1], sp_yx, lm.spacing_mm).shape[1:]
     body = ct_r > BODY_HU
+    if region is not None:  # area fraction > 0: a pixel that holds any region counts
+        body &= pad_to(resample_inplane(region.astype(np.float32), sp_yx, lm.spacing_mm), lm.patch, 0.0)[0] > 0
     body_slices = [z for z in range(nz) if body[z].any()]
     passes: list[tuple[list[int], float | None, int]] = []
     candidates: list[dict] = []
@@ -305,7 +317,7 @@ def predict_dicom(
     from igtv.dicom.rtstruct import CTReference, RoiMask, write_rtstruct
     from igtv.dicom.write import PatientStudy
     from igtv.geometry import save_nifti
-    from igtv.inference.lesions import lesion_statistics, postprocess, resolve_cold_rule
+    from igtv.inference.lesions import lesion_statistics, postprocess, resolve_cold_rule, thorax_region
     from igtv.inference.model import load_model
     from igtv.inference.predictor import apply_flips, canonical_flips
     from igtv.inference.report import render_report
@@ -324,10 +336,19 @@ def predict_dicom(
     geom = ct.geometry
     flips = canonical_flips(geom)
     ct_c, pet_c = apply_flips(ct.array, flips), apply_flips(pet_suv, flips)
-    prob_c, candidates = predict_volume(lm, ct_c, pet_c, geom.spacing_mm, dev, tta, batch_size, progress, overlap)
+    # the thorax rule's region, computed once: it limits the tiles predicted and then judges the components
+    region = thorax_region(ct.array, geom, post.thorax_margin_mm) if post.thorax_margin_mm else None
+    if region is not None and not region.any():
+        log.warning(
+            "no lungs found in the CT (air inside the body): nothing is contoured; --thorax-margin-mm 0 lifts this"
+        )
+    prob_c, candidates = predict_volume(
+        lm, ct_c, pet_c, geom.spacing_mm, dev, tta, batch_size, progress, overlap,
+        None if region is None else apply_flips(region, flips),
+    )  # fmt: skip
     prob = np.ascontiguousarray(apply_flips(prob_c, flips))
     raw_mask = prob >= lm.threshold * 255.0
-    mask, dropped = postprocess(raw_mask, pet_suv, geom, post, ct.array)
+    mask, dropped = postprocess(raw_mask, pet_suv, geom, post, ct.array, region)
     lesions = lesion_statistics(mask, pet_suv, geom)
     comparison, reference = None, None
     if compare is not None:
