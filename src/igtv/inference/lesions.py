@@ -115,7 +115,7 @@ def thorax_region(ct_hu: np.ndarray, geom: Geometry, margin_mm: float = 10.0, mi
     lab, n = ndimage.label(air, structure=CONNECTIVITY)
     edges = (lab[:, 0], lab[:, -1], lab[:, :, 0], lab[:, :, -1])
     border = set(np.unique(np.concatenate([e.ravel() for e in edges])).tolist())
-    sizes = ndimage.sum(air, lab, np.arange(1, n + 1)) * geom.voxel_volume_cc
+    sizes = np.bincount(lab.ravel(), minlength=n + 1)[1:] * geom.voxel_volume_cc  # every labelled voxel is air
     keep = [i + 1 for i, v in enumerate(sizes) if v >= min_lung_cc and (i + 1) not in border]
     lungs = np.isin(lab, keep)
     region = np.zeros(lungs.shape, dtype=bool)
