@@ -62,7 +62,7 @@ def _postprocess_cfg(args: argparse.Namespace):
         min_volume_cc=args.min_volume_cc, min_suv_max=args.min_suv, thorax_margin_mm=args.thorax_margin_mm,
         min_mean_hu=args.min_mean_hu, max_bone_fraction=args.max_bone_fraction,
         cold_min_volume_cc=args.cold_min_volume_cc, cold_min_lung_contact=args.cold_min_lung_contact,
-        cold_min_suv_max=args.cold_min_suv,
+        cold_min_suv_max=args.cold_min_suv, hull_fill_suv_fraction=args.hull_fill_suv_fraction,
     )  # fmt: skip
 
 
@@ -86,6 +86,9 @@ def _add_postprocess_args(p: argparse.ArgumentParser) -> None:
                    help="share of that mass's in-plane border that must be lung")  # fmt: skip
     p.add_argument("--cold-min-suv", type=float, default=d.cold_min_suv_max,
                    help="SUVmax a cold mass must still reach to be kept (default 1.0)")  # fmt: skip
+    p.add_argument("--hull-fill-suv-fraction", type=float, default=d.hull_fill_suv_fraction,
+                   help="add, per slice, the voxels of each kept component's convex hull with SUV >= this share of "
+                        "its SUVmax (0: off)")  # fmt: skip
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -169,3 +169,24 @@ def test_thorax_region_ignores_the_table_foam_core_and_arms():
     region = thorax_region(ct, geom, margin_mm=4.0, min_lung_cc=1.0)
     assert region[:, 40, 48].all()  # the mediastinum between the lungs
     assert not region[:, 66:, :].any(), "the table's foam core must not count as lung"
+
+
+def test_fill_hulls_closes_a_notch_only_where_the_pet_is_avid():
+    """A C-shaped prediction around a hot centre (what the models leave in large tumours) is closed; the same notch
+    over cold tissue, or with the rule off, is not; a second component elsewhere is untouched."""
+    from igtv.inference.lesions import fill_hulls
+
+    mask = np.zeros((3, 40, 40), bool)
+    mask[:, 10:30, 10:30] = True
+    mask[:, 15:25, 15:30] = False  # the notch, open to the right
+    mask[:, 2:5, 34:37] = True  # another small component
+    pet = np.full(mask.shape, 1.0, np.float32)
+    pet[:, 10:30, 10:30] = 10.0  # avid tumour, notch included
+    filled = fill_hulls(mask, pet, 0.41)
+    assert filled[:, 15:25, 15:29].all()  # the notch inside the hull is filled
+    assert not filled[:, 15:25, 30:].any()  # nothing beyond the hull
+    assert np.array_equal(filled[:, :6, 33:], mask[:, :6, 33:])
+    pet_cold_notch = pet.copy()
+    pet_cold_notch[:, 15:25, 15:30] = 2.0  # below 0.41 x 10
+    assert np.array_equal(fill_hulls(mask, pet_cold_notch, 0.41), mask)
+    assert np.array_equal(fill_hulls(mask, pet, 0.0), mask)

@@ -60,7 +60,7 @@ def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool
     )
     igtv = generate_cohort(
         PhantomConfig(
-            cohort="igtv", patients=3 if quick else 16, seed=1, matrix_scale=scale, workers=workers, write_pclt=False
+            cohort="igtv", patients=3 if quick else 32, seed=1, matrix_scale=scale, workers=workers, write_pclt=False
         ),
         out / "phantom_igtv",
         preview=True,

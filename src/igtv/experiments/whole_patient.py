@@ -55,6 +55,7 @@ NO_RULES = PostprocessConfig(
     min_mean_hu=-1024.0,
     max_bone_fraction=1.0,
     cold_min_volume_cc=0.0,
+    hull_fill_suv_fraction=0.0,
 )
 CANDIDATE_RULES = {
     "min_volume_cc=0.5": replace(NO_RULES, min_volume_cc=0.5),
@@ -130,7 +131,7 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
     ct, pet = ct.astype(np.float32), pet.astype(np.float32)
     truth = labels > 0
     raw = predict_raw(ct, pet, geom, truth)
-    from igtv.inference.lesions import drop_components, thorax_region
+    from igtv.inference.lesions import drop_components, fill_hulls, thorax_region
 
     regions: dict[float, np.ndarray] = {}  # thorax region per margin, computed once for all the rule sets
 
@@ -144,7 +145,7 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
     comp_labels, verdicts = component_verdicts(
         raw, pet, geom, cfg.postprocess, ct, region(cfg.postprocess.thorax_margin_mm)
     )
-    pred = drop_components(raw, comp_labels, verdicts)
+    pred = fill_hulls(drop_components(raw, comp_labels, verdicts), pet, cfg.postprocess.hull_fill_suv_fraction)
     spacing = tuple(geom.spacing_mm[::-1])
     vcc = geom.voxel_volume_cc
     row = {

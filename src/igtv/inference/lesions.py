@@ -41,6 +41,12 @@ class PostprocessConfig:
     # (SUVpeak 1.4-2.2) and of the cold-lesion augmentation (SUVmax 1.2-2.5) it is soft tissue, not a tumour. A
     # clean-clone demo kept a 5.8 cc false lesion of SUVmax 0.73 (pleura/chest wall) without this floor.
     cold_min_suv_max: float = 1.0
+    # after the rules, each kept component gains, slice by slice, the voxels of its convex hull whose SUV is at
+    # least this share of the component's SUVmax (0: off): the models leave holes and notches in large tumours
+    # (the hot centre of a mass against the mediastinum looks like the heart or a node to them); 0.41 is the PET
+    # threshold of the threshold rows. Measured (README *Post-processing*): mean Dice +0.002 to +0.006 on 12
+    # unseen patients and +0.02 to +0.07 on the demo's two, for three demo models; FP +1-4 cc, FN -4 to -16 cc.
+    hull_fill_suv_fraction: float = 0.41
 
 
 BONE_HU = 300.0
@@ -209,6 +215,28 @@ def drop_components(mask: np.ndarray, labels: np.ndarray, verdicts: list[dict]) 
     return keep
 
 
+def fill_hulls(mask: np.ndarray, pet_suv: np.ndarray, suv_fraction: float) -> np.ndarray:
+    """``mask`` with, for each 26-connected component and each of its axial slices, the voxels inside the convex
+    hull of that slice's part whose SUV is at least ``suv_fraction`` x the component's SUVmax (0: unchanged)."""
+    from scipy import ndimage
+    from skimage.morphology import convex_hull_image
+
+    out = np.asarray(mask, dtype=bool).copy()
+    if suv_fraction <= 0:
+        return out
+    labels, _ = label_lesions(out)
+    for lab, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        comp = labels[box] == lab
+        floor = suv_fraction * float(pet_suv[box][comp].max())
+        sub, pet = out[box], pet_suv[box]  # views: writes land in out
+        for z in range(comp.shape[0]):
+            if comp[z].sum() >= 3:  # a hull needs 3 points
+                sub[z] |= convex_hull_image(comp[z]) & (pet[z] >= floor)
+    return out
+
+
 def postprocess(
     mask: np.ndarray,
     pet_suv: np.ndarray,
@@ -217,11 +245,11 @@ def postprocess(
     ct_hu: np.ndarray | None = None,
     region: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[dict]]:
-    """Drop the components that fail a rule of ``cfg`` (see :func:`component_verdicts`); returns the cleaned mask
-    and one record per dropped component (volume, SUVmax, mean HU, rule, reason). ``region``: a precomputed
-    :func:`thorax_region`."""
+    """Drop the components that fail a rule of ``cfg`` (see :func:`component_verdicts`) and fill the kept ones'
+    hulls where the PET is avid (:func:`fill_hulls`); returns the cleaned mask and one record per dropped component
+    (volume, SUVmax, mean HU, rule, reason). ``region``: a precomputed :func:`thorax_region`."""
     labels, verdicts = component_verdicts(mask, pet_suv, geom, cfg, ct_hu, region)
-    keep = drop_components(mask, labels, verdicts)
+    keep = fill_hulls(drop_components(mask, labels, verdicts), pet_suv, cfg.hull_fill_suv_fraction)
     dropped = [{k: v[k] for k in ("volume_cc", "suv_max", "mean_hu", "rule", "reason")} for v in verdicts if v["rule"]]
     return keep, dropped
 
