@@ -45,7 +45,7 @@ class PostprocessConfig:
     # least this share of the component's SUVmax (0: off): the models leave holes and notches in large tumours
     # (the hot centre of a mass against the mediastinum looks like the heart or a node to them); 0.41 is the PET
     # threshold of the threshold rows. Measured (README *Post-processing*): mean Dice +0.002 to +0.006 on 12
-    # unseen patients and +0.02 to +0.07 on the demo's two, for three demo models; FP +1-4 cc, FN -4 to -16 cc.
+    # unseen patients and +0.02 to +0.07 on the demo's two, for three demo models; FP +1-5 cc, FN -5 to -16 cc.
     hull_fill_suv_fraction: float = 0.41
 
 
