@@ -1,6 +1,6 @@
 """The README's first command: the whole pipeline on the embedded phantom.
 
-1. phantom GTV cohort (24 patients, PCLT20K-like scanner) and IGTV cohort (16 patients, LUCID-like mix), as DICOM
+1. phantom GTV cohort (24 patients, PCLT20K-like scanner) and IGTV cohort (32 patients, LUCID-like mix), as DICOM
    CT/PET/RTSTRUCT with ground truth, mirroring the paper's large GTV set and small IGTV set;
 2. ``igtv prepare`` of both cohorts' DICOM (SUV, PET->CT, QC, PNGs, volumes, patient-level split) and the IGTV
    cohort's Fig. 2 report;
