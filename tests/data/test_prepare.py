@@ -75,12 +75,16 @@ def test_mask_pngs_match_ground_truth(qc_cohort, prepared):
 def test_png_windows_and_volumes(prepared):
     cfg, result = prepared
     out = result.out_dir
-    s = next(r for r in rows(out / "slices.csv") if r["role"] == "sample")
+    samples = [r for r in rows(out / "slices.csv") if r["role"] == "sample"]
+    s = samples[0]
     pet = load_png(out / s["patient"] / f"{s['item']}_PET.png")
     ct = load_png(out / s["patient"] / f"{s['item']}_CT.png")
     assert pet.shape == ct.shape == (64, 64) and pet.dtype == np.uint8
-    # [-1350, 150] HU: air (-1000 HU) near 59.5, bone saturates at 255
-    assert 45 <= ct.min() <= 70 and ct.max() == 255
+    # [-1350, 150] HU: air (-1000 HU) near 59.5 on every slice; bone saturates at 255 somewhere (not on every slice:
+    # at 64 px a pixel averages 8 x 8 of the CT, and a thin cortex can stay below 150 HU; the pseudonym key, and so
+    # which patient comes first, is random here)
+    cts = [load_png(out / r["patient"] / f"{r['item']}_CT.png") for r in samples]
+    assert all(45 <= c.min() <= 70 for c in cts) and max(int(c.max()) for c in cts) == 255
     labels, geom = load_nifti(out / "volumes" / s["patient"] / "labels.nii.gz")
     ct_hu, geom2 = load_nifti(out / "volumes" / s["patient"] / "ct_hu.nii.gz")
     assert geom == geom2 and labels.max() >= 1 and ct_hu.min() <= -900
