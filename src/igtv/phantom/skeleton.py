@@ -59,24 +59,15 @@ def paint_skeleton(lab: np.ndarray, pts: Points, anat, cage: tuple, cage_inner: 
     )
     paint(lab, pts, vlo, vhi, lambda xx, yy, zz: (xx**2 + (yy - anat.vert_y) ** 2 <= vr**2) & disc(zz), C.SOFT)
     cy_canal = anat.vert_y + vr + 9.0
-    paint(
-        lab,
-        pts,
-        (-13, cy_canal - 13, -big),
-        (13, cy_canal + 13, big),
-        lambda xx, yy, zz: xx**2 + (yy - cy_canal) ** 2 <= 13.0**2,
-        C.RIB,
-    )
+
+    def canal_column(radius_mm: float, label: int) -> None:  # a vertical cylinder behind the vertebral bodies
+        lo, hi = (-radius_mm, cy_canal - radius_mm, -big), (radius_mm, cy_canal + radius_mm, big)
+        paint(lab, pts, lo, hi, lambda xx, yy, zz: xx**2 + (yy - cy_canal) ** 2 <= radius_mm**2, label)
+
+    canal_column(13.0, C.RIB)  # the neural arch
     for t in anat.spine_extras:
         paint_tube(lab, pts, t, C.RIB, where=(C.SOFT, C.MED_FAT, C.FAT, C.BROWN_FAT, C.LUNG))
-    paint(
-        lab,
-        pts,
-        (-7.5, cy_canal - 7.5, -big),
-        (7.5, cy_canal + 7.5, big),
-        lambda xx, yy, zz: xx**2 + (yy - cy_canal) ** 2 <= 7.5**2,
-        C.CANAL,
-    )
+    canal_column(7.5, C.CANAL)  # the canal inside it
     sy, srx, sry, sz0, sz1 = anat.sternum
     if srx > 0:
         for grow, value in ((0.0, C.BONE), (-2.0, C.MARROW)):
