@@ -38,6 +38,18 @@ def _phantom(args: argparse.Namespace) -> int:
         "randomize": True if args.randomize else None,
     }
     cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    if args.prepared:
+        from igtv.data.prepare import PrepareConfig
+        from igtv.phantom.dataset import write_prepared_cohort
+
+        prep = PrepareConfig(preset=args.preset, roi="GTV" if cfg.cohort == "gtv" else "IGTV", size=args.size,
+                             workers=cfg.workers)  # fmt: skip
+        res = write_prepared_cohort(replace(cfg, write_pclt=False), args.out, prep)
+        print(
+            f"prepared phantom dataset ({cfg.cohort}, {cfg.patients} patients, {res.samples} samples, no DICOM) in "
+            f"{res.out_dir} [{res.processed} simulated, {res.skipped} already there, {res.seconds:.1f} s]"
+        )
+        return 0
     result = generate_cohort(cfg, args.out, preview=args.preview)
     print(
         f"phantom cohort ({cfg.cohort}, {cfg.patients} patients) in {result.out_dir} "
@@ -310,6 +322,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--randomize", action="store_true",
                    help="domain randomisation: wide intensity, noise, PSF, voxel-size, body-size and distractor "
                         "ranges (pre-training data); the default is the realistic mode")  # fmt: skip
+    p.add_argument("--prepared", action="store_true",
+                   help="write a prepared training dataset (igtv prepare's layout: PNGs, volumes, split) straight "
+                        "from the simulation, with no DICOM: ~5x faster, for pre-training data")  # fmt: skip
+    p.add_argument("--preset", choices=sorted(PRESETS), default="lucid", help="with --prepared: windows (as prepare)")
+    p.add_argument("--size", type=int, default=512, help="with --prepared: PNG side (as prepare)")
     p.add_argument("--stats", action="store_true",
                    help="print realism statistics (HU percentiles, organ SUV means, tissue shares) of --patients "
                         "simulated patients next to the literature ranges; writes nothing")  # fmt: skip

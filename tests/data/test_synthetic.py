@@ -1,5 +1,6 @@
 """Synthetic pre-training: ``igtv train`` with ``data.phantom_patients`` and no dataset generates a randomised
-phantom GTV cohort, prepares it into the run's cache, trains on it, and reuses the cache."""
+phantom GTV cohort straight into a prepared dataset in the run's cache (no DICOM), trains on it, and reuses the
+cache."""
 
 from __future__ import annotations
 
@@ -30,15 +31,14 @@ def test_train_generates_caches_and_reuses_a_randomised_phantom_cohort(tmp_path)
     )
     result = train(cfg, tmp_path / "run", progress=False)
     cache = tmp_path / "run" / "phantom_cache"
-    saved = yaml.safe_load((cache / "phantom" / "phantom.yaml").read_text())
+    saved = yaml.safe_load((cache / "dataset" / "phantom.yaml").read_text())
     assert saved["randomize"] is True and saved["cohort"] == "gtv" and saved["patients"] == 3
-    assert (cache / "dataset" / "dataset.json").exists()
+    assert (cache / "dataset" / "dataset.json").exists() and not list(cache.rglob("*.dcm"))
     assert len(list((cache / "dataset" / "volumes").iterdir())) == 3
     run_cfg = yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())
     assert run_cfg["data"]["root"] == str(cache / "dataset")
     assert result.history and (tmp_path / "run" / "best.pt").exists()
-    stamp = (cache / "phantom" / "cohort.json").stat().st_mtime_ns
-    before = {p: p.stat().st_mtime_ns for p in (cache / "phantom").rglob("*.dcm")}
+    before = {p: p.stat().st_mtime_ns for p in (cache / "dataset" / "volumes").rglob("*.nii.gz")}
+    assert len(before) == 9
     train(cfg, tmp_path / "run", resume=True, progress=False)  # a resumed run reuses its cache
-    assert {p: p.stat().st_mtime_ns for p in (cache / "phantom").rglob("*.dcm")} == before
-    assert (cache / "phantom" / "cohort.json").stat().st_mtime_ns >= stamp
+    assert {p: p.stat().st_mtime_ns for p in (cache / "dataset" / "volumes").rglob("*.nii.gz")} == before

@@ -42,6 +42,7 @@ import numpy as np
 from igtv.config import dump_yaml, load_config, replace, save_config, to_dict
 from igtv.data.qc import roi_qc, roi_statistics
 from igtv.data.split import patient_split
+from igtv.geometry import Geometry
 from igtv.io import remove_stale_temporaries, write_csv_atomic, write_text_atomic
 from igtv.parallel import map_jobs
 
@@ -82,23 +83,58 @@ def redact(message: str, secrets_: list[str], replacement: str) -> str:
     return message
 
 
+@dataclass
+class PatientArrays:
+    """One patient's images on the CT grid, as :func:`prepare_arrays` takes them (from DICOM, or straight from the
+    phantom's simulation)."""
+
+    ct_hu: np.ndarray  # [z, y, x]
+    geometry: Geometry  # of the CT
+    pet_on_ct: np.ndarray  # SUV resampled onto the CT grid
+    pet_geometry: Geometry  # the PET's own grid
+    masks: dict[str, np.ndarray]  # ROI name -> bool mask on the CT grid, names matching PrepareConfig.roi
+    suv: dict  # kind, rule, notes, factor of the SUV conversion
+    manufacturer: str
+    model: str
+    structure_modality: str
+
+
 def prepare_patient(series: list, cfg: PrepareConfig, out_dir: Path, pseudo: str) -> dict:
     """Process one patient's series (from :func:`~igtv.dicom.index.scan_dicom`); returns its record."""
-    from igtv.data.png import resize_slice, save_png
-    from igtv.data.windows import PRESETS, scale_pet_roi_max, scale_pet_suv, to_uint8, window_ct
     from igtv.dicom.index import select_exam
     from igtv.dicom.series import read_image_series, read_pet_suv
     from igtv.dicom.structures import read_roi_masks
-    from igtv.geometry import resample_to, save_nifti
+    from igtv.geometry import resample_to
 
     t0 = time.perf_counter()
     exam = select_exam(series, cfg.roi)
     ct = read_image_series(exam.ct)
     pet_suv, pet_geom, scale = read_pet_suv(exam.pet)
-    pet_on_ct = resample_to(pet_suv, pet_geom, ct.geometry, order=1)
-    masks = read_roi_masks(exam.structure, ct, cfg.roi)
+    arrays = PatientArrays(
+        ct_hu=ct.array,
+        geometry=ct.geometry,
+        pet_on_ct=resample_to(pet_suv, pet_geom, ct.geometry, order=1),
+        pet_geometry=pet_geom,
+        masks=read_roi_masks(exam.structure, ct, cfg.roi),
+        suv={"kind": scale.kind, "rule": scale.rule, "notes": list(scale.notes), "factor": scale.factor},
+        manufacturer=exam.pet.manufacturer,
+        model=exam.pet.model,
+        structure_modality=exam.structure.modality if exam.structure else "",
+    )
+    return prepare_arrays(arrays, cfg, out_dir, pseudo, t0)
+
+
+def prepare_arrays(a: PatientArrays, cfg: PrepareConfig, out_dir: Path, pseudo: str, t0: float | None = None) -> dict:
+    """QC every ROI, write the PNGs of the kept ROIs' slices, the volumes and ``patients/<pseudo>.json`` (last);
+    returns the patient's record."""
+    from igtv.data.png import resize_slice, save_png
+    from igtv.data.windows import PRESETS, scale_pet_roi_max, scale_pet_suv, to_uint8, window_ct
+    from igtv.geometry import save_nifti
+
+    t0 = time.perf_counter() if t0 is None else t0
+    pet_on_ct, masks = a.pet_on_ct, a.masks
     preset = PRESETS[cfg.preset]
-    geom = ct.geometry
+    geom = a.geometry
     rois, slices = [], []
     labels = np.zeros(geom.shape_zyx, dtype=np.uint8)
     names = sorted(masks, key=lambda n: (len(n), n.lower()))
@@ -116,8 +152,8 @@ def prepare_patient(series: list, cfg: PrepareConfig, out_dir: Path, pseudo: str
             "reason": reason,
             **{key: st[key] for key in ("volume_cc", "suv_max", "suv_mean", "n_slices", "centroid_mm")},
             "spacing_mm": list(geom.spacing_mm),
-            "manufacturer": exam.pet.manufacturer,
-            "model": exam.pet.model,
+            "manufacturer": a.manufacturer,
+            "model": a.model,
         }
         rois.append(roi)
         if reason:
@@ -128,7 +164,7 @@ def prepare_patient(series: list, cfg: PrepareConfig, out_dir: Path, pseudo: str
         folder = out_dir / pseudo
         for z in range(lo, hi + 1):
             item = f"{pseudo}_r{k}_{z:04d}"
-            ct_img = window_ct(ct.array[z], *preset.ct_hu)
+            ct_img = window_ct(a.ct_hu[z], *preset.ct_hu)
             if preset.pet_mode == "roi_max":
                 pet_img = scale_pet_roi_max(pet_on_ct[z], st["suv_max"])
             else:
@@ -153,17 +189,17 @@ def prepare_patient(series: list, cfg: PrepareConfig, out_dir: Path, pseudo: str
             )
     if cfg.write_volumes:
         vol = out_dir / "volumes" / pseudo
-        save_nifti(vol / "ct_hu.nii.gz", np.round(ct.array).astype(np.int16), geom)
+        save_nifti(vol / "ct_hu.nii.gz", np.round(a.ct_hu).astype(np.int16), geom)
         save_nifti(vol / "pet_suv.nii.gz", pet_on_ct.astype(np.float32), geom)
         save_nifti(vol / "labels.nii.gz", labels, geom)
     record = {
         "patient": pseudo,
         "ct_geometry": geom.to_dict(),
-        "pet_geometry": pet_geom.to_dict(),
-        "suv": {"kind": scale.kind, "rule": scale.rule, "notes": list(scale.notes), "factor": scale.factor},
-        "manufacturer": exam.pet.manufacturer,
-        "model": exam.pet.model,
-        "structure_modality": exam.structure.modality if exam.structure else "",
+        "pet_geometry": a.pet_geometry.to_dict(),
+        "suv": a.suv,
+        "manufacturer": a.manufacturer,
+        "model": a.model,
+        "structure_modality": a.structure_modality,
         "roi_labels": {str(k): n for k, n in enumerate(names, start=1)},
         "rois": rois,
         "slices": slices,

@@ -42,6 +42,11 @@ def patient_folder(cohort: str, index: int) -> str:
     return f"{'G' if cohort == 'gtv' else 'I'}{index + 1:04d}"
 
 
+def patient_id(folder: str) -> str:
+    """The PatientID a phantom patient's DICOM carries (pseudonymised by ``igtv prepare`` like any other)."""
+    return f"IGTV-PH-{folder}"
+
+
 def roi_names(k: int) -> tuple[str, str]:
     """ROI names of lesion ``k`` (1-based): GTV/IGTV for the first, GTV_k/IGTV_k for the others."""
     return ("GTV", "IGTV") if k == 1 else (f"GTV_{k}", f"IGTV_{k}")
@@ -69,7 +74,7 @@ def write_patient(p: PhantomPatient, cfg: PhantomConfig, out_dir: Path) -> dict:
     ct_time = series_start - dt.timedelta(minutes=3)
     ps = PatientStudy(
         patient_name=f"Phantom^{name}",
-        patient_id=f"IGTV-PH-{name}",
+        patient_id=patient_id(name),
         patient_birth_date=f"{1940 + p.index % 40}{p.index % 12 + 1:02d}{p.index % 28 + 1:02d}",  # for privacy tests
         patient_sex="O",
         study_uid=det_uid(*seed, "study"),

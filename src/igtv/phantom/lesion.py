@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import importlib.util
 import math
 from dataclasses import dataclass
 
@@ -62,12 +64,35 @@ def _rotation(rng: np.random.Generator) -> np.ndarray:
     )
 
 
+@functools.cache
+def _fast():
+    """The numba kernel module, or None without numba (then the NumPy code below runs; both give the same bits)."""
+    if importlib.util.find_spec("numba") is None:
+        return None
+    from igtv.phantom import fast
+
+    return fast
+
+
 def lesion_fields(
-    les: Lesion, x: np.ndarray, y: np.ndarray, z: np.ndarray, shift=(0.0, 0.0, 0.0), uptake: bool = True
+    les: Lesion,
+    x: np.ndarray,
+    y: np.ndarray,
+    z: np.ndarray,
+    shift=(0.0, 0.0, 0.0),
+    uptake: bool = True,
+    fast: bool = True,
 ) -> tuple[np.ndarray, np.ndarray | None]:
-    """Inside-mask and SUV of a lesion displaced by ``shift`` (mm); ``x, y, z`` broadcast together."""
+    """Inside-mask and SUV of a lesion displaced by ``shift`` (mm); ``x, y, z`` broadcast together.
+
+    With numba (and ``fast``), a box given as one column, row and slice axis (``x`` (1, 1, nx), ``y`` (1, ny, 1),
+    ``z`` (nz, 1, 1), as every caller here passes it) goes through :mod:`igtv.phantom.fast`: same bits, ~10x faster.
+    """
     cx, cy, cz = (les.centre[i] + shift[i] for i in range(3))
     dx, dy, dz = x - cx, y - cy, z - cz
+    separable = dx.ndim == dy.ndim == dz.ndim == 3 and dx.shape[:2] == dz.shape[1:] == (1, 1) == dy.shape[::2]
+    if fast and separable and _fast() is not None:
+        return _fast().lesion_fields_fast(les, dx, dy, dz, uptake)
     r = np.asarray(les.rotation).reshape(3, 3)
     q = [r[0, k] * dx + r[1, k] * dy + r[2, k] * dz for k in range(3)]  # body-fixed coordinates
     rho = np.sqrt((q[0] / les.axes[0]) ** 2 + (q[1] / les.axes[1]) ** 2 + (q[2] / les.axes[2]) ** 2)

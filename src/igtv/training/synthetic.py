@@ -14,14 +14,14 @@ from igtv.training.config import DataConfig
 
 
 def synthetic_dataset(data: DataConfig, cache_dir: str | Path, workers: int = 2, progress: bool = True) -> Path:
-    """Generate (or complete) the phantom GTV cohort ``data`` asks for in ``cache_dir/phantom`` and prepare it into
-    ``cache_dir/dataset`` (PCLT20K windows; volumes for the patch sampler). Returns the dataset folder."""
-    from igtv.data.prepare import PrepareConfig, prepare_dataset
-    from igtv.phantom.cohort import generate_cohort
-    from igtv.phantom.config import PHANTOM_PSEUDONYM_KEY, PhantomConfig
+    """Simulate (or complete) the phantom GTV cohort ``data`` asks for straight into the prepared dataset
+    ``cache_dir/dataset`` (PCLT20K windows; volumes for the patch sampler; no DICOM in between, see
+    :mod:`igtv.phantom.dataset`). Returns the dataset folder."""
+    from igtv.data.prepare import PrepareConfig
+    from igtv.phantom.config import PhantomConfig
+    from igtv.phantom.dataset import write_prepared_cohort
 
-    cache = Path(cache_dir)
-    dataset = cache / "dataset"
+    dataset = Path(cache_dir) / "dataset"
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         if not (dataset / "dataset.json").exists():
             raise ValueError(
@@ -29,26 +29,16 @@ def synthetic_dataset(data: DataConfig, cache_dir: str | Path, workers: int = 2,
                 "torchrun (or --nproc) to generate it, then train on several processes"
             )
         return dataset
-    cohort = generate_cohort(
-        PhantomConfig(
-            cohort="gtv",
-            patients=data.phantom_patients,
-            seed=data.phantom_seed,
-            randomize=data.phantom_randomize,
-            matrix_scale=data.phantom_matrix_scale,
-            write_pclt=False,
-            workers=workers,
-        ),
-        cache / "phantom",
-        progress=progress,
+    cfg = PhantomConfig(
+        cohort="gtv",
+        patients=data.phantom_patients,
+        seed=data.phantom_seed,
+        randomize=data.phantom_randomize,
+        matrix_scale=data.phantom_matrix_scale,
+        write_pclt=False,
+        workers=workers,
     )
-    prep = prepare_dataset(
-        cohort.out_dir,
-        dataset,
-        PrepareConfig(
-            preset=data.preset, roi="GTV", size=256 if data.phantom_matrix_scale >= 0.5 else 64, workers=workers
-        ),
-        progress=progress,
-        pseudonym_key=PHANTOM_PSEUDONYM_KEY,
+    prep = PrepareConfig(
+        preset=data.preset, roi="GTV", size=256 if data.phantom_matrix_scale >= 0.5 else 64, workers=workers
     )
-    return prep.out_dir
+    return write_prepared_cohort(cfg, dataset, prep, progress=progress).out_dir

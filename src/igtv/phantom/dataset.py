@@ -1,0 +1,113 @@
+"""Phantom cohorts written straight as a prepared dataset (``igtv prepare``'s layout), with no DICOM in between.
+
+For pre-training data (``igtv phantom --prepared``, the synthetic stage-1 cache of ``igtv train``): the DICOM
+export and the ``prepare`` pass that reads it back cost more than the simulation itself (per 512 px patient on one
+core: ~2.8 s writing 150 DICOM files, ~3 s preparing them). Here each simulated patient goes through the same
+:func:`igtv.data.prepare.prepare_arrays` that ``igtv prepare`` ends with: the same QC, PNGs, volumes, tables and
+split, and the same pseudonyms (the PatientID its DICOM would carry, keyed with the phantom key), so a dataset
+made here has the layout, folders and split of one prepared from the DICOM.
+
+Two differences from the DICOM route, both small: the masks are the exact label maps (the DICOM route rasterises
+the RTSTRUCT's contours of them), and the PET is the simulated SUV (the DICOM route stores it as integer Bq/ml
+with a rescale slope, and converts back).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+from igtv.config import dump_yaml, load_config, replace, save_config
+from igtv.data.prepare import PatientArrays, PrepareConfig, PrepareResult
+from igtv.phantom.config import PHANTOM_PSEUDONYM_KEY, PhantomConfig
+
+log = logging.getLogger(__name__)
+
+
+def phantom_arrays(p, roi: str) -> PatientArrays:
+    """A simulated patient as ``prepare_arrays`` takes it: ROIs named as in its RTSTRUCT, those matching ``roi``."""
+    from igtv.dicom.index import roi_matches
+    from igtv.geometry import resample_to
+    from igtv.phantom.cohort import roi_names
+
+    masks = {}
+    for k in range(1, len(p.lesions) + 1):
+        for name, lab in zip(roi_names(k), (p.gtv, p.igtv), strict=True):
+            if roi_matches(name, roi):
+                masks[name] = lab == k
+    return PatientArrays(
+        ct_hu=p.ct_hu,
+        geometry=p.ct_geom,
+        pet_on_ct=resample_to(p.pet_suv, p.pet_geom, p.ct_geom, order=1),
+        pet_geometry=p.pet_geom,
+        masks=masks,
+        suv={"kind": "phantom", "rule": "simulated SUV (no DICOM)", "notes": [], "factor": 1.0},
+        manufacturer=p.scanner["manufacturer"],
+        model=p.scanner["model"],
+        structure_modality="",
+    )
+
+
+def _one(args: tuple[PhantomConfig, PrepareConfig, int, str, str]) -> dict:
+    from igtv.data.prepare import prepare_arrays
+    from igtv.phantom.patient import simulate_patient
+
+    cfg, prep, index, out, pseudo = args
+    t0 = time.perf_counter()
+    return prepare_arrays(phantom_arrays(simulate_patient(cfg, index), prep.roi), prep, Path(out), pseudo, t0)
+
+
+def write_prepared_cohort(
+    cfg: PhantomConfig, out_dir: str | Path, prep: PrepareConfig, progress: bool = True
+) -> PrepareResult:
+    """Simulate (or complete) the cohort ``cfg`` into a prepared dataset in ``out_dir``; resumable like
+    ``igtv prepare`` (a patient with ``patients/<P>.json`` is done). ``cfg.workers`` processes."""
+    from igtv.data.prepare import _pseudonym_key, pseudonym, write_tables
+    from igtv.io import remove_stale_temporaries, write_text_atomic
+    from igtv.parallel import map_jobs
+    from igtv.phantom.cohort import patient_folder, patient_id
+
+    out = Path(out_dir)
+    t0 = time.perf_counter()
+    out.mkdir(parents=True, exist_ok=True)
+    for saved, conf, kind in ((out / "phantom.yaml", cfg, PhantomConfig), (out / "prepare.yaml", prep, PrepareConfig)):
+        if saved.exists():
+            prev = load_config(kind, saved)
+            if dump_yaml(replace(prev, workers=conf.workers)) != dump_yaml(conf):
+                raise ValueError(f"{out} already holds a dataset made with other settings ({saved}); choose another "
+                                 "output folder or delete it")  # fmt: skip
+    save_config(cfg, out / "phantom.yaml")
+    save_config(prep, out / "prepare.yaml")
+    remove_stale_temporaries(out)  # a killed run's half-written files
+    key = _pseudonym_key(out, PHANTOM_PSEUDONYM_KEY)
+    ids = {i: patient_id(patient_folder(cfg.cohort, i)) for i in range(cfg.patients)}
+    pseudo = {i: pseudonym(pid, key) for i, pid in ids.items()}
+    records, jobs = {}, []
+    for i in range(cfg.patients):
+        done = out / "patients" / f"{pseudo[i]}.json"
+        if done.exists():
+            records[pseudo[i]] = json.loads(done.read_text())
+        else:
+            jobs.append((cfg, prep, i, str(out), pseudo[i]))
+    for rec in map_jobs(_one, jobs, cfg.workers, f"phantom {cfg.cohort} (prepared)", "patient", progress):
+        records[rec["patient"]] = rec
+    summary = write_tables(out, records, [], prep, {pseudo[i]: ids[i] for i in range(cfg.patients)})
+    seconds = time.perf_counter() - t0
+    summary["seconds"] = round(seconds, 2)
+    summary["source"] = "igtv phantom --prepared (simulated, no DICOM)"
+    write_text_atomic(out / "dataset.json", json.dumps(summary, indent=1))
+    log.info("prepared phantom cohort %s: %d simulated, %d already there in %.1f s", out, len(jobs), len(records) -
+             len(jobs), seconds)  # fmt: skip
+    return PrepareResult(
+        out,
+        cfg.patients,
+        len(jobs),
+        cfg.patients - len(jobs),
+        [],
+        summary["rois_kept"],
+        summary["rois_excluded"],
+        summary["samples"]["train"] + summary["samples"]["val"] + summary["samples"]["test"],
+        seconds,
+    )

@@ -1,0 +1,104 @@
+"""The phantom's numba kernels give the NumPy reference's bits: lesion fields on random lesions (lobes,
+satellites, spicules, necrosis, cavities; float32 and float64 boxes, shifted or not), the cropped ``shift_add_z``,
+and whole patients with and without the kernels."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from igtv.phantom import lesion as lesion_mod
+from igtv.phantom.config import PhantomConfig
+from igtv.phantom.draw import sample_anatomy
+from igtv.phantom.lesion import lesion_fields, sample_lesion
+from igtv.phantom.motion import shift_add_z
+from igtv.phantom.patient import simulate_patient
+from tests.conftest import SMALL
+
+pytest.importorskip("numba")
+
+
+def _lesions(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    anat = sample_anatomy(rng, False)
+    out = []
+    for i in range(n):
+        les = sample_lesion(anat, rng, cold=False, small=False, avoid=[], randomize=bool(i % 2))
+        if i % 3 == 0:
+            les = replace(les, necrosis=0.6)
+        if i % 4 == 1:
+            les = replace(les, cavity=0.4)
+        if i % 5 == 2 and not les.spikes:
+            les = replace(les, spikes=((0.6, 0.8, 0.0, 9.0, 2.5), (0.0, 0.0, 1.0, 6.0, 1.5)))
+        out.append(les)
+    return out
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_lesion_fields_kernel_matches_numpy_bitwise(dtype):
+    features = set()
+    for les in _lesions(12):
+        r = les.radius + 4.0
+        g = np.arange(-r, r, 1.37)
+        x = (les.centre[0] + g).astype(dtype)[None, None, :]
+        y = (les.centre[1] + g[::-1]).astype(dtype)[None, :, None]
+        z = (les.centre[2] + g).astype(dtype)[:, None, None]
+        for shift in ((0.0, 0.0, 0.0), les.displacement(0.37)):
+            for uptake in (True, False):
+                ref_in, ref_suv = lesion_fields(les, x, y, z, shift=shift, uptake=uptake, fast=False)
+                fast_in, fast_suv = lesion_fields(les, x, y, z, shift=shift, uptake=uptake)
+                assert ref_in.any() and ref_in.shape == fast_in.shape
+                assert np.array_equal(ref_in, fast_in)
+                if uptake:
+                    assert ref_suv.dtype == fast_suv.dtype and np.array_equal(ref_suv, fast_suv)
+        features |= {k for k, on in (("necrosis", les.necrosis), ("cavity", les.cavity), ("spikes", les.spikes),
+                                     ("satellites", les.satellites)) if on}  # fmt: skip
+    assert features == {"necrosis", "cavity", "spikes", "satellites"}  # every branch of the kernel was compared
+
+
+def _shift_add_reference(vol, shifts_vox, weights):
+    """The whole-volume loop that the cropped version replaced."""
+    out = np.zeros_like(vol)
+    kernel: dict[int, float] = {}
+    for s, w in zip(shifts_vox, weights, strict=True):
+        lo = math.floor(s)
+        kernel[lo] = kernel.get(lo, 0.0) + w * (1 - (s - lo))
+        kernel[lo + 1] = kernel.get(lo + 1, 0.0) + w * (s - lo)
+    nz = vol.shape[0]
+    for n, w in kernel.items():
+        if w == 0 or abs(n) >= nz:
+            continue
+        if n >= 0:
+            out[n:] += w * vol[: nz - n]
+        else:
+            out[:n] += w * vol[-n:]
+    return out
+
+
+def test_shift_add_z_crop_matches_whole_volume_bitwise():
+    rng = np.random.default_rng(1)
+    for _ in range(300):
+        nz = int(rng.integers(1, 30))
+        vol = np.zeros((nz, 9, 11), np.float32)
+        if rng.random() < 0.9:  # otherwise all zero
+            z0 = int(rng.integers(0, nz))
+            z1 = int(rng.integers(z0 + 1, nz + 1))
+            vol[z0:z1, 2:7, 3:9] = rng.normal(size=(z1 - z0, 5, 6))
+        t = rng.uniform(0, 1, 16)
+        shifts = (rng.uniform(-40, 40) * np.sin(np.pi * t) ** 4 + rng.uniform(-20, 20)) / rng.uniform(0.5, 3)
+        weights = np.full(16, 1 / 16)
+        assert np.array_equal(shift_add_z(vol, shifts, weights), _shift_add_reference(vol, shifts, weights))
+
+
+def test_whole_patient_identical_with_and_without_numba(monkeypatch):
+    cfg = PhantomConfig(cohort="igtv", patients=2, seed=3, randomize=True, **SMALL)
+    fast = [simulate_patient(cfg, i) for i in range(2)]
+    monkeypatch.setattr(lesion_mod, "_fast", lambda: None)
+    for i, a in enumerate(fast):
+        b = simulate_patient(cfg, i)
+        for field in ("ct_hu", "pet_suv", "gtv", "igtv"):
+            assert np.array_equal(getattr(a, field), getattr(b, field)), field
+        assert (a.igtv > 0).any()
