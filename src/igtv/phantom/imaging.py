@@ -113,7 +113,8 @@ def simulate_ct(
     tex = _resize(tex, (nz, ny, nx))
     lung = lab == LUNG
     grad = imaging.get("lung_gradient_hu", 40.0) * np.clip((ya - anat.lung_cy) / anat.lung_ay, -1.0, 1.0)
-    ct[lung] += (25.0 * tex + np.clip(tex - 1.8, 0.0, None) * 300.0 + grad)[lung]
+    tex_l, grad_l = tex[lung], np.broadcast_to(grad, lung.shape)[lung]  # the lung's voxels only (same bits)
+    ct[lung] += 25.0 * tex_l + np.clip(tex_l - 1.8, 0.0, None) * 300.0 + grad_l
 
     gtv = np.zeros(geom.shape_zyx, dtype=np.uint8)
     igtv = np.zeros(geom.shape_zyx, dtype=np.uint8)
