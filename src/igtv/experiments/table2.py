@@ -84,35 +84,32 @@ BUDGETS = {
 
 
 def make_data(out: Path, budget: Budget, workers: int) -> tuple[Path, Path]:
-    """Phantom GTV cohort (PCLT20K layout; prepared with volumes for patch budgets) and a prepared IGTV cohort."""
+    """Phantom GTV and IGTV cohorts, prepared. Patch budgets read only the prepared volumes, so both cohorts are
+    simulated straight into prepared datasets (:mod:`igtv.phantom.dataset`: same pseudonyms, split and samples as
+    through DICOM, ~5x faster); whole-slice budgets pre-train on the GTV cohort's PCLT20K PNG export and prepare
+    the IGTV cohort from its DICOM."""
     from igtv.data.prepare import PrepareConfig, prepare_dataset
     from igtv.phantom.cohort import generate_cohort
     from igtv.phantom.config import PHANTOM_PSEUDONYM_KEY, PhantomConfig
+    from igtv.phantom.dataset import write_prepared_cohort
 
     size = budget.size or 512
-    gtv = generate_cohort(
-        PhantomConfig(
-            cohort="gtv", patients=budget.gtv_patients, seed=10, matrix_scale=budget.matrix_scale,
-            z_extent_mm=budget.z_extent_mm, workers=workers, pclt_size=size, write_pclt=budget.sampler != "patches",
-        ),
-        out / "phantom_gtv",
+    gtv_cfg = PhantomConfig(
+        cohort="gtv", patients=budget.gtv_patients, seed=10, matrix_scale=budget.matrix_scale,
+        z_extent_mm=budget.z_extent_mm, workers=workers, pclt_size=size, write_pclt=budget.sampler != "patches",
     )  # fmt: skip
-    igtv = generate_cohort(
-        PhantomConfig(
-            cohort="igtv", patients=budget.igtv_patients, seed=11, matrix_scale=budget.matrix_scale,
-            z_extent_mm=budget.z_extent_mm, workers=workers, write_pclt=False,
-        ),
-        out / "phantom_igtv",
+    igtv_cfg = PhantomConfig(
+        cohort="igtv", patients=budget.igtv_patients, seed=11, matrix_scale=budget.matrix_scale,
+        z_extent_mm=budget.z_extent_mm, workers=workers, write_pclt=False,
     )  # fmt: skip
-    key = PHANTOM_PSEUDONYM_KEY  # synthetic patients: a rerun gives the same pseudonyms, sample order and models
-    prep = prepare_dataset(
-        igtv.out_dir, out / "dataset_igtv", PrepareConfig(size=size, workers=workers, seed=0), pseudonym_key=key
-    )
+    igtv_prep = PrepareConfig(size=size, workers=workers, seed=0)
     if budget.sampler == "patches":
-        pre = prepare_dataset(
-            gtv.out_dir, out / "dataset_gtv", PrepareConfig(roi="GTV", size=size, workers=workers), pseudonym_key=key
-        )
-        return pre.out_dir, prep.out_dir
+        pre = write_prepared_cohort(gtv_cfg, out / "dataset_gtv", PrepareConfig(roi="GTV", size=size, workers=workers))
+        return pre.out_dir, write_prepared_cohort(igtv_cfg, out / "dataset_igtv", igtv_prep).out_dir
+    gtv = generate_cohort(gtv_cfg, out / "phantom_gtv")
+    igtv = generate_cohort(igtv_cfg, out / "phantom_igtv")
+    key = PHANTOM_PSEUDONYM_KEY  # synthetic patients: a rerun gives the same pseudonyms, sample order and models
+    prep = prepare_dataset(igtv.out_dir, out / "dataset_igtv", igtv_prep, pseudonym_key=key)
     return gtv.out_dir / "pclt", prep.out_dir
 
 
