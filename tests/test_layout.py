@@ -25,7 +25,8 @@ MAX_LINES = 400
 LONG_FILES = {
     "igtv/cli.py": "one argument parser per subcommand, flat and in the order of `igtv --help`",
     "igtv/dicom/suv.py": "the QIBA SUV rules, one small function each, in the order the module docstring lists",
-    "igtv/experiments/benchmark.py": "each section of `igtv bench` (scan, models, predict, prepare) is one function",
+    "igtv/experiments/benchmark.py": "each section of `igtv bench` (scan, models, predict, prepare, phantom) is one "
+    "function",
 }
 
 

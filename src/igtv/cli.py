@@ -474,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--quick", action="store_true", help="one repeat for the slow figures (< 5 min on 2 cores)")
     b.add_argument("--json", help="also write every figure to this JSON file")
     b.add_argument("--model", help="the demo's checkpoint, for the predict row (default: its untrained twin)")
-    b.add_argument("--sections", default="scan,models,predict,prepare", help="comma-separated subset to run")
+    b.add_argument("--sections", default="scan,models,predict,prepare,phantom", help="comma-separated subset to run")
     b.add_argument("--size", type=int, default=512, help="input side of the model section (default 512)")
     b.set_defaults(func=_bench)
     m = sub.add_parser(

@@ -12,7 +12,9 @@ assert nothing. The sections:
    ``torch.mm`` peak measured in the same run, and peak memory;
 3. ``igtv predict`` of a 100+ slice phantom patient, run as a user runs it (a subprocess): wall time and the
    process's peak RSS, with the paper-size model and with the demo's model;
-4. ``prepare``: patients per second.
+4. ``prepare``: patients per second;
+5. the phantom generator, one process (per core): simulation alone, the DICOM export followed by ``igtv prepare``,
+   and ``igtv phantom --prepared`` (straight into a prepared dataset), in patients per second at 512 x 512.
 """
 
 from __future__ import annotations
@@ -38,7 +40,7 @@ MODEL_WIDTHS = ("tiny", "s", "t")
 MODEL_KINDS = ("2d", "25d_sim")
 SCAN_N = 16
 SCAN_GROUPS = 4  # SS2D's four scan orders
-SECTIONS = ("scan", "models", "predict", "prepare")
+SECTIONS = ("scan", "models", "predict", "prepare", "phantom")
 
 
 @dataclass(frozen=True)
@@ -60,6 +62,7 @@ class BenchConfig:
     long_slices: int = 300  # section 3, full run: a long study for peak memory (0: skip)
     matrix_scale: float = 1.0  # section 3: 1.0 = 512 x 512 CT (smaller only for tests)
     spacing_mm: float = 2.0  # section 3: pixel size on the untrained checkpoints' cards (the demo's; coarser in tests)
+    phantom_patients: int = 0  # section 5: patients per route (0: 2 with --quick, else 4)
 
     def __post_init__(self) -> None:
         unknown = set(self.sections) - set(SECTIONS)
@@ -466,6 +469,41 @@ def bench_predict_prepare(cfg: BenchConfig, device: torch.device, root: Path) ->
     return rows, prep
 
 
+# --------------------------------------------------------------------------------------- section 5: the phantom
+def bench_phantom(cfg: BenchConfig, root: Path) -> list[dict]:
+    """Patients per second of one process (so per core) on the realistic IGTV cohort at ``cfg.matrix_scale``:
+    simulation alone, DICOM export + ``prepare``, and ``--prepared``; the same patients each time, after a warm-up
+    patient (numba compiles there)."""
+    from igtv.data.prepare import PrepareConfig, prepare_dataset
+    from igtv.phantom.cohort import generate_cohort
+    from igtv.phantom.config import PHANTOM_PSEUDONYM_KEY, PhantomConfig
+    from igtv.phantom.dataset import write_prepared_cohort
+    from igtv.phantom.patient import simulate_patient
+
+    n = cfg.phantom_patients or (2 if cfg.quick else 4)
+    pcfg = PhantomConfig(cohort="igtv", patients=n + 1, seed=77, matrix_scale=cfg.matrix_scale, write_pclt=False)
+    simulate_patient(pcfg, n)  # warm-up: the last patient, not timed below
+    t0 = time.perf_counter()
+    slices = sum(simulate_patient(pcfg, i).ct_hu.shape[0] for i in range(n))
+    sim_s = time.perf_counter() - t0
+    one = replace(pcfg, patients=n)
+    prep = PrepareConfig(preset="pclt20k", size=256)
+    t0 = time.perf_counter()
+    generate_cohort(one, root / "dicom", progress=False)
+    export_s = time.perf_counter() - t0
+    prepare_dataset(root / "dicom", root / "via_dicom", prep, progress=False, pseudonym_key=PHANTOM_PSEUDONYM_KEY)
+    dicom_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    write_prepared_cohort(one, root / "direct", prep, progress=False)
+    direct_s = time.perf_counter() - t0
+    return [
+        {"route": "simulation only (in memory)", "patients": n, "ct_slices": slices, "seconds": sim_s},
+        {"route": "`igtv phantom` (DICOM + truth)", "patients": n, "ct_slices": slices, "seconds": export_s},
+        {"route": "`igtv phantom` + `igtv prepare`", "patients": n, "ct_slices": slices, "seconds": dicom_s},
+        {"route": "`igtv phantom --prepared` (no DICOM)", "patients": n, "ct_slices": slices, "seconds": direct_s},
+    ]
+
+
 # ------------------------------------------------------------------------------------------------------- driver
 def machine() -> dict:
     """What the figures were measured on."""
@@ -504,6 +542,10 @@ def run_benchmark(cfg: BenchConfig, progress: Callable[[str], None] | None = Non
         say("sections 3-4: predict and prepare on a phantom patient")
         with tempfile.TemporaryDirectory(dir=cfg.workdir or None) as tmp:
             result["predict"], result["prepare"] = bench_predict_prepare(cfg, device, Path(tmp))
+    if "phantom" in cfg.sections:
+        say("section 5: the phantom generator")
+        with tempfile.TemporaryDirectory(dir=cfg.workdir or None) as tmp:
+            result["phantom"] = bench_phantom(cfg, Path(tmp))
     result["seconds"] = time.perf_counter() - t0
     return result
 
@@ -557,6 +599,14 @@ def format_table(result: dict) -> str:
                   "|---|---|---|---|---|",
                   f"| {r['patients']} | {r['ct_slices']} | {r['wall_s']:.1f} | {r['patients_per_s']:.3f} | "
                   f"{r['peak_rss_mib']:.0f} |", ""]  # fmt: skip
+    if result.get("phantom"):
+        lines += ["### The phantom generator (one process, realistic IGTV cohort)", "",
+                  "| route | patients | CT slices | s / patient | patients/s per core |",
+                  "|---|---|---|---|---|"]  # fmt: skip
+        for r in result["phantom"]:
+            per = r["seconds"] / r["patients"]
+            lines.append(_cells(r["route"], r["patients"], r["ct_slices"], f"{per:.2f}", f"{1.0 / per:.3f}"))
+        lines.append("")
     return "\n".join(lines)
 
 
