@@ -102,3 +102,30 @@ def test_whole_patient_identical_with_and_without_numba(monkeypatch):
         for field in ("ct_hu", "pet_suv", "gtv", "igtv"):
             assert np.array_equal(getattr(a, field), getattr(b, field)), field
         assert (a.igtv > 0).any()
+
+
+def test_flag_reach_bounds_every_label_the_flags_change():
+    """simulate_pet relabels only below flag_reach's z and inside its heart box: the flags must change nothing
+    elsewhere, for anatomies with effusion, organs and both heart sizes (a 4 mm grid over the whole trunk)."""
+    from igtv.phantom.anatomy import flag_reach, labels
+
+    g = np.arange(-260.0, 260.0, 4.0, dtype=np.float32)
+    x, y, z = g[None, None, :], g[None, :, None], np.arange(-160.0, 260.0, 4.0, dtype=np.float32)[:, None, None]
+    effusions = 0
+    for seed in range(6):
+        anat = sample_anatomy(np.random.default_rng(seed), bool(seed % 2))
+        if seed % 3 == 0:
+            anat = replace(anat, effusion=((1.0, 40.0, 110.0), (-1.0, 30.0, 60.0)))
+        effusions += bool(anat.effusion)
+        none = labels(anat, x, y, z, heart=False, diaphragm=False)
+        dia = labels(anat, x, y, z, heart=False)
+        full = labels(anat, x, y, z)
+        z_top, (lo, hi) = flag_reach(anat, margin_mm=0.0)
+        changed = np.nonzero(none != dia)
+        assert changed[0].size and z.ravel()[changed[0]].max() <= z_top
+        zz, yy, xx = np.nonzero(dia != full)
+        assert zz.size
+        for axis, idx in ((x, xx), (y, yy), (z, zz)):
+            k = {id(x): 0, id(y): 1, id(z): 2}[id(axis)]
+            assert lo[k] <= axis.ravel()[idx].min() and axis.ravel()[idx].max() <= hi[k]
+    assert effusions >= 2

@@ -160,6 +160,17 @@ def mediastinum(anat: Anatomy, x, y, z) -> np.ndarray:
     return (np.abs(x - 4.0) <= w) & (np.abs(y - cy) <= hy)
 
 
+def flag_reach(anat: Anatomy, margin_mm: float = 2.0) -> tuple[float, tuple[np.ndarray, np.ndarray]]:
+    """Where :func:`labels`' ``diaphragm`` and ``heart`` flags can change a label (no displacement): below the
+    returned z (the domes, the organs that move with them, pleural effusion up its height), and inside the returned
+    (lo, hi) box of the heart (x, y, z). Every paint of :func:`labels` depends only on the point and its label so
+    far, so outside these a map made without the organ is the map made with it (what :func:`simulate_pet` uses)."""
+    z_top = max(anat.dome_right_z, anat.dome_left_z) + 1.0
+    z_top = max([z_top] + [c[2] + r[2] for _, c, r in anat.organs] + [z_top + h for _, _, h in anat.effusion])
+    c, r = np.asarray(anat.heart_c, dtype=float), np.asarray(anat.heart_axes, dtype=float)
+    return z_top + margin_mm, (c - r - margin_mm, c + r + margin_mm)
+
+
 def labels(
     anat: Anatomy,
     x: np.ndarray,
