@@ -17,6 +17,7 @@ from igtv.phantom.cohort import generate_cohort
 from igtv.phantom.config import PHANTOM_PSEUDONYM_KEY, PhantomConfig
 from igtv.phantom.dataset import write_prepared_cohort
 from tests.conftest import SMALL
+from tests.privacy import identifier_hits, phantom_identifiers
 
 
 def test_prepared_cohort_equals_dicom_route(tmp_path):
@@ -46,6 +47,7 @@ def test_prepared_cohort_equals_dicom_route(tmp_path):
     summary = json.loads((tmp_path / "b" / "dataset.json").read_text())
     assert summary["format"] == "igtv-prepared-1" and "no DICOM" in summary["source"]
     assert not list((tmp_path / "b").rglob("*.dcm"))
+    assert identifier_hits(tmp_path / "b", phantom_identifiers(tmp_path / "dicom")) == []  # no name, ID or birth date
 
     again = write_prepared_cohort(cfg, tmp_path / "b", prep, progress=False)  # resumes: nothing left to do
     assert (again.processed, again.skipped, again.samples) == (0, 3, b.samples)
