@@ -324,7 +324,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "ranges (pre-training data); the default is the realistic mode")  # fmt: skip
     p.add_argument("--prepared", action="store_true",
                    help="write a prepared training dataset (igtv prepare's layout: PNGs, volumes, split) straight "
-                        "from the simulation, with no DICOM: ~5x faster, for pre-training data")  # fmt: skip
+                        "from the simulation, with no DICOM (1.4x faster), for pre-training data")  # fmt: skip
     p.add_argument("--preset", choices=sorted(PRESETS), default="lucid", help="with --prepared: windows (as prepare)")
     p.add_argument("--size", type=int, default=512, help="with --prepared: PNG side (as prepare)")
     p.add_argument("--stats", action="store_true",

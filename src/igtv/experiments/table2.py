@@ -86,7 +86,7 @@ BUDGETS = {
 def make_data(out: Path, budget: Budget, workers: int) -> tuple[Path, Path]:
     """Phantom GTV and IGTV cohorts, prepared. Patch budgets read only the prepared volumes, so both cohorts are
     simulated straight into prepared datasets (:mod:`igtv.phantom.dataset`: same pseudonyms, split and samples as
-    through DICOM, ~5x faster); whole-slice budgets pre-train on the GTV cohort's PCLT20K PNG export and prepare
+    through DICOM, ~1.4x faster); whole-slice budgets pre-train on the GTV cohort's PCLT20K PNG export and prepare
     the IGTV cohort from its DICOM."""
     from igtv.data.prepare import PrepareConfig, prepare_dataset
     from igtv.phantom.cohort import generate_cohort

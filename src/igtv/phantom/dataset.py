@@ -1,11 +1,12 @@
 """Phantom cohorts written straight as a prepared dataset (``igtv prepare``'s layout), with no DICOM in between.
 
-For pre-training data (``igtv phantom --prepared``, the synthetic stage-1 cache of ``igtv train``): the DICOM
-export and the ``prepare`` pass that reads it back cost more than the simulation itself (per 512 px patient on one
-core: ~2.8 s writing 150 DICOM files, ~3 s preparing them). Here each simulated patient goes through the same
-:func:`igtv.data.prepare.prepare_arrays` that ``igtv prepare`` ends with: the same QC, PNGs, volumes, tables and
-split, and the same pseudonyms (the PatientID its DICOM would carry, keyed with the phantom key), so a dataset
-made here has the layout, folders and split of one prepared from the DICOM.
+For pre-training data (``igtv phantom --prepared``, the synthetic stage-1 cache of ``igtv train``, the quick Table
+II's cohorts): the DICOM export and the ``prepare`` pass that reads it back cost about 2 and 2.7 s per 512 px patient
+on one core, on top of ~2.4 s of simulation (``igtv bench --sections phantom``). Here each simulated patient goes
+through the same :func:`igtv.data.prepare.prepare_arrays` that ``igtv prepare`` ends with: the same QC, PNGs,
+volumes, tables and split, and the same pseudonyms (the PatientID its DICOM would carry, keyed with the phantom
+key), so a dataset made here has the layout, folders and split of one prepared from the DICOM. It costs ~2.8 s
+on top of the simulation, most of it the gzip of the NIfTI volumes (5.2 against 7.1 s per patient in all).
 
 Two differences from the DICOM route, both small: the masks are the exact label maps (the DICOM route rasterises
 the RTSTRUCT's contours of them), and the PET is the simulated SUV (the DICOM route stores it as integer Bq/ml
