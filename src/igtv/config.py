@@ -164,3 +164,16 @@ def save_config(config: Any, path: str | Path) -> Path:
 
 def replace(config: T, **changes: Any) -> T:
     return dataclasses.replace(config, **changes)
+
+
+def claim_config(config: Any, path: str | Path, refusal: str) -> Path:
+    """Save ``config`` at ``path``, unless a config saved there differs from it other than in ``workers`` (how a
+    run is parallelised does not change its output): then raise ``ValueError(refusal)``. Output folders that are
+    completed by re-running use it so that a re-run with other settings cannot mix two kinds of output."""
+    path = Path(path)
+    if path.exists():
+        previous = load_config(type(config), path)
+        same = replace(previous, workers=config.workers) if hasattr(previous, "workers") else previous
+        if dump_yaml(same) != dump_yaml(config):
+            raise ValueError(refusal)
+    return save_config(config, path)

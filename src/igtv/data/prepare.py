@@ -39,7 +39,7 @@ from typing import Literal
 
 import numpy as np
 
-from igtv.config import dump_yaml, load_config, replace, save_config, to_dict
+from igtv.config import claim_config, to_dict
 from igtv.data.qc import roi_qc, roi_statistics
 from igtv.data.split import patient_split
 from igtv.geometry import Geometry
@@ -285,25 +285,12 @@ def prepare_dataset(
     if not patients:
         raise FileNotFoundError(f"{root}: no CT/PT/RTSTRUCT/SEG DICOM files found")
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
-    saved = out / "prepare.yaml"
-    if saved.exists() and dump_yaml(replace(load_config(PrepareConfig, saved), workers=cfg.workers)) != dump_yaml(cfg):
-        raise ValueError(f"{out} was prepared with other settings ({saved}); choose another --out or delete it")
-    save_config(cfg, saved)
-    remove_stale_temporaries(out)  # a killed run's half-written files
-    key = _pseudonym_key(out, pseudonym_key)
-    pseudo_of = {pid: pseudonym(pid, key) for pid in patients}
-    if len(set(pseudo_of.values())) != len(pseudo_of):
-        raise RuntimeError("pseudonym collision; delete .pseudonym_key and re-run")
-    records: dict[str, dict] = {}
-    jobs = []
-    for pid in sorted(patients, key=lambda p: pseudo_of[p]):
-        done = out / "patients" / f"{pseudo_of[pid]}.json"
-        if done.exists():
-            records[pseudo_of[pid]] = json.loads(done.read_text())
-        else:
-            jobs.append((patients[pid], cfg, str(out), pseudo_of[pid], str(root)))
-    skipped = len(records)
+    pseudo_of, records = open_dataset(out, cfg, list(patients), pseudonym_key)
+    jobs = [
+        (patients[pid], cfg, str(out), pseudo_of[pid], str(root))
+        for pid in sorted(patients, key=lambda p: pseudo_of[p])
+        if pseudo_of[pid] not in records
+    ]
     results = map_jobs(_job, jobs, cfg.workers, "prepare", "patient", progress)
     failed = []
     for rec in results:
@@ -316,15 +303,54 @@ def prepare_dataset(
         if created:
             shutil.rmtree(out, ignore_errors=True)
         raise ValueError(f"{root}: no patient could be prepared: " + "; ".join(f["error"] for f in failed[:3]))
+    return close_dataset(out, records, failed, cfg, pseudo_of, t0, len(jobs) - len(failed))
+
+
+def open_dataset(
+    out: Path, cfg: PrepareConfig, patient_ids: list[str], pseudonym_key: bytes | None = None
+) -> tuple[dict[str, str], dict[str, dict]]:
+    """Create (or reopen, to complete) the dataset folder ``out``: refuse one prepared with other settings, save
+    ``prepare.yaml``, remove a killed run's half-written files, and pseudonymise ``patient_ids`` with the dataset's
+    key. Returns (PatientID -> pseudonym, the records of the patients already done)."""
+    out.mkdir(parents=True, exist_ok=True)
+    saved = out / "prepare.yaml"
+    claim_config(cfg, saved, f"{out} was prepared with other settings ({saved}); choose another --out or delete it")
+    remove_stale_temporaries(out)  # a killed run's half-written files
+    key = _pseudonym_key(out, pseudonym_key)
+    pseudo_of = {pid: pseudonym(pid, key) for pid in patient_ids}
+    if len(set(pseudo_of.values())) != len(pseudo_of):
+        raise RuntimeError("pseudonym collision; delete .pseudonym_key and re-run")
+    records = {}
+    for p in pseudo_of.values():
+        done = out / "patients" / f"{p}.json"
+        if done.exists():
+            records[p] = json.loads(done.read_text())
+    return pseudo_of, records
+
+
+def close_dataset(
+    out: Path,
+    records: dict[str, dict],
+    failed: list[dict],
+    cfg: PrepareConfig,
+    pseudo_of: dict[str, str],
+    t0: float,
+    processed: int,
+    source: str = "",
+) -> PrepareResult:
+    """Write the tables, splits and ``dataset.json`` (``source``: how the patients were made, when not DICOM) from
+    every patient's record; returns the summary as a :class:`PrepareResult`."""
     summary = write_tables(out, records, failed, cfg, {p: pid for pid, p in pseudo_of.items()})
     seconds = time.perf_counter() - t0
     summary["seconds"] = round(seconds, 2)
+    if source:
+        summary["source"] = source
     write_text_atomic(out / "dataset.json", json.dumps(summary, indent=1))
     return PrepareResult(
         out,
-        len(patients),
-        len(jobs) - len(failed),
-        skipped,
+        len(pseudo_of),
+        processed,
+        len(pseudo_of) - processed - len(failed),
         failed,
         summary["rois_kept"],
         summary["rois_excluded"],

@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from igtv.config import dump_yaml, load_config, replace, save_config, to_dict
+from igtv.config import claim_config, to_dict
 from igtv.data.split import patient_split
 from igtv.io import remove_stale_temporaries, write_text_atomic
 from igtv.parallel import map_jobs
@@ -208,14 +208,8 @@ def generate_cohort(
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     saved = out / "phantom.yaml"
-    if saved.exists():
-        previous = load_config(PhantomConfig, saved)
-        if dump_yaml(replace(previous, workers=cfg.workers)) != dump_yaml(cfg):
-            raise ValueError(
-                f"{out} already holds a phantom cohort made with other settings ({saved}); "
-                "choose another --out folder or delete it"
-            )
-    save_config(cfg, saved)
+    claim_config(cfg, saved, f"{out} already holds a phantom cohort made with other settings ({saved}); "
+                             "choose another --out folder or delete it")  # fmt: skip
     remove_stale_temporaries(out)  # a killed run's half-written files
     t0 = time.perf_counter()
     entries: dict[int, dict] = {}

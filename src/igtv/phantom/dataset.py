@@ -15,12 +15,10 @@ with a rescale slope, and converts back).
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
 
-from igtv.config import dump_yaml, load_config, replace, save_config
 from igtv.data.prepare import PatientArrays, PrepareConfig, PrepareResult
 from igtv.phantom.config import PHANTOM_PSEUDONYM_KEY, PhantomConfig
 
@@ -65,50 +63,22 @@ def write_prepared_cohort(
 ) -> PrepareResult:
     """Simulate (or complete) the cohort ``cfg`` into a prepared dataset in ``out_dir``; resumable like
     ``igtv prepare`` (a patient with ``patients/<P>.json`` is done). ``cfg.workers`` processes."""
-    from igtv.data.prepare import _pseudonym_key, pseudonym, write_tables
-    from igtv.io import remove_stale_temporaries, write_text_atomic
+    from igtv.config import claim_config
+    from igtv.data.prepare import close_dataset, open_dataset
     from igtv.parallel import map_jobs
     from igtv.phantom.cohort import patient_folder, patient_id
 
     out = Path(out_dir)
     t0 = time.perf_counter()
-    out.mkdir(parents=True, exist_ok=True)
-    for saved, conf, kind in ((out / "phantom.yaml", cfg, PhantomConfig), (out / "prepare.yaml", prep, PrepareConfig)):
-        if saved.exists():
-            prev = load_config(kind, saved)
-            if dump_yaml(replace(prev, workers=conf.workers)) != dump_yaml(conf):
-                raise ValueError(f"{out} already holds a dataset made with other settings ({saved}); choose another "
-                                 "output folder or delete it")  # fmt: skip
-    save_config(cfg, out / "phantom.yaml")
-    save_config(prep, out / "prepare.yaml")
-    remove_stale_temporaries(out)  # a killed run's half-written files
-    key = _pseudonym_key(out, PHANTOM_PSEUDONYM_KEY)
-    ids = {i: patient_id(patient_folder(cfg.cohort, i)) for i in range(cfg.patients)}
-    pseudo = {i: pseudonym(pid, key) for i, pid in ids.items()}
-    records, jobs = {}, []
-    for i in range(cfg.patients):
-        done = out / "patients" / f"{pseudo[i]}.json"
-        if done.exists():
-            records[pseudo[i]] = json.loads(done.read_text())
-        else:
-            jobs.append((cfg, prep, i, str(out), pseudo[i]))
+    ids = [patient_id(patient_folder(cfg.cohort, i)) for i in range(cfg.patients)]
+    pseudo_of, records = open_dataset(out, prep, ids, PHANTOM_PSEUDONYM_KEY)
+    saved = out / "phantom.yaml"
+    claim_config(cfg, saved, f"{out} already holds a dataset made with other settings ({saved}); choose another "
+                             "output folder or delete it")  # fmt: skip
+    jobs = [(cfg, prep, i, str(out), pseudo_of[pid]) for i, pid in enumerate(ids) if pseudo_of[pid] not in records]
     for rec in map_jobs(_one, jobs, cfg.workers, f"phantom {cfg.cohort} (prepared)", "patient", progress):
         records[rec["patient"]] = rec
-    summary = write_tables(out, records, [], prep, {pseudo[i]: ids[i] for i in range(cfg.patients)})
-    seconds = time.perf_counter() - t0
-    summary["seconds"] = round(seconds, 2)
-    summary["source"] = "igtv phantom --prepared (simulated, no DICOM)"
-    write_text_atomic(out / "dataset.json", json.dumps(summary, indent=1))
-    log.info("prepared phantom cohort %s: %d simulated, %d already there in %.1f s", out, len(jobs), len(records) -
-             len(jobs), seconds)  # fmt: skip
-    return PrepareResult(
-        out,
-        cfg.patients,
-        len(jobs),
-        cfg.patients - len(jobs),
-        [],
-        summary["rois_kept"],
-        summary["rois_excluded"],
-        summary["samples"]["train"] + summary["samples"]["val"] + summary["samples"]["test"],
-        seconds,
-    )
+    result = close_dataset(out, records, [], prep, pseudo_of, t0, len(jobs), "igtv phantom --prepared (no DICOM)")
+    log.info("prepared phantom cohort %s: %d simulated, %d already there in %.1f s", out, result.processed,
+             result.skipped, result.seconds)  # fmt: skip
+    return result
