@@ -93,3 +93,21 @@ def test_shape_and_spacing_errors():
         dice(np.zeros((2, 2)), np.zeros((3, 3)))
     with pytest.raises(ValueError, match="spacing_mm"):
         hd95(np.ones((2, 2)), np.ones((2, 2)), (1.0, 1.0, 1.0))
+
+
+def test_label_lesions_in_the_bounding_box_equals_labelling_the_whole_volume():
+    from scipy import ndimage
+
+    from igtv.evaluation.metrics import CONNECTIVITY, bounding_box, label_lesions
+
+    rng = np.random.default_rng(0)
+    for trial in range(40):
+        shape = tuple(int(v) for v in rng.integers(1, 24, 3))
+        mask = rng.random(shape) < [0.0, 0.002, 0.05, 0.4][trial % 4]
+        want, n = ndimage.label(mask, structure=CONNECTIVITY)
+        got, m = label_lesions(mask)
+        assert m == n and got.dtype == np.int32 and np.array_equal(got, want), trial
+    mask = np.zeros((9, 30, 40), bool)
+    mask[2, 5, 7] = mask[6, 20, 33] = True
+    assert bounding_box(mask) == (slice(2, 7), slice(5, 21), slice(7, 34))
+    assert bounding_box(np.zeros((4, 4), bool)) is None

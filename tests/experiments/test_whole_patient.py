@@ -92,3 +92,27 @@ def test_candidate_rules_are_measured_alone():
     for name, cfg in CANDIDATE_RULES.items():
         changed = [k for k, v in off.items() if getattr(cfg, k) != v]
         assert changed == [name.split("=")[0]], name
+
+
+def test_thorax_region_is_computed_once_per_ct_file(tmp_path):
+    import os
+
+    from igtv.experiments import whole_patient as wp
+
+    ct = tmp_path / "ct_hu.nii.gz"
+    ct.write_bytes(b"first")
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return np.arange(60).reshape(3, 4, 5) % 3 == 0
+
+    first = wp._cached_region(ct, 10.0, compute)
+    again = wp._cached_region(ct, 10.0, compute)
+    assert len(calls) == 1 and again.dtype == bool and np.array_equal(first, again)
+    wp._cached_region(ct, 5.0, compute)  # another margin is another region
+    assert len(calls) == 2
+    ct.write_bytes(b"second, longer")  # a new CT at the same path is not served the old region
+    os.utime(ct, ns=(1, 1))
+    wp._cached_region(ct, 10.0, compute)
+    assert len(calls) == 3

@@ -123,6 +123,28 @@ def test_sim_matches_hand_computation_of_eqs_1_to_6():
     assert torch.allclose(got, want, atol=1e-5)
 
 
+def test_sim_fast_layouts_match_plain_convs_with_gradients():
+    """SIM's relation branch scales instead of running the depthwise 1x1 conv, and its convs run channels-last: the
+    outputs and every gradient match the plain NCHW convs (training mode, batch-norm statistics from the batch)."""
+    import torch.nn.functional as F
+
+    torch.manual_seed(4)
+    sim = SliceInteraction(3).train()
+    x = torch.randn(2, 3, 20, 20, requires_grad=True)
+    got = sim.relation(x).square().sum() + sim.spatial(x).square().sum()
+    grads = torch.autograd.grad(got, [x, *sim.parameters()], allow_unused=True)
+    rel, sp = sim.relation, sim.spatial
+    want_rel = rel.dw3(F.relu(rel.bn(F.conv2d(x, rel.dw1.weight, groups=3))))
+    want_sp = x * torch.sigmoid(sp.bn(F.conv2d(x, sp.conv.weight, padding=3)))
+    want = want_rel.square().sum() + want_sp.square().sum()
+    ref = torch.autograd.grad(want, [x, *sim.parameters()], allow_unused=True)
+    assert torch.allclose(got, want, rtol=1e-5)
+    for g, r in zip(grads, ref, strict=True):
+        assert (g is None) == (r is None)
+        if g is not None:
+            assert torch.allclose(g, r, rtol=1e-4, atol=1e-5)
+
+
 def test_sim_weights_are_constructor_arguments():
     model = create_model("cipa_25d_sim_tiny", sim_weights=(0.5, 0.2, 0.1))
     assert (model.slice_ct.alpha, model.slice_ct.beta, model.slice_ct.gamma) == (0.5, 0.2, 0.1)

@@ -29,7 +29,10 @@ class SIMSpatial(nn.Module):
         self.bn = nn.BatchNorm2d(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x * torch.sigmoid(self.bn(self.conv(x)))  # (B, 1, H, W) broadcast over slices
+        # channels-last: oneDNN's backward of this 3 -> 1 channel conv is ~4x faster so (1.8 + 16 ms -> 1.8 + 3 ms for
+        # 8 x 3 x 96 x 96 on a 2-core CPU); the result is laid out contiguously again.
+        a = self.conv(x.contiguous(memory_format=torch.channels_last)).contiguous()  # (B, 1, H, W)
+        return x * torch.sigmoid(self.bn(a))  # broadcast over slices
 
 
 class SIMRelation(nn.Module):
@@ -42,7 +45,10 @@ class SIMRelation(nn.Module):
         self.dw3 = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.dw3(torch.relu(self.bn(self.dw1(x))))
+        # A depthwise 1x1 conv is a per-channel scale: computed as one (exact) multiply, it skips oneDNN's slow path for
+        # 3 channels; the depthwise 3x3 runs channels-last (0.2 vs 5 ms forward for 8 x 3 x 96 x 96 on a 2-core CPU).
+        s = torch.relu(self.bn(x * self.dw1.weight.view(1, -1, 1, 1)))  # dw1.weight: (C, 1, 1, 1)
+        return self.dw3(s.contiguous(memory_format=torch.channels_last)).contiguous()
 
 
 class SliceInteraction(nn.Module):
