@@ -116,3 +116,26 @@ def test_thorax_region_is_computed_once_per_ct_file(tmp_path):
     os.utime(ct, ns=(1, 1))
     wp._cached_region(ct, 10.0, compute)
     assert len(calls) == 3
+
+
+@pytest.mark.slow
+def test_evaluation_limits_tiles_to_the_thorax_region_as_predict_does(prepared):
+    """With ``region_tiles`` the model sees the thorax rule's region (``igtv predict`` predicts only the tiles
+    that overlap it); the phantom's lesions lie inside it."""
+    from pathlib import Path
+
+    from igtv.experiments.whole_patient import evaluate_patient
+
+    _, prep = prepared
+    vol = next(p for p in sorted((Path(prep.out_dir) / "volumes").iterdir()) if (p / "labels.nii.gz").exists())
+    seen = []
+
+    def predict_raw(ct, pet, geom, truth, region=None):
+        seen.append(region)
+        assert region is None or region.shape == ct.shape
+        return truth
+
+    on = evaluate_patient(predict_raw, vol, WholePatientConfig())
+    off = evaluate_patient(predict_raw, vol, WholePatientConfig(region_tiles=False))
+    assert seen[1] is None and seen[0] is not None and seen[0].any()
+    assert on["row"]["dice_3d"] == off["row"]["dice_3d"] > 0.5  # same raw mask, same scoring

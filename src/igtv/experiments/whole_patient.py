@@ -77,6 +77,9 @@ class WholePatientConfig:
     keep_masks: bool = False  # return the predicted masks of the ROI slices (figures)
     precision: str = "auto"  # forward passes: auto (AMP on CUDA, fp32 on CPU), fp32 or bf16
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
+    # predict only the tiles that overlap the thorax rule's region, as `igtv predict` does (patch models; the rule's
+    # measured worth is then what it removes from the prediction a user gets)
+    region_tiles: bool = True
     bootstrap: int = 1000
     seed: int = 0
 
@@ -95,16 +98,16 @@ def _sample_slices(root: Path, patient: str) -> dict[int, set[int]]:
 
 
 def model_raw_mask(lm, device, cfg: WholePatientConfig):
-    """``(ct_hu, pet_suv, geom, truth) -> raw mask`` of a loaded model through the predict pipeline (the truth is
-    not used)."""
+    """``(ct_hu, pet_suv, geom, truth, region) -> raw mask`` of a loaded model through the predict pipeline (the
+    truth is not used; ``region``, when not None, limits the tiles as in ``igtv predict``)."""
     from igtv.inference.predict import predict_volume
     from igtv.inference.predictor import apply_flips, canonical_flips
 
-    def run(ct, pet, geom, truth):
+    def run(ct, pet, geom, truth, region=None):
         flips = canonical_flips(geom)
         prob_c, _ = predict_volume(
             lm, apply_flips(ct, flips), apply_flips(pet, flips), geom.spacing_mm, device, cfg.tta, cfg.batch_size,
-            False, cfg.overlap,
+            False, cfg.overlap, None if region is None else apply_flips(region, flips),
         )  # fmt: skip
         return np.ascontiguousarray(apply_flips(prob_c, flips)) >= lm.threshold * 255.0
 
@@ -115,7 +118,7 @@ def threshold_raw_mask(rule: str):
     """``(ct_hu, pet_suv, geom, truth) -> mask`` of a PET threshold inside each true lesion's box + 15 mm."""
     from igtv.evaluation.baselines import threshold_volume
 
-    return lambda ct, pet, geom, truth: threshold_volume(pet, truth, tuple(geom.spacing_mm[::-1]), rule)
+    return lambda ct, pet, geom, truth, region=None: threshold_volume(pet, truth, tuple(geom.spacing_mm[::-1]), rule)
 
 
 _REGION_CACHE: OrderedDict[tuple, tuple[np.ndarray, tuple[int, ...]]] = OrderedDict()
@@ -151,19 +154,22 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
     labels, _ = load_nifti(volume_dir / "labels.nii.gz")
     ct, pet = ct.astype(np.float32), pet.astype(np.float32)
     truth = labels > 0
-    raw = predict_raw(ct, pet, geom, truth)
     from igtv.inference.lesions import drop_components, fill_hulls, thorax_region
 
     regions: dict[float, np.ndarray] = {}  # thorax region per margin, computed once for all the rule sets
 
-    def region(margin_mm: float) -> np.ndarray | None:
-        if not margin_mm or not raw.any():
-            return None
+    def region_of(margin_mm: float) -> np.ndarray:
         if margin_mm not in regions:
             regions[margin_mm] = _cached_region(
                 volume_dir / "ct_hu.nii.gz", margin_mm, lambda: thorax_region(ct, geom, margin_mm)
             )
         return regions[margin_mm]
+
+    margin = cfg.postprocess.thorax_margin_mm
+    raw = predict_raw(ct, pet, geom, truth, region_of(margin) if cfg.region_tiles and margin else None)
+
+    def region(margin_mm: float) -> np.ndarray | None:
+        return region_of(margin_mm) if margin_mm and raw.any() else None
 
     comp_labels, verdicts = component_verdicts(
         raw, pet, geom, cfg.postprocess, ct, region(cfg.postprocess.thorax_margin_mm)
