@@ -69,8 +69,8 @@ class Budget:
 
 
 BUDGETS = {
-    # 2-core CPU, phantom, small CIPA on 96 px patches at 2 mm, >= 10 test patients: measured 68 min per seed (13
-    # test patients, Non-Local 27 of them), so 3 seeds take ~3.4 h, over the 90 min aimed at; `--seeds` runs them apart.
+    # 2-core CPU, phantom v2, small CIPA on 96 px patches at 2 mm, 12 test patients: 3 seeds with the data measured
+    # 62 min (2026-12-02: data ~6.5 min, ~18-20 min per seed); `--seeds` runs them apart.
     "quick": Budget("s", 0, 3, 3, 0, 8, 2e-3, 1e-3, 2e-3, (0, 1, 2), 24, 90, 1.0, 0, "patches", 2.0, 96, 320, 0.25),
     # the paper's settings (Sec. IV-E): CIPA-T at 512 px, lr 1e-3 pre-training, 6e-5 fine-tuning, 3 seeds; a GPU.
     "paper": Budget("t", 0, 50, 30, 0, 16, 1e-3, 6e-5, 1e-3, (0, 1, 2), 60, 60, 1.0, 10),
