@@ -121,6 +121,18 @@ class Geometry:
         return cls(tuple(d["shape_zyx"]), tuple(d["spacing_mm"]), tuple(d["origin_mm"]), tuple(d["direction"]))
 
 
+def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
+    """The smallest box (one slice per axis) holding every True voxel of ``mask``; None when there is none."""
+    box = [slice(None)] * mask.ndim
+    for axis in range(mask.ndim):  # each axis within the box found so far: the first pass reads the whole mask
+        view = mask[tuple(box)]
+        hit = np.flatnonzero(view.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if hit.size == 0:
+            return None
+        box[axis] = slice(int(hit[0]), int(hit[-1]) + 1)
+    return tuple(box)
+
+
 def resample_to(
     moving: np.ndarray, moving_geom: Geometry, target_geom: Geometry, order: int = 1, default: float = 0.0
 ) -> np.ndarray:

@@ -98,7 +98,8 @@ def test_shape_and_spacing_errors():
 def test_label_lesions_in_the_bounding_box_equals_labelling_the_whole_volume():
     from scipy import ndimage
 
-    from igtv.evaluation.metrics import CONNECTIVITY, bounding_box, label_lesions
+    from igtv.evaluation.metrics import CONNECTIVITY, label_lesions
+    from igtv.geometry import bounding_box
 
     rng = np.random.default_rng(0)
     for trial in range(40):

@@ -185,6 +185,8 @@ def label_lesions(mask: np.ndarray) -> tuple[np.ndarray, int]:
     512 x 512 x 125); raster order inside the box is the volume's, so the labels are those of the whole volume."""
     from scipy import ndimage
 
+    from igtv.geometry import bounding_box
+
     mask = np.asarray(mask, dtype=bool)
     labels = np.zeros(mask.shape, dtype=np.int32)
     box = bounding_box(mask)
@@ -193,18 +195,6 @@ def label_lesions(mask: np.ndarray) -> tuple[np.ndarray, int]:
     sub, n = ndimage.label(mask[box], structure=CONNECTIVITY)
     labels[box] = sub
     return labels, int(n)
-
-
-def bounding_box(mask: np.ndarray) -> tuple[slice, ...] | None:
-    """The smallest box (one slice per axis) holding every True voxel of ``mask``; None when there is none."""
-    box = [slice(None)] * mask.ndim
-    for axis in range(mask.ndim):  # each axis within the box found so far: the first pass reads the whole mask
-        view = mask[tuple(box)]
-        hit = np.flatnonzero(view.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
-        if hit.size == 0:
-            return None
-        box[axis] = slice(int(hit[0]), int(hit[-1]) + 1)
-    return tuple(box)
 
 
 def lesion_detection(pred: np.ndarray, truth: np.ndarray, voxel_cc: float) -> dict:

@@ -15,6 +15,7 @@ slices of ``slices.csv`` with role ``sample``), without the truth's SUVmax windo
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import logging
 import time
@@ -156,14 +157,9 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
     truth = labels > 0
     from igtv.inference.lesions import drop_components, fill_hulls, thorax_region
 
-    regions: dict[float, np.ndarray] = {}  # thorax region per margin, computed once for all the rule sets
-
+    @functools.cache  # thorax region per margin, unpacked once for all the rule sets
     def region_of(margin_mm: float) -> np.ndarray:
-        if margin_mm not in regions:
-            regions[margin_mm] = _cached_region(
-                volume_dir / "ct_hu.nii.gz", margin_mm, lambda: thorax_region(ct, geom, margin_mm)
-            )
-        return regions[margin_mm]
+        return _cached_region(volume_dir / "ct_hu.nii.gz", margin_mm, lambda: thorax_region(ct, geom, margin_mm))
 
     margin = cfg.postprocess.thorax_margin_mm
     raw = predict_raw(ct, pet, geom, truth, region_of(margin) if cfg.region_tiles and margin else None)

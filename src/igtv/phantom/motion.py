@@ -6,6 +6,8 @@ import math
 
 import numpy as np
 
+from igtv.geometry import bounding_box
+
 
 def breathing(t: np.ndarray | float) -> np.ndarray:
     """Lujan breathing signal sin^4(pi t): 0 at end exhale (t = 0), 1 at end inhale (t = 0.5)."""
@@ -27,10 +29,10 @@ def shift_add_z(vol: np.ndarray, shifts_vox: np.ndarray, weights: np.ndarray) ->
     nz = vol.shape[0]
     out = np.zeros_like(vol)
     taps = [(n, w) for n, w in kernel.items() if w != 0 and abs(n) < nz]
-    box = _nonzero_box(vol)
+    box = bounding_box(vol != 0)
     if not taps or box is None:
         return out
-    (z0, z1), (y0, y1), (x0, x1) = box
+    (z0, z1), (y0, y1), (x0, x1) = ((sl.start, sl.stop) for sl in box)
     n_lo, n_hi = min(n for n, _ in taps), max(n for n, _ in taps)
     sub = vol[z0:z1, y0:y1, x0:x1]
     acc = np.zeros((z1 - z0 + n_hi - n_lo, y1 - y0, x1 - x0), dtype=vol.dtype)  # acc[a] is out[z0 + n_lo + a]
@@ -41,15 +43,3 @@ def shift_add_z(vol: np.ndarray, shifts_vox: np.ndarray, weights: np.ndarray) ->
     if a1 > a0:
         out[z0 + n_lo + a0 : z0 + n_lo + a1, y0:y1, x0:x1] = acc[a0:a1]
     return out
-
-
-def _nonzero_box(vol: np.ndarray) -> tuple[tuple[int, int], ...] | None:
-    """Half-open index ranges per axis of the box holding every non-zero voxel of a 3D array (None: all zero)."""
-    nonzero = vol != 0
-    ranges = []
-    for axis in range(3):
-        idx = np.nonzero(nonzero.any(axis=tuple(a for a in range(3) if a != axis)))[0]
-        if idx.size == 0:
-            return None
-        ranges.append((int(idx[0]), int(idx[-1]) + 1))
-    return tuple(ranges)
