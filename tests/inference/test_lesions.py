@@ -190,3 +190,23 @@ def test_fill_hulls_closes_a_notch_only_where_the_pet_is_avid():
     pet_cold_notch[:, 15:25, 15:30] = 2.0  # below 0.41 x 10
     assert np.array_equal(fill_hulls(mask, pet_cold_notch, 0.41), mask)
     assert np.array_equal(fill_hulls(mask, pet, 0.0), mask)
+
+
+def test_air_rule_keeps_an_igtv_that_holds_the_lung_its_tumour_moves_through():
+    """A 1 cm tumour moving 3 cm in -850 HU lung: its IGTV is ~35 % soft tissue (mean ~ -540 HU) and stays; a
+    component in aerated lung alone (no tissue) goes."""
+    geom = Geometry((20, 40, 40), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    ct = np.full(geom.shape_zyx, -850.0, np.float32)
+    pet = np.ones(geom.shape_zyx, dtype=np.float32)
+    mask = np.zeros(geom.shape_zyx, dtype=bool)
+    mask[2:17, 5:10, 5:10] = True  # the IGTV: 15 slices of motion envelope ...
+    ct[6:11, 5:10, 5:10] = 20.0  # ... the tumour seen at one phase fills 5 of them (33 %)
+    pet[2:17, 5:10, 5:10] = 6.0  # motion-blurred uptake over the envelope
+    mask[5:10, 25:30, 25:30] = True  # aerated lung, no tissue, PET-avid by spill-over
+    pet[5:10, 25:30, 25:30] = 3.0
+    cfg = PostprocessConfig(min_volume_cc=0.0, thorax_margin_mm=0.0)
+    kept, dropped = postprocess(mask, pet, geom, cfg, ct)
+    assert kept[2:17, 5:10, 5:10].all() and kept.sum() == 15 * 25
+    assert [d["rule"] for d in dropped] == ["min_mean_hu"]
+    old, _ = postprocess(mask, pet, geom, replace(cfg, min_mean_hu=-500.0), ct)
+    assert not old.any()  # the old -500 HU setting dropped the IGTV too (mean -560 HU)

@@ -30,7 +30,9 @@ class PostprocessConfig:
     min_volume_cc: float = 0.5  # drop components smaller than this (islands)
     min_suv_max: float = 2.5  # drop components whose SUVmax is below this (no FDG uptake)
     thorax_margin_mm: float = 10.0  # keep only components touching the lungs + mediastinum, grown by this margin
-    min_mean_hu: float = -500.0  # drop components whose mean CT is below this (air: the CT shows nothing there)
+    # drop components whose mean CT is below this (air: the CT shows nothing there). An IGTV holds the lung its
+    # tumour moves through, so its mean is far below a GTV's: -700 HU is ~20 % soft tissue in -850 HU lung
+    min_mean_hu: float = -700.0
     max_bone_fraction: float = 0.5  # drop components with more than this share of voxels above BONE_HU (bone only)
     # a cold tumour (SUVmax below min_suv_max) is kept when the CT backs it: a solid mass (mean >= SOLID_HU) of at
     # least cold_min_volume_cc with at least cold_min_lung_contact of its in-plane border in lung (0: off; -1:
