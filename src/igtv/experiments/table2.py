@@ -72,7 +72,8 @@ BUDGETS = {
     # 2-core CPU, phantom v2, small CIPA on 96 px patches at 2 mm, 12 test patients, 3 seeds; `--seeds` runs them
     # apart. With 3 + 3 epochs the run took 62 min (2026-12-02: data ~6.5 min, ~18-20 min per seed) and +SIM seed 0
     # contoured the heart (FP 48 cc per patient); fine-tuning 8 epochs instead took seed 0 from 0.42 to 0.57
-    # whole-patient Dice. Each extra fine-tune/scratch epoch costs ~6 min over 3 seeds (7 rows, ~20 s each).
+    # whole-patient Dice. Each extra fine-tune/scratch epoch costs ~6 min over 3 seeds (7 rows, ~20 s each); 5 + 6
+    # epochs measured 82 min (2026-12-03: +SIM 53.3 whole-patient Dice over 3 seeds, was 43.9).
     "quick": Budget("s", 0, 5, 6, 0, 8, 2e-3, 1e-3, 2e-3, (0, 1, 2), 24, 90, 1.0, 0, "patches", 2.0, 96, 320, 0.25),
     # the paper's settings (Sec. IV-E): CIPA-T at 512 px, lr 1e-3 pre-training, 6e-5 fine-tuning, 3 seeds; a GPU.
     "paper": Budget("t", 0, 50, 30, 0, 16, 1e-3, 6e-5, 1e-3, (0, 1, 2), 60, 60, 1.0, 10),
