@@ -193,7 +193,7 @@ def test_fill_hulls_closes_a_notch_only_where_the_pet_is_avid():
 
 
 def test_air_rule_keeps_an_igtv_that_holds_the_lung_its_tumour_moves_through():
-    """A 1 cm tumour moving 3 cm in -850 HU lung: its IGTV is ~35 % soft tissue (mean ~ -540 HU) and stays; a
+    """A 1 cm tumour moving 2 cm in -850 HU lung: its 3 cm IGTV is a third soft tissue (mean -560 HU) and stays; a
     component in aerated lung alone (no tissue) goes."""
     geom = Geometry((20, 40, 40), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
     ct = np.full(geom.shape_zyx, -850.0, np.float32)
