@@ -64,7 +64,6 @@ CANDIDATE_RULES = {
     "min_suv_max=2.5": replace(NO_RULES, min_suv_max=2.5),
     "min_suv_max=2.5, cold CT mass >= 5 cc kept": replace(NO_RULES, min_suv_max=2.5, cold_min_volume_cc=5.0),
     "thorax_margin_mm=10": replace(NO_RULES, thorax_margin_mm=10.0),
-    "min_mean_hu=-500": replace(NO_RULES, min_mean_hu=-500.0),
     "min_mean_hu=-700": replace(NO_RULES, min_mean_hu=-700.0),
     "max_bone_fraction=0.5": replace(NO_RULES, max_bone_fraction=0.5),
 }

@@ -25,7 +25,8 @@ class PostprocessConfig:
     The defaults were chosen by measurement: on 10 unseen phantom patients (``igtv evaluate``'s
     ``rules_measured_alone``, README *Post-processing*), each rule alone removed false-positive volume and no true
     lesion volume, except ``min_suv_max=2.5``, which removed 108 cc of false positives for 5.7 cc of true lesion
-    (cold, sub-QC lesions)."""
+    (cold, sub-QC lesions). The air rule later moved from -500 to -700 HU: at -500 it dropped IGTVs, whose mean HU
+    includes the lung the tumour moves through (README *Post-processing*)."""
 
     min_volume_cc: float = 0.5  # drop components smaller than this (islands)
     min_suv_max: float = 2.5  # drop components whose SUVmax is below this (no FDG uptake)
