@@ -227,3 +227,55 @@ def test_breathing_signal():
     assert breathing(0.0) == 0.0 and abs(breathing(0.5) - 1.0) < 1e-12
     t = np.linspace(0, 1, 1001)
     assert np.mean(breathing(t) < 0.5) > 0.5  # more time near exhale (Lujan)
+
+
+def test_free_breathing_ct_relabels_only_what_moves():
+    """A free-breathing CT relabels a slice only below the diaphragm's reach or inside the heart's box: the same
+    label map as labelling every slice at its own phase."""
+    from igtv.phantom import imaging
+
+    rng = np.random.default_rng(0)
+    anat = sample_anatomy(rng, False)
+    geom = Geometry((70, 128, 128), (3.6, 3.6, 4.0), (-230.0, -230.0, -150.0))
+    phase = rng.uniform(0.0, 1.0, 70)
+    captured = []
+    real = imaging.labels
+    try:
+        imaging.labels = lambda *a, **k: captured.append(real(*a, **k)) or captured[-1]
+        imaging.simulate_ct(anat, [], geom, np.zeros(3), np.random.default_rng(1), {"ct_slice_phase": phase})
+    finally:
+        imaging.labels = real
+    x, y, z = geom.axis_coordinates_mm()
+    s = breathing(phase)
+    amp = anat.diaphragm_amp_mm
+    every = np.concatenate(
+        [labels(anat, x, y, z[k : k + 1], diaphragm_dz=-amp * s[k], heart_dz=-0.35 * amp * s[k]) for k in range(70)]
+    )
+    assert 1 < len(captured) < 71  # fewer label calls than slices
+    assert np.array_equal(captured[0], every)
+    assert not np.array_equal(every, labels(anat, x, y, z))  # the motion did change the map
+
+
+def test_ct_noise_sd_after_the_blur_is_the_requested_one():
+    """The CT noise is drawn before the scanner blur at the SD that the blur brings down to ct_noise_sd."""
+    from igtv.phantom import imaging
+
+    rng = np.random.default_rng(0)
+    anat = sample_anatomy(rng, False)
+    geom = Geometry((6, 160, 160), (3.0, 3.0, 3.0), (-240.0, -240.0, -40.0))
+    quiet = imaging.simulate_ct(anat, [], geom, np.zeros(3), np.random.default_rng(5), {"ct_noise_hu": 0.0})[0]
+    noisy = imaging.simulate_ct(anat, [], geom, np.zeros(3), np.random.default_rng(5), {"ct_noise_hu": 20.0})[0]
+    diff = (noisy.astype(np.float64) - quiet)[(quiet > -900) & (quiet < 2000)]
+    want = imaging.ct_noise_sd(anat, 20.0)
+    assert diff.size > 10000 and abs(diff.std() / want - 1.0) < 0.05
+
+
+def test_pet_sub_voxel_means_are_the_block_means():
+    from igtv.phantom.imaging import _mean_blocks
+
+    vol = np.random.default_rng(0).random((12, 18, 10), dtype=np.float32)
+    for s_z, s_xy in ((1, 1), (2, 3), (3, 2), (4, 1)):
+        cz, cy, cx = 12 // s_z, 18 // s_xy, 10 // s_xy
+        want = vol[: cz * s_z, : cy * s_xy, : cx * s_xy].reshape(cz, s_z, cy, s_xy, cx, s_xy).mean(axis=(1, 3, 5))
+        got = _mean_blocks(vol, s_z, s_xy)
+        assert got.dtype == np.float32 and np.allclose(got, want, rtol=1e-6, atol=1e-7)

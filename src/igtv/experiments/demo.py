@@ -18,6 +18,7 @@ its `torch.mm` peak was a third of usual); the paper-size runs use the other con
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 from igtv.phantom.cohort import generate_cohort
@@ -49,9 +50,15 @@ def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool
     from igtv.data.report import dataset_report
 
     out = Path(out)
+    start = time.monotonic()
+
+    def stage(text: str) -> None:  # a stage header with the time spent so far, so users see where the minutes go
+        m, sec = divmod(int(time.monotonic() - start), 60)
+        print(f"{text} [{m} min {sec:02d} s so far]")
+
     scale = 0.125 if quick else 1.0
     size = 64 if quick else 256
-    print("[1/6] phantom cohorts (DICOM CT, PET, RTSTRUCT; ground truth)")
+    stage("[1/6] phantom cohorts (DICOM CT, PET, RTSTRUCT; ground truth)")
     gtv = generate_cohort(
         PhantomConfig(
             cohort="gtv", patients=3 if quick else 24, seed=0, matrix_scale=scale, workers=workers, write_pclt=False
@@ -66,7 +73,7 @@ def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool
         preview=True,
     )
     paths = {"gtv_cohort": gtv.out_dir, "igtv_cohort": igtv.out_dir, "preview": igtv.out_dir / "preview.png"}
-    print("[2/6] igtv prepare: both cohorts' DICOM -> datasets (PNGs for the paper's protocol, volumes for patches)")
+    stage("[2/6] igtv prepare: both cohorts' DICOM -> datasets (PNGs for the paper's protocol, volumes for patches)")
     qc = 0.0 if quick else 3.0
     gtv_cfg = PrepareConfig(roi="GTV", size=size, workers=workers, min_suv_max=qc)
     prep_gtv = prepare_dataset(gtv.out_dir, out / "dataset_gtv", gtv_cfg, pseudonym_key=PHANTOM_PSEUDONYM_KEY)
@@ -79,9 +86,9 @@ def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool
     if train:
         from igtv.training.trainer import train as run_training
 
-        print("[3/6] stage 1: 2D pre-training on the GTV cohort")
+        stage("[3/6] stage 1: 2D pre-training on the GTV cohort")
         s1 = run_training(_demo_config("demo_pretrain.yaml", prep_gtv.out_dir, quick), out / "run_pretrain")
-        print("[4/6] stage 2: 2.5D + SIM fine-tuning on the IGTV cohort, weights transferred from stage 1")
+        stage("[4/6] stage 2: 2.5D + SIM fine-tuning on the IGTV cohort, weights transferred from stage 1")
         s2 = run_training(
             _demo_config("demo_finetune.yaml", prep.out_dir, quick, init=str(out / "run_pretrain" / "best.pt")),
             out / "run_finetune",
@@ -94,7 +101,7 @@ def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool
         paths["finetune"] = out / "run_finetune" / "best.pt"
         from igtv.inference.predict import predict_dicom
 
-        print("[5/6] igtv predict on a new phantom patient (never seen in training or validation)")
+        stage("[5/6] igtv predict on a new phantom patient (never seen in training or validation)")
         unseen = generate_cohort(
             PhantomConfig(cohort="igtv", patients=1, seed=UNSEEN_SEED, matrix_scale=scale, workers=1, write_pclt=False),
             out / "phantom_unseen",
@@ -115,7 +122,7 @@ def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool
         paths["report"] = pred.files["report"]
         from igtv.experiments.whole_patient import WholePatientConfig, evaluate_whole_patients
 
-        print("[6/6] whole-patient evaluation of the IGTV test split (the predict pipeline, nothing from the truth)")
+        stage("[6/6] whole-patient evaluation of the IGTV test split (the predict pipeline, nothing from the truth)")
         try:
             ev = evaluate_whole_patients(
                 paths["finetune"], prep.out_dir, out / "evaluate", WholePatientConfig(bootstrap=200), progress=False
@@ -129,6 +136,7 @@ def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool
             paths["evaluate"] = out / "evaluate" / "whole_patient.json"
         except ValueError as exc:  # a quick cohort may have no test patient with volumes
             print(f"      skipped: {exc}")
+    stage("done")
     for key, path in paths.items():
         print(f"{key:15s} {path}")
     return paths

@@ -27,6 +27,7 @@ from igtv.phantom.shapes import (
     paint,
     paint_ellipsoid,
     paint_tube,
+    paint_tubes,
     superellipse,
 )
 from igtv.phantom.skeleton import paint_skeleton
@@ -346,11 +347,9 @@ def labels(
             grow=max(1.2, 0.25 * t.r0),
             where=(C.MED_FAT, C.LUNG, C.SOFT, C.FAT, C.BROWN_FAT),
         )
-    for t in anat.airways:
-        paint_tube(lab, pts, t, C.TRACHEA, where=(C.AIRWAY_WALL,))
+    paint_tubes(lab, pts, anat.airways, C.TRACHEA, where=(C.AIRWAY_WALL,))
     # lung vessel trees and fissures, inside the lungs only
-    for t in anat.lung_tree:
-        paint_tube(lab, pts, t, C.LUNG_VESSEL, where=(C.LUNG,))
+    paint_tubes(lab, pts, anat.lung_tree, C.LUNG_VESSEL, where=(C.LUNG,))
     for side, px, py, pz, nx, ny, nz in anat.fissures:
 
         def fis(xx, yy, zz, px=px, py=py, pz=pz, nx=nx, ny=ny, nz=nz, side=side):

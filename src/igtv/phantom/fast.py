@@ -108,3 +108,44 @@ def lesion_fields_fast(les, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, upta
             s = np.where(rh <= les.cavity, 0.0, s)
         suv[inside] = s
     return inside, suv
+
+
+@numba.njit(cache=True, nogil=True)
+def blur_middle_axis_kernel(src, weights, reflect, out):  # pragma: no cover - compiled
+    """``scipy.ndimage.correlate1d`` of a symmetric filter along the middle axis of ``src`` (a, n, b), float32 in
+    and out, with its arithmetic: each output is ``w0 x0 + sum_j (x_-j + x_j) w_j`` in float64, j from the edge of
+    the filter inwards; outside the axis ``reflect`` mirrors (d c b a | a b c d), otherwise zeros. The inner loop
+    runs along the contiguous last axis, where scipy's walks the strided one."""
+    na, n, nb = src.shape
+    r = (weights.shape[0] - 1) // 2
+    acc = np.empty(nb, dtype=np.float64)
+    for a in range(na):
+        for i in range(n):
+            w0 = weights[r]
+            for b in range(nb):
+                acc[b] = np.float64(src[a, i, b]) * w0
+            for jj in range(r, 0, -1):
+                lo, hi = i - jj, i + jj
+                lo_in, hi_in = True, True
+                if reflect:
+                    while lo < 0 or lo >= n:
+                        lo = -lo - 1 if lo < 0 else 2 * n - lo - 1
+                    while hi < 0 or hi >= n:
+                        hi = -hi - 1 if hi < 0 else 2 * n - hi - 1
+                else:
+                    lo_in, hi_in = lo >= 0, hi < n
+                w = weights[r - jj]
+                if lo_in and hi_in:
+                    for b in range(nb):
+                        acc[b] += (np.float64(src[a, lo, b]) + np.float64(src[a, hi, b])) * w
+                elif lo_in:
+                    for b in range(nb):
+                        acc[b] += (np.float64(src[a, lo, b]) + 0.0) * w
+                elif hi_in:
+                    for b in range(nb):
+                        acc[b] += (0.0 + np.float64(src[a, hi, b])) * w
+                else:
+                    for b in range(nb):
+                        acc[b] += 0.0 * w
+            for b in range(nb):
+                out[a, i, b] = np.float32(acc[b])

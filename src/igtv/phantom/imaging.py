@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from scipy import ndimage
 
-from igtv.geometry import Geometry
+from igtv.geometry import Geometry, bounding_box
 from igtv.phantom.anatomy import Anatomy, flag_reach, labels
 from igtv.phantom.config import CT_MATRIX, LABEL_NAMES, LUNG, PET_FOV_MM, PhantomConfig
+from igtv.phantom.filters import gaussian_blur, gaussian_weights
 from igtv.phantom.lesion import Lesion, cavity_mask, lesion_box, lesion_fields, scaled_lesion
 from igtv.phantom.motion import breathing, shift_add_z
 
@@ -22,6 +22,9 @@ RECON_STYLES: dict[str, tuple[bool, bool, float, float]] = {
     "PSF+TOF": (True, True, 0.8, 0.55),  # Siemens TrueX + TOF
     "Q.Clear": (True, True, 0.6, 0.9),  # GE BSREM: regularised, smooth background
 }
+
+
+CT_BLUR_PX = 0.65  # in-plane resolution of the CT (Gaussian sigma, pixels), applied to anatomy and noise alike
 
 
 def image_grids(cfg: PhantomConfig, scanner: dict, z_lo: float, offset: np.ndarray) -> tuple[Geometry, Geometry]:
@@ -42,7 +45,7 @@ def image_grids(cfg: PhantomConfig, scanner: dict, z_lo: float, offset: np.ndarr
 
 
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, ...], sigma: float) -> np.ndarray:
-    field_ = ndimage.gaussian_filter(rng.standard_normal(shape).astype(np.float32), sigma)
+    field_ = gaussian_blur(rng.standard_normal(shape, dtype=np.float32), (sigma,) * len(shape))
     return field_ / max(float(field_.std()), 1e-6)
 
 
@@ -58,12 +61,26 @@ def _interp_matrix(n_out: int, n_in: int) -> np.ndarray:
     return m
 
 
-def _resize(vol: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
-    """Linear resize of ``vol`` to exactly ``shape``, one matrix product per axis."""
+def _resize(vol: np.ndarray, shape: tuple[int, int, int], box: tuple[slice, ...] | None = None) -> np.ndarray:
+    """Linear resize of ``vol`` to exactly ``shape`` (or to the part of it inside ``box``), one matrix product per
+    axis."""
     mz, my, mx = (_interp_matrix(n, c) for n, c in zip(shape, vol.shape, strict=True))
-    out = vol @ mx.T  # (cz, cy, nx)
-    out = np.einsum("yc,zcx->zyx", my, out)  # (cz, ny, nx)
-    return (mz @ out.reshape(vol.shape[0], -1)).reshape(shape)
+    if box is not None:
+        mz, my, mx = mz[box[0]], my[box[1]], mx[box[2]]
+    out = vol @ mx.T  # (cz, cy, bx)
+    out = my @ out  # (by, cy) @ (cz, cy, bx) -> (cz, by, bx)
+    return (mz @ out.reshape(vol.shape[0], -1)).reshape(mz.shape[0], my.shape[0], mx.shape[0])
+
+
+def _mean_blocks(vol: np.ndarray, s_z: int, s_xy: int) -> np.ndarray:
+    """Mean of each s_z x s_xy x s_xy block (the sub-voxels of a PET voxel), by strided sums (~10x NumPy's mean over
+    the reshaped axes)."""
+    cz, cy, cx = vol.shape[0] // s_z, vol.shape[1] // s_xy, vol.shape[2] // s_xy
+    vol = vol[: cz * s_z, : cy * s_xy, : cx * s_xy]
+    out = sum(vol[k::s_z] for k in range(s_z))
+    out = sum(out[:, k::s_xy] for k in range(s_xy))
+    out = sum(out[:, :, k::s_xy] for k in range(s_xy))
+    return (out / np.float32(s_z * s_xy * s_xy)).astype(np.float32, copy=False)
 
 
 def ct_noise_sd(anat: Anatomy, base_hu: float) -> float:
@@ -84,24 +101,26 @@ def simulate_ct(
     imaging = imaging or {}
     x, y, z = geom.axis_coordinates_mm()
     xa, ya, za = x - offset[0], y - offset[1], z - offset[2]
+    lab = labels(anat, xa, ya, za)
     phases = imaging.get("ct_slice_phase")
-    if phases is None:
-        lab = labels(anat, xa, ya, za)
-    else:  # free breathing: every slice caught at its own phase (motion artefacts at the diaphragm)
+    if phases is not None:  # free breathing: every slice caught at its own phase (motion artefacts at the diaphragm)
         s = breathing(np.asarray(phases))
-        lab = np.concatenate(
-            [
-                labels(
-                    anat,
-                    xa,
-                    ya,
-                    za[k : k + 1],
-                    diaphragm_dz=-anat.diaphragm_amp_mm * s[k],
-                    heart_dz=-0.35 * anat.diaphragm_amp_mm * s[k],
-                )
-                for k in range(za.shape[0])
-            ]
+        # the diaphragm and heart move down from end exhale, so a slice differs from the end-exhale map only below
+        # flag_reach's z_top (labelled again whole) or, above it, inside the heart's (x, y) box
+        z_top, (h_lo, h_hi) = flag_reach(anat)
+        ix, iy = (
+            slice(int(np.searchsorted(a.ravel(), lo, "left")), int(np.searchsorted(a.ravel(), hi, "right")))
+            for a, lo, hi in ((xa, h_lo[0], h_hi[0]), (ya, h_lo[1], h_hi[1]))
         )
+        for k in range(za.shape[0]):
+            zk, dz = float(za.ravel()[k]), anat.diaphragm_amp_mm * s[k]
+            if dz == 0 or zk > max(z_top, h_hi[2]):
+                continue
+            if zk <= z_top:
+                lab[k] = labels(anat, xa, ya, za[k : k + 1], diaphragm_dz=-dz, heart_dz=-0.35 * dz)[0]
+            elif ix.stop > ix.start and iy.stop > iy.start:
+                sub = labels(anat, xa[..., ix], ya[:, iy, :], za[k : k + 1], diaphragm_dz=-dz, heart_dz=-0.35 * dz)
+                lab[k, iy, ix] = sub[0]
     hu_lut = np.array([anat.hu.get(k, 0.0) for k in range(len(LABEL_NAMES))], dtype=np.float32)
     ct = hu_lut[lab]
 
@@ -110,11 +129,14 @@ def simulate_ct(
     nz, ny, nx = geom.shape_zyx
     coarse = tuple(max(4, int(round(n * s / 6.0))) for n, s in zip((nz, ny, nx), geom.spacing_mm[::-1], strict=True))
     tex = _smooth_noise(rng, coarse, 1.0)
-    tex = _resize(tex, (nz, ny, nx))
     lung = lab == LUNG
-    grad = imaging.get("lung_gradient_hu", 40.0) * np.clip((ya - anat.lung_cy) / anat.lung_ay, -1.0, 1.0)
-    tex_l, grad_l = tex[lung], np.broadcast_to(grad, lung.shape)[lung]  # the lung's voxels only (same bits)
-    ct[lung] += 25.0 * tex_l + np.clip(tex_l - 1.8, 0.0, None) * 300.0 + grad_l
+    box = bounding_box(lung)
+    if box is not None:  # the texture is only needed on the lungs' box
+        tex = _resize(tex, (nz, ny, nx), box)
+        grad = imaging.get("lung_gradient_hu", 40.0) * np.clip((ya[:, box[1]] - anat.lung_cy) / anat.lung_ay, -1, 1)
+        lung_b, ct_b = lung[box], ct[box]
+        tex_l, grad_l = tex[lung_b], np.broadcast_to(grad, lung_b.shape)[lung_b]  # the lung's voxels only
+        ct_b[lung_b] += 25.0 * tex_l + np.clip(tex_l - 1.8, 0.0, None) * 300.0 + grad_l
 
     gtv = np.zeros(geom.shape_zyx, dtype=np.uint8)
     igtv = np.zeros(geom.shape_zyx, dtype=np.uint8)
@@ -130,11 +152,15 @@ def simulate_ct(
             region[cavity_mask(les, bx, by, bz) & inside] = -1000.0
         g = gtv[sl]
         g[inside & (g == 0)] = k
-    ct = ndimage.gaussian_filter(ct, (0.0, 0.6, 0.6))  # scanner in-plane resolution
-    noise = ndimage.gaussian_filter(rng.standard_normal(ct.shape).astype(np.float32), (0.0, 0.7, 0.7))
-    noise *= ct_noise_sd(anat, imaging.get("ct_noise_hu", 12.0)) / max(float(noise.std()), 1e-6)
-    ct += noise
-    return np.clip(np.round(ct), -1024, 3071).astype(np.int16), gtv, igtv
+    # noise, then the scanner's in-plane resolution over both (one pass: the blur is linear). White noise of SD s
+    # blurred by a separable kernel w has SD s * sum(w^2) in 2D, so the noise is drawn at the SD that leaves
+    # ct_noise_sd after the blur, with a grain of ~1 pixel
+    ct += rng.standard_normal(ct.shape, dtype=np.float32) * np.float32(
+        ct_noise_sd(anat, imaging.get("ct_noise_hu", 12.0)) / float((gaussian_weights(CT_BLUR_PX) ** 2).sum())
+    )
+    ct = gaussian_blur(ct, (0.0, CT_BLUR_PX, CT_BLUR_PX))
+    np.rint(ct, out=ct)
+    return np.clip(ct, -1024, 3071, out=ct).astype(np.int16), gtv, igtv
 
 
 def simulate_pet(
@@ -228,17 +254,15 @@ def simulate_pet(
     fwhm = scanner["psf_fwhm_mm"] * (1.1 - 0.05 * (iters - 2))
     sig = fwhm / 2.3548
     sig_vox = (sig / dz_fine, sig / (px / s_xy), sig / (px / s_xy))
-    blurred = ndimage.gaussian_filter(act, sig_vox, mode="constant")
-    if psf:
-        wide = ndimage.gaussian_filter(act, tuple(1.8 * v for v in sig_vox), mode="constant")
+    blurred = _mean_blocks(gaussian_blur(act, sig_vox, mode="constant"), s_z, s_xy)
+    if psf:  # the edge overshoot: blurred - wide, the wide blur (1.8x the PSF, >= ~1.5 PET voxels) on the PET grid
+        wide_vox = (1.8 * sig / pdz, 1.8 * sig / px, 1.8 * sig / px)
+        wide = gaussian_blur(_mean_blocks(act, s_z, s_xy), wide_vox, mode="constant")
         blurred += imaging.get("psf_overshoot", 0.3) * (blurred - wide)
-    act = blurred
-    cz, cy, cx = act.shape[0] // s_z, act.shape[1] // s_xy, act.shape[2] // s_xy
-    act = act.reshape(cz, s_z, cy, s_xy, cx, s_xy).mean(axis=(1, 3, 5))
-    pet = np.zeros(geom.shape_zyx, dtype=np.float32)
-    pet[:, y0:y1, x0:x1] = act
-    # signal-dependent, spatially correlated noise (relative noise ~12% at liver level for OSEM without TOF)
-    noise = _smooth_noise(rng, pet.shape, grain)
+    # signal-dependent, spatially correlated noise (relative noise ~12% at liver level for OSEM without TOF), on the
+    # body's box (outside it there is no activity, so no noise)
+    noise = _smooth_noise(rng, blurred.shape, grain)
     level = imaging.get("pet_noise", 0.12) * noise_rel * (1.0 + 0.15 * (iters - 2))
-    pet = pet + level * np.sqrt(np.clip(pet, 0, None) * 2.5) * noise
-    return np.clip(pet, 0.0, None).astype(np.float32)
+    pet = np.zeros(geom.shape_zyx, dtype=np.float32)
+    pet[:, y0:y1, x0:x1] = np.clip(blurred + level * np.sqrt(np.clip(blurred, 0, None) * 2.5) * noise, 0.0, None)
+    return pet
