@@ -11,7 +11,7 @@
    positive / negative volume and false lesions against its true IGTV (all its lesions), ``report.html``;
 6. whole-patient evaluation of the IGTV test split (``igtv evaluate``'s default protocol).
 
-Small CIPA width so it ends in about 22 minutes on a fast 2-core CPU with phantom v2 (10-15 with v1; 36 min on a day
+Small CIPA width so it ends in about 16-17 minutes on a 2-core CPU with phantom v2 (10-15 with v1; 36 min on a day
 its `torch.mm` peak was a third of usual); the paper-size runs use the other configs.
 ``quick=True`` shrinks everything further for smoke tests.
 """
