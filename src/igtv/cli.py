@@ -420,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--roi-name", default="IGTV", help="ROI name in the RTSTRUCT (default IGTV)")
-    p.add_argument("--tta", action="store_true", help="average over flips of the slice plane (4x slower)")
+    p.add_argument("--tta", action="store_true", help="average with the left-right flip, training's one (2x slower)")
     _add_precision(p)
     _add_postprocess_args(p)
     p.add_argument("--compare", help="reference RTSTRUCT: adds Dice, HD95, FP/FN volumes to stats.json")
