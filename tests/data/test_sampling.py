@@ -131,3 +131,30 @@ def test_cold_patches_keep_the_target_and_lose_its_uptake():
     # PCLT20K window (0-15 SUV): 9 SUV is grey 153; made cold (SUVmax <= 2.5 x a PET gain of at most 1.25) it is dark
     assert img_off[1][mask_off[0] > 0].max() > 140
     assert pet_on.max() < 255 * 2.5 * 1.25 / 15 + 1
+
+
+def test_thorax_negatives_are_centred_where_post_processing_keeps_components():
+    """negatives="thorax" centres the non-lesion, non-hot patches in the lungs + mediastinum region (the region whose
+    components prediction keeps); the default draws them anywhere in the body, mostly outside it here."""
+    from igtv.data.sampling import draw_centre
+    from igtv.geometry import Geometry
+    from igtv.inference.lesions import thorax_region
+
+    z, y, x = np.mgrid[0:24, 0:140, 0:140]
+    ct = np.full((24, 140, 140), -1000.0, np.float32)
+    ct[((y - 70) / 60.0) ** 2 + ((x - 70) / 65.0) ** 2 <= 1] = 40.0  # the body, 2 mm pixels
+    for cx in (45, 95):  # two lungs of ~100 cc each
+        ct[(z >= 2) & (z < 22) & (((y - 65) / 25.0) ** 2 + ((x - cx) / 14.0) ** 2 <= 1)] = -850.0
+    pet = np.ones(ct.shape, np.float32)
+    case = build_case("P1", ct, pet, np.zeros(ct.shape, bool), (2.0, 2.0, 2.0), 0.0)
+    region = thorax_region(ct, Geometry(ct.shape, (2.0, 2.0, 2.0), (0.0, 0.0, 0.0)))
+    assert 0.05 < region.mean() < 0.5  # lungs and the mediastinum between them, not the whole body
+    assert region[tuple(case.thorax().T)].all()
+    rng = np.random.default_rng(0)
+    inside = {}
+    for mode in ("thorax", "body"):
+        spec = PatchSpec(fg_fraction=0.0, hot_fraction=0.0, negatives=mode)
+        centres = [draw_centre(case, spec, rng) for _ in range(300)]
+        assert {k for k, _, _ in centres} == {mode}
+        inside[mode] = np.mean([region[tuple(np.round(v).astype(int))] for _, v, _ in centres])
+    assert inside["thorax"] == 1.0 and inside["body"] < 0.5

@@ -179,6 +179,19 @@ class VolumeCase:
     lesions: list[Region] = field(default_factory=list)
     hot: list[Region] = field(default_factory=list)
     body: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int32))
+    _thorax: np.ndarray | None = None
+
+    def thorax(self) -> np.ndarray:
+        """Voxels (subsampled) of the thorax region that post-processing keeps components in (lungs + mediastinum,
+        :func:`igtv.inference.lesions.thorax_region`), found on first use (~0.5 s per 2 mm case)."""
+        if self._thorax is None:
+            from igtv.geometry import Geometry
+            from igtv.inference.lesions import thorax_region
+
+            geom = Geometry(self.ct_hu.shape, tuple(self.spacing_mm[::-1]), (0.0, 0.0, 0.0))
+            region = thorax_region(self.ct_hu, geom)
+            self._thorax = _subsample(np.argwhere(region), np.random.default_rng(1), 4 * MAX_VOXELS)
+        return self._thorax
 
 
 def _regions(mask: np.ndarray, pet: np.ndarray, rng: np.random.Generator, min_voxels: int) -> list[Region]:
@@ -276,6 +289,10 @@ class PatchSpec:
     pet_dropout: float = 0.0  # probability of nearly removing the PET (x 0-0.2): the CT alone must find tumours
     cold_p: float = 0.0  # probability that a lesion patch's tumour is made cold (SUVmax in cold_suv_range) ...
     cold_suv_range: tuple[float, float] = (1.2, 2.5)  # ... while the organs around it keep their uptake
+    # where the remaining patches (neither lesion nor hot) are centred: "body", anywhere in the body (CT > BODY_HU:
+    # arms, abdomen, the table), or "thorax", in the region whose components post-processing keeps (falls back to
+    # the body on a patient without one)
+    negatives: str = "body"
 
 
 def draw_centre(case: VolumeCase, spec: PatchSpec, rng: np.random.Generator) -> tuple[str, np.ndarray, float | None]:
@@ -291,10 +308,11 @@ def draw_centre(case: VolumeCase, spec: PatchSpec, rng: np.random.Generator) -> 
         v = region.voxels[rng.integers(len(region.voxels))].astype(float)
         v[1:] += rng.uniform(-0.25, 0.25, 2) * spec.patch / 2
         return "hot", v, region.suv_max
-    pool = case.body if len(case.body) else np.argwhere(np.ones(case.ct_hu.shape, bool))[:1]
+    pool = case.thorax() if spec.negatives == "thorax" else case.body
+    pool = pool if len(pool) else case.body if len(case.body) else np.argwhere(np.ones(case.ct_hu.shape, bool))[:1]
     v = pool[rng.integers(len(pool))].astype(float)
     refs = [r.suv_max for r in case.hot + case.lesions]
-    return "body", v, (refs[rng.integers(len(refs))] if refs else None)
+    return spec.negatives, v, (refs[rng.integers(len(refs))] if refs else None)
 
 
 def sample_patch(case: VolumeCase, spec: PatchSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:

@@ -54,6 +54,7 @@ def build_datasets(cfg: RunConfig, splits: tuple[str, ...] = ("train", "val")) -
         fg_fraction=d.fg_fraction,
         hot_fraction=d.hot_fraction,
         jitter=d.jitter,
+        negatives=d.negatives,
         augment=d.augment,
         pet_gain_p=d.pet_gain_p,
         pet_gain_range=d.pet_gain_range,

@@ -34,6 +34,9 @@ class DataConfig:
     fg_fraction: float = 0.5  # patches: share centred on the target (with jitter)
     hot_fraction: float = 0.25  # patches: share centred on PET-avid regions that are not target (hot organs)
     jitter: float = 0.8  # patches: lesion centres move by up to jitter * patch / 2 pixels
+    # patches: where the rest are centred: "body" (anywhere, CT > -400 HU) or "thorax" (lungs + mediastinum, the
+    # region whose components post-processing keeps)
+    negatives: Literal["body", "thorax"] = "body"
     pet_gain_p: float = 0.3  # patches: probability of scaling the PET (calibration; cold tumours seen on CT) ...
     pet_gain_range: tuple[float, float] = (0.8, 1.25)  # ... by a log-uniform factor in this range
     pet_dropout: float = 0.0  # patches: probability of scaling the PET by 0-0.2 (tumours must be found on the CT)
