@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from igtv.phantom import lesion as lesion_mod
-from igtv.phantom.config import PhantomConfig
+from igtv.phantom.config import LUNG, PhantomConfig
 from igtv.phantom.draw import sample_anatomy
 from igtv.phantom.lesion import lesion_fields, sample_lesion
 from igtv.phantom.motion import shift_add_z
@@ -148,8 +148,8 @@ def test_gaussian_blur_gives_scipys_bits(mode):
 
 
 def test_paint_tubes_culls_without_changing_a_label():
-    """paint_tubes drops the branches outside the grid before painting: the same map as painting every one, on a
-    whole grid, one slice and a sub-box."""
+    """paint_tubes drops the branches outside the grid and paints the rest in one numba call: the same map as
+    painting every tube with NumPy, with and without ``where``, on a whole grid, one slice and a sub-box."""
     from igtv.phantom.anatomy import labels
     from igtv.phantom.shapes import Points, paint_tube, paint_tubes
 
@@ -157,6 +157,7 @@ def test_paint_tubes_culls_without_changing_a_label():
     assert len(anat.lung_tree) > 50
     g = np.arange(-200.0, 200.0, 3.0, dtype=np.float32)
     zs = np.arange(-60.0, 160.0, 5.0, dtype=np.float32)
+    airway_painted = False
     for x, y, z in ((g[None, None, :], g[None, :, None], zs[:, None, None]),
                     (g[None, None, :], g[None, :, None], zs[20:21, None, None]),
                     (g[None, None, 40:70], g[None, 30:60, None], zs[5:30, None, None])):  # fmt: skip
@@ -164,6 +165,11 @@ def test_paint_tubes_culls_without_changing_a_label():
         culled, every = base.copy(), base.copy()
         pts = Points(x, y, z)
         paint_tubes(culled, pts, anat.lung_tree, 99, grow=1.0)
+        paint_tubes(culled, pts, anat.airways, 98, where=(LUNG, 99))
         for t in anat.lung_tree:
             paint_tube(every, pts, t, 99, grow=1.0)
+        for t in anat.airways:
+            paint_tube(every, pts, t, 98, where=(LUNG, 99))
         assert np.array_equal(culled, every) and (every == 99).any()
+        airway_painted = airway_painted or bool((every == 98).any())
+    assert airway_painted

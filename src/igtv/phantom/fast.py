@@ -149,3 +149,27 @@ def blur_middle_axis_kernel(src, weights, reflect, out):  # pragma: no cover - c
                         acc[b] += 0.0 * w
             for b in range(nb):
                 out[a, i, b] = np.float32(acc[b])
+
+
+@numba.njit(cache=True, nogil=True)
+def paint_tubes_kernel(lab, xs, ys, zs, boxes, p0, d, dd, r0, dr, grow, allowed, value):  # pragma: no cover
+    """:func:`igtv.phantom.shapes.tube_inside` and :func:`~igtv.phantom.shapes.paint` of each tube in order, in
+    the float32 arithmetic NumPy does there: ``boxes`` (n, 6) are the grid index ranges (z0, z1, y0, y1, x0, x1),
+    ``p0``, ``d`` (n, 3) float32, ``dd``, ``r0``, ``dr`` (n,) float32, ``allowed`` a 256-entry table (all True
+    when the paint has no ``where``)."""
+    one, zero = np.float32(1.0), np.float32(0.0)
+    for t in range(boxes.shape[0]):
+        z0, z1, y0, y1, x0, x1 = boxes[t, 0], boxes[t, 1], boxes[t, 2], boxes[t, 3], boxes[t, 4], boxes[t, 5]
+        d0, d1, d2, q, a0, slope = d[t, 0], d[t, 1], d[t, 2], dd[t], r0[t], dr[t]
+        for k in range(z0, z1):
+            dz = zs[k] - p0[t, 2]
+            for j in range(y0, y1):
+                dy = ys[j] - p0[t, 1]
+                for i in range(x0, x1):
+                    dx = xs[i] - p0[t, 0]
+                    s = (dx * d0 + dy * d1 + dz * d2) / q
+                    s = min(max(s, zero), one)
+                    r = a0 + slope * s + grow
+                    ex, ey, ez = dx - s * d0, dy - s * d1, dz - s * d2
+                    if ex * ex + ey * ey + ez * ez <= r * r and allowed[lab[k, j, i]]:
+                        lab[k, j, i] = value

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from igtv.phantom import config as C
-from igtv.phantom.shapes import RIB_P, Points, paint, paint_tube, superellipse
+from igtv.phantom.shapes import RIB_P, Points, paint, paint_tube, paint_tubes, superellipse
 
 
 def paint_skeleton(lab: np.ndarray, pts: Points, anat, cage: tuple, cage_inner: tuple) -> None:
@@ -65,8 +65,7 @@ def paint_skeleton(lab: np.ndarray, pts: Points, anat, cage: tuple, cage_inner: 
         paint(lab, pts, lo, hi, lambda xx, yy, zz: xx**2 + (yy - cy_canal) ** 2 <= radius_mm**2, label)
 
     canal_column(13.0, C.RIB)  # the neural arch
-    for t in anat.spine_extras:
-        paint_tube(lab, pts, t, C.RIB, where=(C.SOFT, C.MED_FAT, C.FAT, C.BROWN_FAT, C.LUNG))
+    paint_tubes(lab, pts, anat.spine_extras, C.RIB, where=(C.SOFT, C.MED_FAT, C.FAT, C.BROWN_FAT, C.LUNG))
     canal_column(7.5, C.CANAL)  # the canal inside it
     sy, srx, sry, sz0, sz1 = anat.sternum
     if srx > 0:
