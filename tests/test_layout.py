@@ -24,6 +24,8 @@ LAYERS = (
 MAX_LINES = 400
 LONG_FILES = {
     "igtv/cli.py": "one argument parser per subcommand, flat and in the order of `igtv --help`",
+    "igtv/phantom/anatomy.py": "labels() paints the whole trunk in one pass, in anatomical order, next to the "
+    "geometry (diaphragm, rib cage, lungs, mediastinum) it paints with",
     "igtv/dicom/suv.py": "the QIBA SUV rules, one small function each, in the order the module docstring lists",
     "igtv/experiments/benchmark.py": "each section of `igtv bench` (scan, models, predict, prepare, phantom) is one "
     "function",

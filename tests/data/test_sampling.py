@@ -136,9 +136,9 @@ def test_cold_patches_keep_the_target_and_lose_its_uptake():
 def test_thorax_negatives_are_centred_where_post_processing_keeps_components():
     """negatives="thorax" centres the non-lesion, non-hot patches in the lungs + mediastinum region (the region whose
     components prediction keeps); the default draws them anywhere in the body, mostly outside it here."""
+    from igtv.data.regions import thorax_region
     from igtv.data.sampling import draw_centre
     from igtv.geometry import Geometry
-    from igtv.inference.lesions import thorax_region
 
     z, y, x = np.mgrid[0:24, 0:140, 0:140]
     ct = np.full((24, 140, 140), -1000.0, np.float32)

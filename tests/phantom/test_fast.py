@@ -10,7 +10,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from igtv.phantom import lesion as lesion_mod
+from igtv.phantom import kernels
 from igtv.phantom.config import LUNG, PhantomConfig
 from igtv.phantom.draw import sample_anatomy
 from igtv.phantom.lesion import lesion_fields, sample_lesion
@@ -96,7 +96,7 @@ def test_shift_add_z_crop_matches_whole_volume_bitwise():
 def test_whole_patient_identical_with_and_without_numba(monkeypatch):
     cfg = PhantomConfig(cohort="igtv", patients=2, seed=3, randomize=True, **SMALL)
     fast = [simulate_patient(cfg, i) for i in range(2)]
-    monkeypatch.setattr(lesion_mod, "_fast", lambda: None)
+    monkeypatch.setattr(kernels, "fast", lambda: None)
     for i, a in enumerate(fast):
         b = simulate_patient(cfg, i)
         for field in ("ct_hu", "pet_suv", "gtv", "igtv"):

@@ -183,10 +183,10 @@ class VolumeCase:
 
     def thorax(self) -> np.ndarray:
         """Voxels (subsampled) of the thorax region that post-processing keeps components in (lungs + mediastinum,
-        :func:`igtv.inference.lesions.thorax_region`), found on first use (~0.5 s per 2 mm case)."""
+        :func:`igtv.data.regions.thorax_region`), found on first use (~0.5 s per 2 mm case)."""
         if self._thorax is None:
+            from igtv.data.regions import thorax_region
             from igtv.geometry import Geometry
-            from igtv.inference.lesions import thorax_region
 
             geom = Geometry(self.ct_hu.shape, tuple(self.spacing_mm[::-1]), (0.0, 0.0, 0.0))
             region = thorax_region(self.ct_hu, geom)

@@ -134,20 +134,20 @@ def ribcage(anat: Anatomy, inner: bool = False) -> tuple[float, float, float]:
 def lung_mask(anat: Anatomy, x, y, z, dome=None) -> np.ndarray:
     """Both lungs: inside the rib cage, beside the mediastinum, above the diaphragm, tapering to the apex."""
     x, y, z = np.asarray(x), np.asarray(y), np.asarray(z)
-    if x.ndim == y.ndim == z.ndim == 3 and x.shape[:2] == (1, 1) and y.shape[::2] == (1, 1) and z.shape[1:] == (1, 1):
-        # a grid: nothing outside the lungs' in-plane box can be lung, so evaluate the box only (same values)
-        ix = np.flatnonzero(np.abs(np.abs(x[0, 0]) - anat.lung_cx) <= anat.lung_ax + 1.0)  # 1 mm to spare
-        iy = np.flatnonzero(np.abs(y[0, :, 0] - anat.lung_cy) <= anat.lung_ay + 1.0)
+    if Points(x, y, z).grid:  # nothing outside the lungs' in-plane box (1 mm to spare) can be lung: evaluate it only
+        bx = _span(np.abs(np.abs(x[0, 0]) - anat.lung_cx) <= anat.lung_ax + 1.0)
+        by = _span(np.abs(y[0, :, 0] - anat.lung_cy) <= anat.lung_ay + 1.0)
         out = np.zeros((z.shape[0], y.shape[1], x.shape[2]), dtype=bool)
-        if ix.size and iy.size:
-            bx, by = slice(ix[0], ix[-1] + 1), slice(iy[0], iy[-1] + 1)
-            d = None
-            if dome is not None:
-                d = np.broadcast_to(dome, np.broadcast_shapes(np.shape(dome), (1, y.shape[1], x.shape[2])))
-                d = d[..., by, bx]
+        if bx and by:
+            d = None if dome is None else np.broadcast_to(dome, (1, *out.shape[1:]))[..., by, bx]
             out[:, by, bx] = _lung_mask(anat, x[..., bx], y[:, by], z, d)
         return out
     return _lung_mask(anat, x, y, z, dome)
+
+
+def _span(hit: np.ndarray) -> slice | None:
+    i = np.flatnonzero(hit)
+    return slice(int(i[0]), int(i[-1]) + 1) if i.size else None
 
 
 def _lung_mask(anat: Anatomy, x, y, z, dome=None) -> np.ndarray:
@@ -257,12 +257,10 @@ def labels(
         def f(xx, yy, zz):
             w = body_half_width(anat, zz) - shrink
             if yy.ndim == 3 and yy.shape[0] == yy.shape[2] == 1:  # a grid: each row is anterior or posterior
-                ax = np.abs(xx / w)
+                ax, ant = np.abs(xx / w), yy[0, :, 0] < 0
                 out = np.empty(np.broadcast_shapes(ax.shape, yy.shape), dtype=bool)
-                ant = yy[0, :, 0] < 0
                 for rows, q, half in ((ant, p, anat.body_ay - shrink), (~ant, p + 1.0, post - shrink)):
-                    if rows.any():
-                        out[:, rows] = ax**q + np.abs(yy[:, rows] / half) ** q <= 1.0
+                    out[:, rows] = ax**q + np.abs(yy[:, rows] / half) ** q <= 1.0
                 return out
             front = np.abs(xx / w) ** p + np.abs(yy / (anat.body_ay - shrink)) ** p
             back = np.abs(xx / w) ** (p + 1.0) + np.abs(yy / (post - shrink)) ** (p + 1.0)  # flatter on the table

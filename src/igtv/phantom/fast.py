@@ -1,10 +1,12 @@
 """Numba kernels for the phantom's hot spots, bitwise equal to the NumPy reference they replace.
 
-Imported only when numba is installed (``pip install igtv[fast]``); :mod:`igtv.phantom.lesion` falls back to its
-NumPy code otherwise, and ``tests/phantom/test_fast.py`` checks that both give identical bits. What keeps them
-identical: the same operations in the same order in float64 (no fastmath, so no fused multiply-adds or reordered
-sums), ``cos`` and ``sqrt`` that round as NumPy's do on x86_64 (checked by the test), and the one function that
-does not (NumPy's vectorised ``exp`` of the necrotic core) left to NumPy on the lesion's own voxels.
+Imported only when numba is installed (``pip install igtv[fast]``, :func:`igtv.phantom.kernels.fast`); the lesion
+fields, the Gaussian filters and the tube painting fall back to their NumPy / scipy code otherwise, and
+``tests/phantom/test_fast.py`` checks that both give identical bits. What keeps them identical: the same operations
+in the same order (float64 for the lesions and filters' sums, float32 for the tubes; no fastmath, so no fused
+multiply-adds or reordered sums), ``cos`` and ``sqrt`` that round as NumPy's do on x86_64 (checked by the test),
+and the one function that does not (NumPy's vectorised ``exp`` of the necrotic core) left to NumPy on the lesion's
+own voxels.
 
 Why it is faster: the reference evaluates every lobe, spike and heterogeneity wave on every voxel of the
 lesion's box, through full-size temporaries; the kernel skips the lobes of every voxel whose ellipsoid radius

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
-from igtv.phantom import lesion
+from igtv.phantom import kernels as switch
 
 
 def gaussian_weights(sigma: float, truncate: float = 4.0) -> np.ndarray:
@@ -29,7 +29,7 @@ def gaussian_blur(
     zeros); ``fast=False`` (or no numba) runs scipy itself."""
     if mode not in ("reflect", "constant"):
         raise ValueError(f"gaussian_blur: mode {mode!r} (reflect or constant)")
-    kernels = lesion._fast() if fast else None
+    kernels = switch.fast() if fast else None
     if kernels is None or vol.dtype != np.float32 or vol.ndim != 3:
         return ndimage.gaussian_filter(vol, sigma_vox, mode=mode)
     out = vol

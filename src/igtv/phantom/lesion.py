@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import functools
-import importlib.util
 import math
 from dataclasses import dataclass
 
 import numpy as np
 
 from igtv.geometry import Geometry
+from igtv.phantom import kernels
 from igtv.phantom.anatomy import Anatomy, dome_height, hila, lung_mask
 from igtv.phantom.motion import breathing
 
@@ -64,16 +63,6 @@ def _rotation(rng: np.random.Generator) -> np.ndarray:
     )
 
 
-@functools.cache
-def _fast():
-    """The numba kernel module, or None without numba (then the NumPy code below runs; both give the same bits)."""
-    if importlib.util.find_spec("numba") is None:
-        return None
-    from igtv.phantom import fast
-
-    return fast
-
-
 def lesion_fields(
     les: Lesion,
     x: np.ndarray,
@@ -91,8 +80,8 @@ def lesion_fields(
     cx, cy, cz = (les.centre[i] + shift[i] for i in range(3))
     dx, dy, dz = x - cx, y - cy, z - cz
     separable = dx.ndim == dy.ndim == dz.ndim == 3 and dx.shape[:2] == dz.shape[1:] == (1, 1) == dy.shape[::2]
-    if fast and separable and _fast() is not None:
-        return _fast().lesion_fields_fast(les, dx, dy, dz, uptake)
+    if fast and separable and kernels.fast() is not None:
+        return kernels.fast().lesion_fields_fast(les, dx, dy, dz, uptake)
     r = np.asarray(les.rotation).reshape(3, 3)
     q = [r[0, k] * dx + r[1, k] * dy + r[2, k] * dz for k in range(3)]  # body-fixed coordinates
     rho = np.sqrt((q[0] / les.axes[0]) ** 2 + (q[1] / les.axes[1]) ** 2 + (q[2] / les.axes[2]) ** 2)

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from igtv.phantom import kernels as switch
+
 RIB_P = 2.3  # superellipse exponent of the rib cage
 
 
@@ -129,18 +131,12 @@ def paint_tubes(lab, pts: Points, tubes, value: int, grow: float = 0.0, where=No
         g_hi = np.array([float(a[-1]) for a in pts._axes[::-1]])
         keep = np.flatnonzero(np.all((hi >= g_lo) & (lo <= g_hi), axis=1))
         tubes = [tubes[i] for i in keep]
-        kernels = _fast_kernels()
+        kernels = switch.fast()
         if kernels is not None and tubes and lab.dtype == np.uint8:
             _paint_tubes_compiled(kernels, lab, pts, tubes, value, grow, where)
             return
     for t in tubes:
         paint_tube(lab, pts, t, value, grow, where)
-
-
-def _fast_kernels():
-    from igtv.phantom import lesion  # the numba switch (lesion._fast) lives there; imported late: no cycle
-
-    return lesion._fast()
 
 
 def _paint_tubes_compiled(kernels, lab, pts: Points, tubes, value: int, grow: float, where) -> None:
