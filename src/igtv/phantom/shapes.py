@@ -91,10 +91,16 @@ def paint(
     sub = lab[idx]
     m = np.broadcast_to(inside(x, y, z), sub.shape)
     if where is not None:
-        allowed = np.zeros(256, dtype=bool)  # a lookup table: np.isin's sort costs more on these small boxes
-        allowed[list(where)] = True
-        m = m & allowed[sub]
+        m = m & _allowed(where)[sub]  # a lookup table: np.isin's sort costs more on these small boxes
     sub[m] = value
+
+
+def _allowed(where: tuple[int, ...] | None) -> np.ndarray:
+    """256-entry table of the labels a paint may overwrite (all of them without ``where``)."""
+    table = np.full(256, where is None, dtype=bool)
+    if where is not None:
+        table[list(where)] = True
+    return table
 
 
 def tube_inside(t: Tube, grow: float = 0.0) -> Callable:
@@ -125,26 +131,23 @@ def paint_tubes(lab, pts: Points, tubes, value: int, grow: float = 0.0, where=No
         return
     if pts.grid:
         ends = np.array([t.p0 + t.p1 for t in tubes], dtype=np.float64).reshape(-1, 2, 3)
-        r = np.array([max(t.r0, t.r1) for t in tubes], dtype=np.float64)[:, None] + grow + 1.0  # 1 mm to spare
-        lo, hi = ends.min(axis=1) - r, ends.max(axis=1) + r
+        r = np.array([max(t.r0, t.r1) for t in tubes], dtype=np.float64)[:, None] + grow
+        lo, hi = np.minimum(ends[:, 0], ends[:, 1]) - r, np.maximum(ends[:, 0], ends[:, 1]) + r  # as Tube.bounds
         g_lo = np.array([float(a[0]) for a in pts._axes[::-1]])  # x, y, z
         g_hi = np.array([float(a[-1]) for a in pts._axes[::-1]])
-        keep = np.flatnonzero(np.all((hi >= g_lo) & (lo <= g_hi), axis=1))
+        keep = np.flatnonzero(np.all((hi + 1.0 >= g_lo) & (lo - 1.0 <= g_hi), axis=1))  # 1 mm to spare
         tubes = [tubes[i] for i in keep]
         kernels = switch.fast()
         if kernels is not None and tubes and lab.dtype == np.uint8:
-            _paint_tubes_compiled(kernels, lab, pts, tubes, value, grow, where)
+            _paint_tubes_compiled(kernels, lab, pts, tubes, lo[keep], hi[keep], value, grow, where)
             return
     for t in tubes:
         paint_tube(lab, pts, t, value, grow, where)
 
 
-def _paint_tubes_compiled(kernels, lab, pts: Points, tubes, value: int, grow: float, where) -> None:
-    """paint_tube of each tube through one numba call: the same boxes (Tube.bounds, Points.box's searchsorted,
-    vectorised) and the same float32 arithmetic as tube_inside."""
-    ends = np.array([t.p0 + t.p1 for t in tubes], dtype=np.float64).reshape(-1, 2, 3)
-    r = np.array([max(t.r0, t.r1) for t in tubes], dtype=np.float64)[:, None] + grow
-    lo, hi = np.minimum(ends[:, 0], ends[:, 1]) - r, np.maximum(ends[:, 0], ends[:, 1]) + r  # as Tube.bounds
+def _paint_tubes_compiled(kernels, lab, pts: Points, tubes, lo, hi, value: int, grow: float, where) -> None:
+    """paint_tube of each tube through one numba call: the same boxes (``lo``, ``hi`` as Tube.bounds; Points.box's
+    searchsorted, vectorised) and the same float32 arithmetic as tube_inside."""
     boxes = np.empty((len(tubes), 6), dtype=np.int64)
     for k, a in enumerate(pts._axes):  # z, y, x: Points.box's searchsorted, one call per axis for every tube
         c = 2 - k
@@ -157,13 +160,8 @@ def _paint_tubes_compiled(kernels, lab, pts: Points, tubes, value: int, grow: fl
     dd = np.array([float(v @ v) or 1e-6 for v in d], dtype=np.float32)  # as tube_inside (an einsum rounds otherwise)
     r0 = np.array([t.r0 for t in tubes], dtype=np.float32)
     dr = np.array([t.r1 - t.r0 for t in tubes], dtype=np.float32)
-    allowed = np.ones(256, dtype=bool)
-    if where is not None:
-        allowed[:] = False
-        allowed[list(where)] = True
-    kernels.paint_tubes_kernel(
-        lab, pts._axes[2], pts._axes[1], pts._axes[0], boxes, p0, d, dd, r0, dr, np.float32(grow), allowed, value
-    )
+    xs, ys, zs = pts._axes[2], pts._axes[1], pts._axes[0]
+    kernels.paint_tubes_kernel(lab, xs, ys, zs, boxes, p0, d, dd, r0, dr, np.float32(grow), _allowed(where), value)
 
 
 def ellipsoid_inside(c, r, scale: float = 1.0) -> Callable:
