@@ -83,7 +83,9 @@ def _add_postprocess_args(p: argparse.ArgumentParser) -> None:
 
     d = PostprocessConfig()
     p.add_argument("--min-volume-cc", type=float, default=d.min_volume_cc, help="drop components below this (0: off)")
-    p.add_argument("--min-suv", type=float, default=d.min_suv_max, help="drop components with SUVmax below this")
+    p.add_argument("--min-suv", type=float, default=d.min_suv_max,
+                   help="drop components with SUVmax below this (0: off; -1: the SUVmax QC of the model's training "
+                        "data, the paper's 3.0, else 2.5)")  # fmt: skip
     p.add_argument("--thorax-margin-mm", type=float, default=d.thorax_margin_mm,
                    help="keep components touching the lungs + mediastinum grown by this margin (0: off)")  # fmt: skip
     p.add_argument("--min-mean-hu", type=float, default=d.min_mean_hu,

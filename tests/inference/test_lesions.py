@@ -11,7 +11,7 @@ from igtv.inference.lesions import (
     PostprocessConfig,
     lesion_statistics,
     postprocess,
-    resolve_cold_rule,
+    resolve_auto_rules,
     sphere_kernel,
     suv_peak,
 )
@@ -112,13 +112,37 @@ def test_cold_mass_in_the_lung_is_kept_and_cold_soft_tissue_is_not():
     assert kept_low.sum() == 1152  # the floor is a setting
 
 
-def test_cold_rule_is_on_only_for_models_trained_with_cold_lesions():
+def test_auto_rules_follow_the_model():
     auto = PostprocessConfig()
-    assert auto.cold_min_volume_cc < 0
-    assert resolve_cold_rule(auto, True).cold_min_volume_cc == 5.0
-    assert resolve_cold_rule(auto, False).cold_min_volume_cc == 0.0
-    explicit = PostprocessConfig(cold_min_volume_cc=8.0)
-    assert resolve_cold_rule(explicit, False) is explicit  # an explicit setting wins
+    assert auto.cold_min_volume_cc < 0 and auto.min_suv_max < 0
+    # the cold-mass exception: on only for models trained with cold lesions
+    assert resolve_auto_rules(auto, True, 3.0).cold_min_volume_cc == 5.0
+    assert resolve_auto_rules(auto, False, 3.0).cold_min_volume_cc == 0.0
+    # the SUV rule: the SUVmax QC of the model's training data, else 2.5
+    assert resolve_auto_rules(auto, False, 3.0).min_suv_max == 3.0
+    assert resolve_auto_rules(auto, False, 0.0).min_suv_max == 2.5
+    explicit = PostprocessConfig(cold_min_volume_cc=8.0, min_suv_max=2.0)
+    assert resolve_auto_rules(explicit, False, 3.0) is explicit  # an explicit setting wins
+
+
+def test_suv_rule_drops_blood_pool_uptake_below_the_training_qc():
+    """A soft-tissue component at blood-pool uptake (SUVmax 2.7, the demo's superior vena cava) goes under the
+    paper's QC (3.0) and stays under 2.5, which is also what an unresolved auto setting means."""
+    geom = Geometry((10, 32, 32), (1.0, 1.0, 2.0), (0.0, 0.0, 0.0))
+    mask = np.zeros(geom.shape_zyx, bool)
+    mask[2:8, 4:14, 4:14] = True  # 1.2 cc: the vein
+    mask[2:8, 18:28, 18:28] = True  # 1.2 cc: a tumour
+    pet = np.full(geom.shape_zyx, 1.0, np.float32)
+    pet[2:8, 4:14, 4:14] = 2.7
+    pet[2:8, 18:28, 18:28] = 6.0
+    ct = np.full(geom.shape_zyx, 40.0, np.float32)
+    base = PostprocessConfig(thorax_margin_mm=0.0, cold_min_volume_cc=0.0, hull_fill_suv_fraction=0.0)
+    qc, dropped = postprocess(mask, pet, geom, resolve_auto_rules(base, False, 3.0), ct)
+    assert qc.sum() == 600 and not qc[2:8, 4:14, 4:14].any()
+    assert [d["rule"] for d in dropped] == ["min_suv_max"] and "2.70 < 3" in dropped[0]["reason"]
+    for cfg in (resolve_auto_rules(base, False, 0.0), base):  # 2.5: resolved without a QC, or left on auto
+        kept, dropped = postprocess(mask, pet, geom, cfg, ct)
+        assert kept.sum() == 1200 and not dropped
 
 
 def test_canonical_flips():

@@ -27,7 +27,7 @@ import numpy as np
 
 from igtv.evaluation import metrics as M
 from igtv.evaluation.metrics import lesion_detection
-from igtv.inference.lesions import PostprocessConfig, resolve_cold_rule
+from igtv.inference.lesions import PostprocessConfig, resolve_auto_rules
 
 log = logging.getLogger(__name__)
 
@@ -63,6 +63,8 @@ CANDIDATE_RULES = {
     "min_volume_cc=0.5": replace(NO_RULES, min_volume_cc=0.5),
     "min_suv_max=2.5": replace(NO_RULES, min_suv_max=2.5),
     "min_suv_max=2.5, cold CT mass >= 5 cc kept": replace(NO_RULES, min_suv_max=2.5, cold_min_volume_cc=5.0),
+    "min_suv_max=3 (the paper's QC)": replace(NO_RULES, min_suv_max=3.0),
+    "min_suv_max=3, cold CT mass >= 5 cc kept": replace(NO_RULES, min_suv_max=3.0, cold_min_volume_cc=5.0),
     "thorax_margin_mm=10": replace(NO_RULES, thorax_margin_mm=10.0),
     "min_mean_hu=-700": replace(NO_RULES, min_mean_hu=-700.0),
     "max_bone_fraction=0.5": replace(NO_RULES, max_bone_fraction=0.5),
@@ -259,7 +261,7 @@ def evaluate_whole_patients(
         dev = pick_device(device)
         lm = load_model(model_path, dev)
         lm.precision = cfg.precision
-        cfg = replace(cfg, postprocess=resolve_cold_rule(cfg.postprocess, lm.cold_lesions))
+        cfg = replace(cfg, postprocess=resolve_auto_rules(cfg.postprocess, lm.cold_lesions, lm.min_suv_max))
         predict_raw, facts = model_raw_mask(lm, dev, cfg), lm.describe()
     patients = [p for p in split_patients(root, cfg.split) if (root / "volumes" / p / "labels.nii.gz").exists()]
     if not patients:

@@ -286,7 +286,7 @@ def predict_dicom(
     from igtv.dicom.write import PatientStudy
     from igtv.geometry import save_nifti
     from igtv.inference.compare import compare_with_reference
-    from igtv.inference.lesions import lesion_statistics, postprocess, resolve_cold_rule, thorax_region
+    from igtv.inference.lesions import lesion_statistics, postprocess, resolve_auto_rules, thorax_region
     from igtv.inference.model import load_model
     from igtv.inference.predictor import apply_flips, canonical_flips
     from igtv.inference.report import render_report
@@ -300,7 +300,7 @@ def predict_dicom(
     dev = pick_device(device)
     lm = load_model(model_path, dev, preset)
     lm.precision = precision
-    post = resolve_cold_rule(post, lm.cold_lesions)
+    post = resolve_auto_rules(post, lm.cold_lesions, lm.min_suv_max)
     ct, pet_suv, scale = _read_exam(dicom_dir)
     geom = ct.geometry
     flips = canonical_flips(geom)
