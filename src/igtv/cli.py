@@ -73,6 +73,7 @@ def _postprocess_cfg(args: argparse.Namespace):
     return PostprocessConfig(
         min_volume_cc=args.min_volume_cc, min_suv_max=args.min_suv, thorax_margin_mm=args.thorax_margin_mm,
         min_mean_hu=args.min_mean_hu, max_bone_fraction=args.max_bone_fraction,
+        max_surround_suv_fraction=args.max_surround_suv_fraction,
         cold_min_volume_cc=args.cold_min_volume_cc, cold_min_lung_contact=args.cold_min_lung_contact,
         cold_min_suv_max=args.cold_min_suv, hull_fill_suv_fraction=args.hull_fill_suv_fraction,
     )  # fmt: skip
@@ -92,6 +93,9 @@ def _add_postprocess_args(p: argparse.ArgumentParser) -> None:
                    help="drop components whose mean CT is below this (air; -1024: off)")  # fmt: skip
     p.add_argument("--max-bone-fraction", type=float, default=d.max_bone_fraction,
                    help="drop components with more than this share of voxels > 300 HU (1: off)")  # fmt: skip
+    p.add_argument("--max-surround-suv-fraction", type=float, default=d.max_surround_suv_fraction,
+                   help="drop components that are not a focus of uptake: the 90th percentile SUV of the soft tissue "
+                        "5-15 mm around them is at least this share of their SUVmax (0: off)")  # fmt: skip
     p.add_argument("--cold-min-volume-cc", type=float, default=d.cold_min_volume_cc,
                    help="keep a component below --min-suv when the CT shows a solid mass of at least this "
                         "volume bordered by lung (0: off; -1: 5 cc for models trained with cold lesions, "

@@ -44,7 +44,7 @@ def test_thorax_region_and_rules():
     mask[4:7, 28:33, 30:34] = True  # mediastinal: kept
     mask[0:2, 30:34, 30:34] = True  # below the lungs (abdomen): dropped by the thorax rule
     mask[5, 20:23, 12:15] = True  # inside the lung air: dropped as air
-    pet = np.full(ct.shape, 5.0, np.float32)
+    pet = np.where(mask, 5.0, 1.0).astype(np.float32)  # three foci
     cfg = PostprocessConfig(min_volume_cc=0.0, thorax_margin_mm=4.0, min_mean_hu=-500.0)
     kept, dropped = postprocess(mask, pet, geom, cfg, ct)
     assert kept[5, 30, 32] and not kept[0].any() and not kept[5, 21, 13]
@@ -87,7 +87,7 @@ def test_candidate_rules_are_measured_alone():
     from igtv.experiments.whole_patient import CANDIDATE_RULES, NO_RULES
 
     off = {"min_volume_cc": 0.0, "min_suv_max": 0.0, "thorax_margin_mm": 0.0, "min_mean_hu": -1024.0,
-           "max_bone_fraction": 1.0}  # fmt: skip
+           "max_bone_fraction": 1.0, "max_surround_suv_fraction": 0.0}  # fmt: skip
     assert all(getattr(NO_RULES, k) == v for k, v in off.items())
     for name, cfg in CANDIDATE_RULES.items():
         changed = [k for k, v in off.items() if getattr(cfg, k) != v]

@@ -9,10 +9,12 @@ from igtv.geometry import Geometry
 from igtv.inference.lesions import (
     SPHERE_1CC_RADIUS_MM,
     PostprocessConfig,
+    component_verdicts,
     lesion_statistics,
     postprocess,
     resolve_auto_rules,
     sphere_kernel,
+    surround_suv,
     suv_peak,
 )
 from igtv.inference.predictor import OrientationError, canonical_flips, pet_references, stack_indices
@@ -234,3 +236,36 @@ def test_air_rule_keeps_an_igtv_that_holds_the_lung_its_tumour_moves_through():
     assert [d["rule"] for d in dropped] == ["min_mean_hu"]
     old, _ = postprocess(mask, pet, geom, replace(cfg, min_mean_hu=-500.0), ct)
     assert not old.any()  # the old -500 HU setting dropped the IGTV too (mean -560 HU)
+
+
+def test_surround_rule_drops_uptake_that_goes_on_around_the_component():
+    """A predicted piece of a larger avid structure (a myocardium-like wall, SUV 5 all along) is not a focus and
+    goes; a tumour of the same size and SUVmax 8 in tissue at SUV 1.5 stays, and so does one whose surroundings
+    are all lung (no soft tissue to compare with)."""
+    geom = Geometry((24, 64, 64), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    shape = geom.shape_zyx
+    ct = np.full(shape, 40.0, np.float32)
+    pet = np.full(shape, 1.5, np.float32)
+    mask = np.zeros(shape, bool)
+    pet[:, 4:30, 4:12] = 5.0  # the wall: avid over 5 cm
+    mask[10:14, 14:20, 4:12] = True  # the model's piece of it
+    pet[10:14, 40:46, 8:14] = 8.0  # a tumour in soft tissue
+    mask[10:14, 40:46, 8:14] = True
+    ct[:, 30:64, 34:64] = -850.0  # lung ...
+    pet[:, 30:64, 34:64] = 0.5
+    pet[10:14, 44:50, 44:50] = 8.0  # ... and a tumour inside it, 20 mm from any soft tissue
+    ct[10:14, 44:50, 44:50] = 30.0
+    mask[10:14, 44:50, 44:50] = True
+    cfg = PostprocessConfig(min_volume_cc=0.1, thorax_margin_mm=0.0, min_mean_hu=-1024.0, hull_fill_suv_fraction=0.0)
+    labels, verdicts = component_verdicts(mask, pet, geom, cfg, ct)
+    by_rule = {v["box"][1].start: v["rule"] for v in verdicts}
+    assert by_rule == {14: "max_surround_suv_fraction", 40: "", 44: ""}
+    wall = next(v for v in verdicts if v["rule"])
+    assert "not focal" in wall["reason"] and "5.00" in wall["reason"]
+    assert surround_suv(labels, wall["label"], wall["box"], pet, ct, geom) == pytest.approx(5.0)
+    tumour = next(v for v in verdicts if v["box"][1].start == 40)
+    assert surround_suv(labels, tumour["label"], tumour["box"], pet, ct, geom) == pytest.approx(1.5)
+    lung_tumour = next(v for v in verdicts if v["box"][1].start == 44)
+    assert surround_suv(labels, lung_tumour["label"], lung_tumour["box"], pet, ct, geom) == 0.0
+    _, off = component_verdicts(mask, pet, geom, replace(cfg, max_surround_suv_fraction=0.0), ct)
+    assert not any(v["rule"] for v in off)

@@ -56,6 +56,7 @@ NO_RULES = PostprocessConfig(
     thorax_margin_mm=0.0,
     min_mean_hu=-1024.0,
     max_bone_fraction=1.0,
+    max_surround_suv_fraction=0.0,
     cold_min_volume_cc=0.0,
     hull_fill_suv_fraction=0.0,
 )
@@ -68,6 +69,7 @@ CANDIDATE_RULES = {
     "thorax_margin_mm=10": replace(NO_RULES, thorax_margin_mm=10.0),
     "min_mean_hu=-700": replace(NO_RULES, min_mean_hu=-700.0),
     "max_bone_fraction=0.5": replace(NO_RULES, max_bone_fraction=0.5),
+    "max_surround_suv_fraction=0.7": replace(NO_RULES, max_surround_suv_fraction=0.7),
 }
 
 

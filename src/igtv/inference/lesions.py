@@ -7,6 +7,7 @@ on a voxel of the lesion, the sphere built in millimetres on the (anisotropic) C
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -39,6 +40,13 @@ class PostprocessConfig:
     # tumour moves through, so its mean is far below a GTV's: -700 HU is ~20 % soft tissue in -850 HU lung
     min_mean_hu: float = -700.0
     max_bone_fraction: float = 0.5  # drop components with more than this share of voxels above BONE_HU (bone only)
+    # drop components that are not a focus of uptake: the 90th percentile SUV of the soft tissue 5-15 mm around
+    # them reaches this share of their SUVmax (0: off). The uptake goes on around them: a piece of myocardium, a
+    # vessel's blood pool, the rest of an avid organ. Measured (README *Post-processing*): on 18 unseen phantom
+    # patients, mean Dice +0.03 to +0.05 for three models, false lesions 15-19 -> 2-6, true volume lost 0-0.4 cc
+    # per patient. It also judges cold masses kept by the exception below: one no hotter than the soft tissue
+    # around it is soft tissue (a cold mass in the lung has none around it and stays).
+    max_surround_suv_fraction: float = 0.7
     # a cold tumour (SUVmax below min_suv_max) is kept when the CT backs it: a solid mass (mean >= SOLID_HU) of at
     # least cold_min_volume_cc with at least cold_min_lung_contact of its in-plane border in lung (0: off; -1:
     # auto, see resolve_auto_rules: on only for models trained with cold lesions, whose CT-only finds it measured)
@@ -58,6 +66,8 @@ class PostprocessConfig:
 
 BONE_HU = 300.0
 SOLID_HU = -300.0
+SURROUND_MM = (5.0, 15.0)  # the shell around a component that the focal-uptake rule reads
+SURROUND_PERCENTILE = 90.0
 
 
 COLD_MIN_VOLUME_CC = 5.0  # what auto means for a model trained with cold lesions
@@ -142,9 +152,38 @@ def component_verdicts(
             rule, reason = "min_mean_hu", f"mean CT {mean_hu:.0f} HU < {cfg.min_mean_hu:g} HU (air)"
         elif hu is not None and cfg.max_bone_fraction < 1 and float((hu > BONE_HU).mean()) > cfg.max_bone_fraction:
             rule, reason = "max_bone_fraction", f"{float((hu > BONE_HU).mean()):.0%} of voxels > {BONE_HU:g} HU (bone)"
+        elif (
+            ct_hu is not None
+            and cfg.max_surround_suv_fraction > 0
+            and (around := surround_suv(labels, lab, box, pet_suv, ct_hu, geom))
+            >= cfg.max_surround_suv_fraction * suv_max
+        ):
+            rule = "max_surround_suv_fraction"
+            lo, hi = SURROUND_MM
+            reason = (f"not focal: SUV p{SURROUND_PERCENTILE:g} {around:.2f} in the soft tissue {lo:g}-{hi:g} mm "
+                      f"around >= {cfg.max_surround_suv_fraction:g} x SUVmax {suv_max:.2f}")  # fmt: skip
         out.append({"label": lab, "box": box, "volume_cc": round(vol, 3), "suv_max": round(suv_max, 3),
                     "mean_hu": round(mean_hu, 1), "rule": rule, "reason": reason})  # fmt: skip
     return labels, out
+
+
+def surround_suv(
+    labels: np.ndarray, lab: int, box: tuple[slice, ...], pet_suv: np.ndarray, ct_hu: np.ndarray, geom: Geometry
+) -> float:
+    """The ``SURROUND_PERCENTILE`` SUV of the soft tissue (CT > -400 HU: lung and air left out) between
+    ``SURROUND_MM`` around component ``lab`` of ``labels`` (its bounding box ``box``); 0 when there is none."""
+    from scipy import ndimage
+
+    inner, outer = SURROUND_MM
+    spacing_zyx = geom.spacing_mm[::-1]
+    grown = tuple(
+        slice(max(b.start - math.ceil(outer / s) - 1, 0), b.stop + math.ceil(outer / s) + 1)
+        for b, s in zip(box, spacing_zyx, strict=True)
+    )
+    comp = labels[grown] == lab
+    dist = ndimage.distance_transform_edt(~comp, sampling=spacing_zyx)
+    shell = (dist > inner) & (dist <= outer) & (ct_hu[grown] > LUNG_HU)
+    return float(np.percentile(pet_suv[grown][shell], SURROUND_PERCENTILE)) if shell.any() else 0.0
 
 
 def _grown(volume: np.ndarray, box: tuple[slice, ...], px: int) -> np.ndarray:
