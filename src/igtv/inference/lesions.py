@@ -42,9 +42,9 @@ class PostprocessConfig:
     max_bone_fraction: float = 0.5  # drop components with more than this share of voxels above BONE_HU (bone only)
     # drop components that are not a focus of uptake: the 90th percentile SUV of the soft tissue 5-15 mm around
     # them reaches this share of their SUVmax (0: off). The uptake goes on around them: a piece of myocardium, a
-    # vessel's blood pool, the rest of an avid organ. Measured (README *Post-processing*): on 18 unseen phantom
-    # patients, mean Dice +0.03 to +0.05 for three models, false lesions 15-19 -> 2-6, true volume lost 0-0.4 cc
-    # per patient. It also judges cold masses kept by the exception below: one no hotter than the soft tissue
+    # vessel's blood pool, the rest of an avid organ. Measured (README *Post-processing*): mean 3D Dice +0.03 to
+    # +0.05 for three models on 18 unseen phantom patients (false lesions 15-19 -> 2-6) and +0.006 / +0.10 for two
+    # on 10 held-out ones; true volume lost 0-0.4 cc per patient. It also judges cold masses kept by the exception below: one no hotter than the soft tissue
     # around it is soft tissue (a cold mass in the lung has none around it and stays).
     max_surround_suv_fraction: float = 0.7
     # a cold tumour (SUVmax below min_suv_max) is kept when the CT backs it: a solid mass (mean >= SOLID_HU) of at
