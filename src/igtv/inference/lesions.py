@@ -44,8 +44,9 @@ class PostprocessConfig:
     # them reaches this share of their SUVmax (0: off). The uptake goes on around them: a piece of myocardium, a
     # vessel's blood pool, the rest of an avid organ. Measured (README *Post-processing*): mean 3D Dice +0.03 to
     # +0.05 for three models on 18 unseen phantom patients (false lesions 15-19 -> 2-6) and +0.006 / +0.10 for two
-    # on 10 held-out ones; true volume lost 0-0.4 cc per patient. It also judges cold masses kept by the exception below: one no hotter than the soft tissue
-    # around it is soft tissue (a cold mass in the lung has none around it and stays).
+    # on 10 held-out ones; true volume lost 0-0.4 cc per patient. It also judges cold masses kept by the exception
+    # below: one no hotter than the soft tissue around it is soft tissue (a cold mass in the lung has none around
+    # it and stays).
     max_surround_suv_fraction: float = 0.7
     # a cold tumour (SUVmax below min_suv_max) is kept when the CT backs it: a solid mass (mean >= SOLID_HU) of at
     # least cold_min_volume_cc with at least cold_min_lung_contact of its in-plane border in lung (0: off; -1:
