@@ -217,6 +217,14 @@ def test_bad_input_writes_nothing(case, small_cohort, halfmax_ckpt, tmp_path):
     assert not list(tmp_path.glob(".out.partial*"))
 
 
+def test_missing_reference_fails_before_predicting(small_cohort, tmp_path):
+    """A bad ``--compare`` is reported before the model is even loaded (the checkpoint here does not exist)."""
+    missing = tmp_path / "no_such_rtstruct.dcm"
+    with pytest.raises(DicomInputError, match="no_such_rtstruct.dcm"):
+        predict_dicom(_patient(small_cohort, 1), tmp_path / "absent.pt", tmp_path / "out", compare=missing)
+    assert not (tmp_path / "out").exists()
+
+
 def test_existing_output_survives_a_failure(small_cohort, halfmax_ckpt, tmp_path):
     out = tmp_path / "out"
     out.mkdir()

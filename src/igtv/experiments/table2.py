@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from igtv.experiments.table2_report import ROWS, Row, aggregate, fig4, write_outputs
+from igtv.inference.sliding import DEFAULT_OVERLAP
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class Budget:
     spacing_mm: float = 2.0
     patch: int = 96
     samples_per_epoch: int = 512
-    overlap: float = 0.5  # sliding-window overlap of the whole-patient prediction
+    overlap: float = DEFAULT_OVERLAP  # sliding-window overlap of the whole-patient prediction
     whole_patient: bool = True  # add the whole-patient reading when the dataset has volumes
     z_extent_mm: float = 250.0  # head-foot length of each phantom patient
 

@@ -28,6 +28,7 @@ import numpy as np
 from igtv.evaluation import metrics as M
 from igtv.evaluation.metrics import lesion_detection
 from igtv.inference.lesions import PostprocessConfig, resolve_auto_rules
+from igtv.inference.sliding import DEFAULT_OVERLAP
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ class WholePatientConfig:
     split: str = "test"
     tta: bool = False
     batch_size: int = 16
-    overlap: float = 0.5  # sliding-window tile overlap (patch models)
+    overlap: float = DEFAULT_OVERLAP  # sliding-window tile overlap (patch models)
     keep_masks: bool = False  # return the predicted masks of the ROI slices (figures)
     precision: str = "auto"  # forward passes: auto (AMP on CUDA, fp32 on CPU), fp32 or bf16
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)

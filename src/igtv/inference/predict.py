@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from igtv.inference.lesions import PostprocessConfig
+from igtv.inference.sliding import DEFAULT_OVERLAP
 
 log = logging.getLogger(__name__)
 
@@ -118,7 +119,7 @@ def predict_volume(
     tta: bool = False,
     batch_size: int = 8,
     progress: bool = True,
-    overlap: float = 0.5,
+    overlap: float = DEFAULT_OVERLAP,
     region: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[dict]]:
     """uint8 probability ``[z, y, x]`` (x 255) of arrays already in head-first axial orientation, and the PET
@@ -190,7 +191,7 @@ def predict_volume_patches(
     tta: bool = False,
     batch_size: int = 8,
     progress: bool = True,
-    overlap: float = 0.5,
+    overlap: float = DEFAULT_OVERLAP,
     region: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[dict]]:
     """Sliding-window prediction of a patch-trained model (:mod:`igtv.inference.sliding`) at the pixel size it was
@@ -277,7 +278,7 @@ def predict_dicom(
     preset: str | None = None,
     progress: bool = True,
     precision: str = "auto",
-    overlap: float = 0.5,
+    overlap: float = DEFAULT_OVERLAP,
 ) -> PredictResult:
     """Contour one patient; see the module docstring for what is written."""
     import igtv
@@ -296,6 +297,10 @@ def predict_dicom(
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     dicom_dir, out = Path(dicom_dir), Path(out)
+    if compare is not None:  # a bad reference fails now, not after the prediction
+        from igtv.dicom.structures import structure_series
+
+        structure_series(Path(compare))
     post = postprocess_cfg or PostprocessConfig()
     dev = pick_device(device)
     lm = load_model(model_path, dev, preset)

@@ -13,6 +13,11 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
+# Tile overlap of `igtv predict` and the whole-patient evaluation (MONAI's sliding-window default; nnU-Net uses 0.5).
+# Measured with the demo's model on 28 unseen phantom patients (README, *Prediction*): 0.25 against 0.5 gave mean 3D
+# Dice 0.716 / 0.723 on 18 patients and 0.695 / 0.664 on 10 held-out ones in ~0.57x the time.
+DEFAULT_OVERLAP = 0.25
+
 
 def gaussian_weights(patch: int, sigma_scale: float = 1.0 / 8.0) -> np.ndarray:
     """(patch, patch) float32 Gaussian importance map, max 1, min floored at 1e-3 of the max."""
@@ -24,7 +29,7 @@ def gaussian_weights(patch: int, sigma_scale: float = 1.0 / 8.0) -> np.ndarray:
     return np.maximum(w, 1e-3).astype(np.float32)
 
 
-def window_starts(length: int, patch: int, overlap: float = 0.5) -> list[int]:
+def window_starts(length: int, patch: int, overlap: float = DEFAULT_OVERLAP) -> list[int]:
     """Start offsets of tiles covering ``[0, length)``: step ``patch * (1 - overlap)``, last tile at the end."""
     if length <= patch:
         return [0]
@@ -36,7 +41,7 @@ def window_starts(length: int, patch: int, overlap: float = 0.5) -> list[int]:
 
 
 def tiles(
-    shape_yx: tuple[int, int], patch: int, overlap: float = 0.5, region: np.ndarray | None = None
+    shape_yx: tuple[int, int], patch: int, overlap: float = DEFAULT_OVERLAP, region: np.ndarray | None = None
 ) -> list[tuple[int, int]]:
     """Tile origins ``(y0, x0)`` of one slice; with a boolean ``region`` only tiles that overlap it."""
     out = []
@@ -63,7 +68,7 @@ def sliding_window(
     z_indices: Sequence[int],
     shape_yx: tuple[int, int],
     patch: int,
-    overlap: float = 0.5,
+    overlap: float = DEFAULT_OVERLAP,
     batch_size: int = 16,
     regions: Callable[[int], np.ndarray | None] | None = None,
     progress: Callable[[int], None] | None = None,
