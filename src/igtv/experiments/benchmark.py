@@ -440,23 +440,25 @@ def bench_predict_prepare(cfg: BenchConfig, device: torch.device, root: Path) ->
     models = []
     if not cfg.quick:  # ~5 min on 2 cores: the full run only
         paper = untrained_checkpoint(cfg.paper_model, root / "paper.pt", cfg.predict_model, cfg.spacing_mm)
-        models.append((f"paper size ({cfg.paper_model}, untrained)", paper))
+        models.append((f"paper size ({cfg.paper_model}, untrained)", paper, "auto"))
+        if device.type == "cpu" and _bf16_ok(device):  # bf16 autocast (scan in fp32): what `--precision bf16` buys
+            models.append((f"paper size ({cfg.paper_model}, untrained), bf16", paper, "bf16"))
     if cfg.predict_model:
-        models.append(("the demo's model (trained)", Path(cfg.predict_model)))
+        models.append(("the demo's model (trained)", Path(cfg.predict_model), "auto"))
     else:
         demo = untrained_checkpoint(cfg.demo_model, root / "demo.pt", spacing_mm=cfg.spacing_mm)
-        models.append((f"demo size ({cfg.demo_model}, untrained)", demo))
-    for label, ckpt in models:
+        models.append((f"demo size ({cfg.demo_model}, untrained)", demo, "auto"))
+    for label, ckpt, precision in models:
         out = root / f"predict_{len(rows)}"
         wall, rss, text = run_cli(["predict", "--dicom", str(dicom), "--model", str(ckpt), "--out", str(out),
-                                         "--device", device.type])  # fmt: skip
+                                   "--device", device.type, "--precision", precision])  # fmt: skip
         stats = json.loads((out / "stats.json").read_text())
         rows.append({"model": label, "ct_slices": n_ct, "wall_s": wall,
                      "predict_s": stats["prediction"]["seconds"], "peak_rss_mib": rss / 2**20,
                      "lesions": len(stats["lesions"])})  # fmt: skip
     if not cfg.quick and cfg.long_slices:  # memory: a long study, the demo-size model (~2 min on 2 cores)
         dicom_l, _, n_l, _ = _phantom_patient(root / "long", cfg.long_slices, cfg.matrix_scale)
-        label, ckpt = models[-1]
+        label, ckpt, _ = models[-1]
         out = root / "predict_long"
         wall, rss, _ = run_cli(["predict", "--dicom", str(dicom_l), "--model", str(ckpt), "--out", str(out),
                                 "--device", device.type])  # fmt: skip

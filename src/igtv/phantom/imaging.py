@@ -11,7 +11,7 @@ from igtv.geometry import Geometry, bounding_box
 from igtv.phantom.anatomy import Anatomy, flag_reach, labels
 from igtv.phantom.config import CT_MATRIX, LABEL_NAMES, LUNG, PET_FOV_MM, PhantomConfig
 from igtv.phantom.filters import gaussian_blur, gaussian_weights
-from igtv.phantom.lesion import Lesion, cavity_mask, lesion_box, lesion_fields, scaled_lesion
+from igtv.phantom.lesion import Lesion, cavity_mask, drop_specks, lesion_box, lesion_fields, scaled_lesion
 from igtv.phantom.motion import breathing, shift_add_z
 
 # PET reconstruction styles: (point-spread-function modelling, time of flight, relative noise, noise grain in voxels)
@@ -151,7 +151,7 @@ def simulate_ct(
         if les.cavity > 0:
             region[cavity_mask(les, bx, by, bz) & inside] = -1000.0
         g = gtv[sl]
-        g[inside & (g == 0)] = k
+        g[drop_specks(inside, geom.voxel_volume_cc) & (g == 0)] = k
     # noise, then the scanner's in-plane resolution over both (one pass: the blur is linear). White noise of SD s
     # blurred by a separable kernel w has SD s * sum(w^2) in 2D, so the noise is drawn at the SD that leaves
     # ct_noise_sd after the blur, with a grain of ~1 pixel
