@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from igtv.data.split import patient_split
 
 
@@ -23,3 +25,20 @@ def test_validation_share_of_a_train_list_is_the_datasets_split(tmp_path):
     assert val == set(patient_split(folders, (0.8, 0.2, 0.0), 5)["val"]) and len(val) == 2
     train = {r.folder for r in split_items(tmp_path, "train", 0.2, seed=5)}
     assert train == set(folders) - val
+
+
+def test_split_all_is_every_listed_item_once(tmp_path):
+    """``all`` (``igtv evaluate --split all``): the train, val and test lists together, each item once."""
+    from igtv.data.datasets import split_items
+
+    (tmp_path / "train.txt").write_text("A/A_0001\nA/A_0002\nB/B_0001\n")
+    (tmp_path / "val.txt").write_text("C/C_0001\n")
+    (tmp_path / "test.txt").write_text("D/D_0001\nA/A_0001\n")
+    items = split_items(tmp_path, "all")
+    assert [f"{r.folder}/{r.name}" for r in items] == ["A/A_0001", "A/A_0002", "B/B_0001", "C/C_0001", "D/D_0001"]
+    train_only = tmp_path / "t"
+    train_only.mkdir()
+    (train_only / "train.txt").write_text("A/A_0001\n")
+    assert {r.folder for r in split_items(train_only, "all")} == {"A"}
+    with pytest.raises(FileNotFoundError, match="no train.txt"):
+        split_items(tmp_path / "missing", "all")

@@ -83,6 +83,22 @@ def test_whole_patient_pipeline_on_the_phantom(prepared, tmp_path):
     assert s["paper_protocol_slices"]["slices"] > 0
 
 
+def test_split_all_scores_every_listed_patient(prepared, tmp_path):
+    """``--split all`` scores the train, val and test patients together (a cohort no training saw)."""
+    from igtv.data.sampling import split_patients
+
+    _, prep = prepared
+    s = evaluate_whole_patients(
+        None, prep.out_dir, tmp_path, WholePatientConfig(split="all", bootstrap=20), threshold_rule="pet41"
+    )
+    listed = set()
+    for split in ("train", "val", "test"):
+        listed |= set(split_patients(prep.out_dir, split))
+    with_volumes = {p for p in listed if (prep.out_dir / "volumes" / p / "labels.nii.gz").exists()}
+    assert s["whole_patient"]["patients"] == len(with_volumes) >= 2
+    assert s["whole_patient"]["dice_3d"]["mean"] > 0.4
+
+
 def test_candidate_rules_are_measured_alone():
     from igtv.experiments.whole_patient import CANDIDATE_RULES, NO_RULES
 

@@ -75,12 +75,18 @@ def read_list(root: Path, split: str) -> list[ItemRef]:
 
 
 def split_items(
-    root: str | Path, split: Literal["train", "val", "test"], val_fraction: float = 0.15, seed: int = 0
+    root: str | Path, split: Literal["train", "val", "test", "all"], val_fraction: float = 0.15, seed: int = 0
 ) -> list[ItemRef]:
     """Items of a split. Without a non-empty ``val.txt`` (PCLT20K ships train/test only; a prepared dataset of very
     few patients may have no validation patient), ``val`` is a seeded patient-level fraction of ``train`` and
-    ``train`` is the rest."""
+    ``train`` is the rest. ``all`` is every listed item (train, val and test), e.g. to score a model on a cohort
+    that none of its training saw."""
     root = Path(root)
+    if split == "all":
+        lists = [read_list(root, name) for name in ("train", "val", "test") if (root / f"{name}.txt").exists()]
+        if not lists:
+            raise FileNotFoundError(f"{root}: no train.txt, val.txt or test.txt in the dataset")
+        return list(dict.fromkeys(r for items in lists for r in items))
     if split == "test" or ((root / "val.txt").exists() and read_list(root, "val")):
         return read_list(root, split)
     train = read_list(root, "train")
