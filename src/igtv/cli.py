@@ -443,8 +443,12 @@ def build_parser() -> argparse.ArgumentParser:
     ev = sub.add_parser("evaluate", help="per-slice and per-patient metrics of a checkpoint on a dataset split")
     ev.add_argument("--model", required=True, help="checkpoint (RUN/best.pt)")
     ev.add_argument("--data", required=True, help="PNG dataset (PCLT20K layout or igtv prepare output)")
-    ev.add_argument("--split", default="test", choices=["train", "val", "test", "all"],
-                    help="all: every patient of the dataset (a cohort no training saw; default test)")
+    ev.add_argument(
+        "--split",
+        default="test",
+        choices=["train", "val", "test", "all"],
+        help="all: every patient of the dataset (a cohort no training saw; default test)",
+    )
     ev.add_argument("--out", required=True, help="folder for per_slice.csv, per_patient.csv, summary.json")
     ev.add_argument("--convention", choices=["paper", "cipa"], default="paper", help="see igtv.experiments.evaluate")
     ev.add_argument("--bootstrap", type=int, default=1000, help="patient-level bootstrap resamples (0: none)")
