@@ -99,7 +99,7 @@ class SliceDataset:
 
     Args:
         root: dataset folder (PCLT20K or ``igtv prepare`` output).
-        split: ``train``, ``val`` or ``test``.
+        split: ``train``, ``val``, ``test`` or ``all`` (every listed slice).
         mode: ``2d`` (one CT + one PET slice) or ``25d`` (slices t-1, t, t+1 per modality).
         transform: ``f(image, mask, rng) -> (image, mask)`` on numpy arrays, e.g. :class:`igtv.data.augment.Augment`.
         seed: seeds the augmentation stream (sample i of epoch e uses ``(seed, e, i)``; call :meth:`set_epoch`).
@@ -109,7 +109,7 @@ class SliceDataset:
     def __init__(
         self,
         root: str | Path,
-        split: Literal["train", "val", "test"] = "train",
+        split: Literal["train", "val", "test", "all"] = "train",
         mode: Literal["2d", "25d"] = "25d",
         transform: Callable | None = None,
         val_fraction: float = 0.15,
@@ -129,7 +129,8 @@ class SliceDataset:
         self._available: dict[str, set[str]] = {}
         for ref in self.items:
             if not (self.root / ref.folder / f"{ref.name}_CT.png").exists():
-                raise FileNotFoundError(f"{self.root / ref.folder / ref.name}_CT.png: listed in {split}.txt, missing")
+                listed = "the dataset's lists" if split == "all" else f"{split}.txt"
+                raise FileNotFoundError(f"{self.root / ref.folder / ref.name}_CT.png: listed in {listed}, missing")
 
     def __len__(self) -> int:
         return len(self.items)
