@@ -20,12 +20,17 @@ def resize_slice(img: np.ndarray, size: int, nearest: bool = False) -> np.ndarra
     return np.asarray(Image.fromarray(img.astype(np.float32), mode="F").resize((size, size), mode))
 
 
+# zlib level of the PNGs. Level 1 wrote a 512 x 512 phantom slice in 5.1 ms against 27.4 ms at Pillow's default 6,
+# for files 19 % larger (51 against 43 kB; 2026-12-03, this 2-core CPU): a dataset is written once and read often.
+PNG_COMPRESS_LEVEL = 1
+
+
 def save_png(path: Path, img_u8: np.ndarray) -> None:
     """Write a uint8 slice as PNG, atomically."""
     from PIL import Image
 
     buf = io.BytesIO()
-    Image.fromarray(img_u8).save(buf, format="PNG")
+    Image.fromarray(img_u8).save(buf, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     write_bytes_atomic(path, buf.getvalue())
 
 
