@@ -32,17 +32,6 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def gzip_file(src: str | os.PathLike, dst: str | os.PathLike, level: int) -> None:
-    """gzip ``src`` into ``dst`` (a temporary path of :func:`atomic_path`) with no name or time stamp in the header,
-    so equal inputs give equal bytes."""
-    import gzip
-    import shutil
-
-    with open(src, "rb") as fin, open(dst, "wb") as raw:
-        with gzip.GzipFile(filename="", mode="wb", compresslevel=level, fileobj=raw, mtime=0) as fout:
-            shutil.copyfileobj(fin, fout, 1 << 22)
-
-
 def remove_stale_temporaries(root: str | os.PathLike) -> int:
     """Delete the temporary files that :func:`atomic_path` leaves when a process is killed (SIGKILL, power loss)
     under ``root``; a resumed run calls it first so that its outputs are those of an uninterrupted run."""
