@@ -98,3 +98,27 @@ def test_contour_off_the_grid_is_an_error():
 def test_ds_str(value):
     text = ds_str(value)
     assert len(text) <= 16 and abs(float(text) - value) <= abs(value) * 1e-9
+
+
+def test_contour_data_bytes_are_pydicoms_own():
+    """ContourData built as text writes the same bytes as pydicom's DS list of the same numbers, and reads back as
+    those numbers (odd and even lengths, -0, values that round to 0.001)."""
+    from pydicom.dataset import Dataset
+    from pydicom.filebase import DicomBytesIO
+    from pydicom.filewriter import write_dataset
+
+    from igtv.dicom.rtstruct import CONTOUR_DATA, contour_data_element
+
+    def encoded(ds: Dataset) -> bytes:
+        fp = DicomBytesIO()
+        fp.is_little_endian, fp.is_implicit_VR = True, False
+        write_dataset(fp, ds)
+        return fp.getvalue()
+
+    pts = np.array([[-1234.5678912, 0.0004, -0.0004], [12.3456, -987.6543, 1500.1], [1.0, 2.5, -3.25]])
+    for xyz in (pts, pts[:1], pts[:2]):
+        ours, theirs = Dataset(), Dataset()
+        ours[CONTOUR_DATA] = contour_data_element(xyz)
+        theirs.ContourData = [ds_str(round(float(v), 3)) for v in xyz.reshape(-1)]
+        assert encoded(ours) == encoded(theirs)
+        assert [float(v) for v in ours.ContourData] == pytest.approx(np.round(xyz.reshape(-1), 3).tolist(), abs=0)
