@@ -122,3 +122,26 @@ def test_contour_data_bytes_are_pydicoms_own():
         theirs.ContourData = [ds_str(round(float(v), 3)) for v in xyz.reshape(-1)]
         assert encoded(ours) == encoded(theirs)
         assert [float(v) for v in ours.ContourData] == pytest.approx(np.round(xyz.reshape(-1), 3).tolist(), abs=0)
+
+
+def test_collinear_vertices_are_dropped_and_the_mask_comes_back_exactly(tmp_path):
+    """Straight and 45-degree borders keep only their end points, and the written contours still fill back to
+    exactly the mask (a disc, a rectangle with a hole, a diagonal band, a one-pixel line)."""
+    from igtv.dicom.rtstruct import drop_collinear
+
+    square = np.array([[0, 0], [0, 1], [0, 2], [1, 2], [2, 2], [2, 1], [2, 0], [1, 0]], dtype=float)
+    assert drop_collinear(square).tolist() == [[0, 0], [0, 2], [2, 2], [2, 0]]
+    geom = Geometry((4, 48, 56), (0.9765625, 0.9765625, 2.5), (-250.0, -180.5, -412.25))
+    mask = np.zeros(geom.shape_zyx, dtype=bool)
+    yy, xx = np.mgrid[:48, :56]
+    mask[0] = (yy - 24) ** 2 + (xx - 28) ** 2 <= 400
+    mask[1, 5:40, 6:50] = True
+    mask[1, 15:25, 20:30] = False
+    mask[2] = np.abs(yy - xx) <= 3
+    mask[3, 10, 5:45] = True
+    n_points = sum(len(p) for k in range(4) for p in mask_to_polygons(mask[k]))
+    assert n_points < 0.5 * int(
+        np.count_nonzero(mask[:, 1:] != mask[:, :-1]) + np.count_nonzero(mask[:, :, 1:] != mask[:, :, :-1])
+    )
+    _, back = _write_read(tmp_path, mask, geom)
+    assert np.array_equal(back, mask)

@@ -86,8 +86,19 @@ def mask_to_polygons(mask2d: np.ndarray) -> list[np.ndarray]:
         area = 0.5 * abs(np.dot(c[:, 0], np.roll(c[:, 1], 1)) - np.dot(c[:, 1], np.roll(c[:, 0], 1)))
         if area <= 1e-6:
             continue
-        polys.append(c)
+        polys.append(drop_collinear(c))
     return polys
+
+
+def drop_collinear(poly: np.ndarray) -> np.ndarray:
+    """The closed polygon without the vertices that lie between their two neighbours on one straight line: the same
+    polygon with fewer points (marching squares puts one vertex per pixel edge, so straight and 45-degree borders
+    are runs of such vertices). The vertices are multiples of 0.5, so the test is exact."""
+    d_in = poly - np.roll(poly, 1, axis=0)  # edge into each vertex
+    d_out = np.roll(poly, -1, axis=0) - poly  # edge out of it
+    cross = d_in[:, 0] * d_out[:, 1] - d_in[:, 1] * d_out[:, 0]
+    keep = (cross != 0) | ((d_in * d_out).sum(axis=1) <= 0)
+    return poly[keep] if keep.sum() >= 3 else poly
 
 
 CONTOUR_DATA = 0x30060050
