@@ -106,9 +106,10 @@ CONTOUR_DATA = 0x30060050
 
 def contour_data_element(xyz: np.ndarray) -> RawDataElement:
     """ContourData (DS, mm to 0.001) as the bytes pydicom would write for it. Built as text here: pydicom makes and
-    validates one DS object per number (~10 us each), so a contour over a whole thorax (1.3 M numbers, an untrained
-    model's output) took 20 s to write. The numbers are ``ds_str(round(v, 3))``, joined by backslashes and padded
-    with a space to an even length, as pydicom writes them (tested byte for byte)."""
+    validates one DS object per number, so a contour over a whole thorax (1.3 M numbers, an untrained model's
+    output) took 7.7 s to write instead of 2.35 s. The numbers are ``ds_str(round(v, 3))``, joined by backslashes
+    and padded with a space to an even length, as pydicom writes them (tested byte for byte). The item that holds it
+    must carry the file's encoding (``set_original_encoding(False, True, ...)``), or pydicom converts it back."""
     text = "\\".join(ds_str(round(float(v), 3)) for v in np.asarray(xyz, dtype=np.float64).reshape(-1))
     raw = text.encode("ascii")
     if len(raw) % 2:
