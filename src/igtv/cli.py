@@ -177,6 +177,7 @@ def _table2(args: argparse.Namespace) -> int:
     run_table2(
         args.out, data=args.data, pretrain_data=args.pretrain_data, budget=args.budget, workers=args.workers,
         device=args.device, seeds=tuple(int(v) for v in args.seeds.split(",")) if args.seeds else None,
+        rows=tuple(args.rows.split(",")) if args.rows else None,
     )  # fmt: skip
     print(f"{args.out}/table2.md, table2.csv, table2.json, fig4.png")
     print((Path(args.out) / "table2.md").read_text())
@@ -467,13 +468,14 @@ def build_parser() -> argparse.ArgumentParser:
     tb.add_argument("--out", required=True)
     tb.add_argument("--data", help="IGTV dataset (default: a generated phantom cohort)")
     tb.add_argument("--pretrain-data", help="GTV dataset for 2D pre-training (default: phantom GTV cohort)")
-    tb.add_argument("--budget", choices=["quick", "paper", "smoke"], default="quick")
+    tb.add_argument("--budget", choices=["quick", "long", "paper", "smoke"], default="quick")
     tb.add_argument("--workers", type=int, default=2)
     tb.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     tb.add_argument(
         "--seeds",
         help="comma-separated seeds instead of the budget's (e.g. 0 now, 0,1,2 later: saved rows are reused)",
     )
+    tb.add_argument("--rows", help="comma-separated row keys to run (default: all; e.g. sim_ft,25d_ft,pet41)")
     tb.set_defaults(func=_table2)
     b = sub.add_parser(
         "bench",

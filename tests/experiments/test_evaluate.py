@@ -142,3 +142,17 @@ def test_table2_patch_budget_reads_both_protocols(tmp_path):
         assert a["whole_patient"]["dice_3d"] == b["whole_patient"]["dice_3d"]
         assert json.dumps(a["conv_paper"]) == json.dumps(b["conv_paper"])  # NaN-aware
     assert again["seconds"] < table["seconds"] / 2
+
+
+def test_table2_rows_are_checked_before_any_work(tmp_path, capsys):
+    """`igtv table2 --rows` names the rows to run; an unknown key is refused with the valid keys, before any data
+    is generated."""
+    from igtv.cli import main
+    from igtv.experiments.table2 import run_table2
+
+    with pytest.raises(ValueError, match=r"unknown Table II row\(s\) \['sim'\].*'sim_ft'"):
+        run_table2(tmp_path / "t2", budget="smoke", rows=("sim", "pet41"))
+    assert not (tmp_path / "t2").exists()
+    assert main(["table2", "--out", str(tmp_path / "t2c"), "--budget", "smoke", "--rows", "pet41,bogus"]) != 0
+    assert "bogus" in capsys.readouterr().err
+    assert not (tmp_path / "t2c").exists()
