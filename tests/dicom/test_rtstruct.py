@@ -145,3 +145,27 @@ def test_collinear_vertices_are_dropped_and_the_mask_comes_back_exactly(tmp_path
     )
     _, back = _write_read(tmp_path, mask, geom)
     assert np.array_equal(back, mask)
+
+
+def test_a_contour_too_long_for_explicit_vr_is_written_in_implicit_vr(tmp_path):
+    """A DS value longer than 65534 bytes (a polygon of more than ~2,400 points) cannot be written in explicit VR:
+    pydicom would write it as UN, which reads back as bytes, not coordinates. Such a file is written in Implicit VR
+    Little Endian instead; a small contour keeps explicit VR."""
+    import pydicom
+
+    geom = Geometry((2, 512, 512), (0.9765625, 0.9765625, 2.5), (-250.0, -250.0, -412.25))
+    mask = np.zeros(geom.shape_zyx, dtype=bool)
+    yy, xx = np.mgrid[:512, :512]
+    ragged = 200 + 15 * np.sin(np.arctan2(yy - 256, xx - 256) * 170) + 4 * np.random.default_rng(0).random((512, 512))
+    mask[0] = np.hypot(yy - 256, xx - 256) <= ragged  # a disc with a ragged edge: ~5,000 vertices on one polygon
+    mask[1, 100:110, 100:110] = True
+    rs, back = _write_read(tmp_path, mask, geom)
+    ds = pydicom.dcmread(tmp_path / "rs.dcm")
+    assert ds.file_meta.TransferSyntaxUID == pydicom.uid.ImplicitVRLittleEndian
+    longest = max(len(c.ContourData) for c in ds.ROIContourSequence[0].ContourSequence)
+    assert longest * 7 > 65534  # at least 7 bytes per number: the case in point
+    assert np.array_equal(back, mask)
+    small = np.zeros_like(mask)
+    small[1] = mask[1]
+    _write_read(tmp_path, small, geom)
+    assert pydicom.dcmread(tmp_path / "rs.dcm").file_meta.TransferSyntaxUID == pydicom.uid.ExplicitVRLittleEndian
