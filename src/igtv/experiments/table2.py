@@ -32,6 +32,7 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import numpy as np
@@ -69,16 +70,17 @@ class Budget:
     z_extent_mm: float = 250.0  # head-foot length of each phantom patient
 
 
+_QUICK = Budget("s", 0, 5, 6, 0, 8, 2e-3, 1e-3, 2e-3, (0, 1, 2), 24, 90, 1.0, 0, "patches", 2.0, 96, 320, 0.25)
 BUDGETS = {
     # 2-core CPU, phantom v2, small CIPA on 96 px patches at 2 mm, 12 test patients, 3 seeds; `--seeds` runs them
     # apart. With 3 + 3 epochs the run took 62 min (2026-12-02: data ~6.5 min, ~18-20 min per seed) and +SIM seed 0
     # contoured the heart (FP 48 cc per patient); fine-tuning 8 epochs instead took seed 0 from 0.42 to 0.57
     # whole-patient Dice. Each extra fine-tune/scratch epoch costs ~6 min over 3 seeds (7 rows, ~20 s each); 5 + 6
     # epochs measured 82 min (2026-12-03: +SIM 53.3 whole-patient Dice over 3 seeds, was 43.9).
-    "quick": Budget("s", 0, 5, 6, 0, 8, 2e-3, 1e-3, 2e-3, (0, 1, 2), 24, 90, 1.0, 0, "patches", 2.0, 96, 320, 0.25),
+    "quick": _QUICK,
     # quick with 4x the IGTV epochs (a workstation CPU overnight: ~2.5 h on 2 cores for every row). Session 17
     # measured +SIM seed 0 at 6 / 12 / 24 epochs: whole-patient Dice 0.586 / 0.646 / 0.707 on the test split.
-    "long": Budget("s", 0, 5, 24, 0, 8, 2e-3, 1e-3, 2e-3, (0, 1, 2), 24, 90, 1.0, 0, "patches", 2.0, 96, 320, 0.25),
+    "long": dc_replace(_QUICK, finetune_epochs=24),
     # the paper's settings (Sec. IV-E): CIPA-T at 512 px, lr 1e-3 pre-training, 6e-5 fine-tuning, 3 seeds; a GPU.
     "paper": Budget("t", 0, 50, 30, 0, 16, 1e-3, 6e-5, 1e-3, (0, 1, 2), 60, 60, 1.0, 10),
     # tests and a first look: tiny CIPA at 32 px, one step per epoch.
@@ -182,7 +184,6 @@ def _run_config(budget: Budget, model: str, root: Path, stage: str, seed: int, i
 
 def _applied_checkpoint(pretrain_ckpt: Path, model: str, out: Path, igtv_root: Path, size: int) -> Path:
     """The GTV-pretrained weights in ``model`` (2D or 2.5D), saved as a checkpoint without any IGTV training."""
-    from dataclasses import replace as dc_replace
 
     from igtv.checkpoint import load_checkpoint, read_card, save_model
     from igtv.config import to_dict
