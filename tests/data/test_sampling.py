@@ -9,7 +9,9 @@ from igtv.data.sampling import (
     PatchDataset,
     PatchSpec,
     build_case,
+    draw_centre,
     extract,
+    hot_weights,
     patch_matrix,
     resample_inplane,
     resample_to_shape,
@@ -158,3 +160,29 @@ def test_thorax_negatives_are_centred_where_post_processing_keeps_components():
         assert {k for k, _, _ in centres} == {mode}
         inside[mode] = np.mean([region[tuple(np.round(v).astype(int))] for _, v, _ in centres])
     assert inside["thorax"] == 1.0 and inside["body"] < 0.5
+
+
+def test_hot_regions_are_drawn_by_size_when_asked():
+    """With hot_size_power 0.5 a big hot organ gets its share of negatives among many noise specks; 0 is uniform."""
+    ct = np.full((10, 200, 200), 40.0, np.float32)
+    pet = np.full(ct.shape, 1.0, np.float32)
+    pet[2:8, 20:80, 20:80] = 6.0  # the "heart": 6 x 60 x 60 voxels
+    specks = [(z, y, x) for z in (1, 6) for y in range(110, 190, 20) for x in range(110, 190, 20)]  # 32 specks
+    for z, y, x in specks:
+        pet[z : z + 3, y : y + 9, x : x + 9] = 4.0  # 243 voxels: above the 0.2 cc floor for organs
+    case = build_case("P", ct, pet, np.zeros(ct.shape, bool), (1.0, 1.0, 1.0), 0.0)
+    assert len(case.hot) == 33
+    sizes = np.array([r.size for r in case.hot])
+    assert sorted(sizes)[-1] == 6 * 60 * 60 and (np.sort(sizes)[:-1] == 243).all()
+    w = hot_weights(case.hot, 0.5)
+    assert w.sum() == pytest.approx(1.0) and w[sizes.argmax()] == pytest.approx(147 / (147 + 32 * 15.59), rel=1e-3)
+    assert np.allclose(hot_weights(case.hot, 0.0), 1 / 33)
+
+    def heart_share(power: float) -> float:
+        spec = PatchSpec(patch=32, in_slices=1, fg_fraction=0.0, hot_fraction=1.0, hot_size_power=power)
+        rng = np.random.default_rng(0)
+        centres = [draw_centre(case, spec, rng)[1] for _ in range(600)]
+        return float(np.mean([20 <= c[1] < 80 and 20 <= c[2] < 80 for c in centres]))
+
+    assert heart_share(0.0) < 0.1  # 1 in 33 (jitter may move a centre out of the box, never a speck's into it)
+    assert 0.17 < heart_share(0.5) < 0.30  # sqrt(21600) / (sqrt(21600) + 32 sqrt(243)) = 0.23

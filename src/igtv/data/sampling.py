@@ -165,6 +165,7 @@ class Region:
 
     voxels: np.ndarray  # (n, 3) int32 z, y, x
     suv_max: float
+    size: int = 1  # voxels in the whole region (``voxels`` is a subsample of at most MAX_VOXELS)
 
 
 @dataclass
@@ -210,7 +211,7 @@ def _regions(mask: np.ndarray, pet: np.ndarray, rng: np.random.Generator, min_vo
             continue
         inside = lab[box] == i
         local = np.argwhere(inside) + [b.start for b in box]
-        out.append(Region(_subsample(local, rng), float(pet[box][inside].max())))
+        out.append(Region(_subsample(local, rng), float(pet[box][inside].max()), int(sizes[i])))
     return out
 
 
@@ -289,10 +290,26 @@ class PatchSpec:
     pet_dropout: float = 0.0  # probability of nearly removing the PET (x 0-0.2): the CT alone must find tumours
     cold_p: float = 0.0  # probability that a lesion patch's tumour is made cold (SUVmax in cold_suv_range) ...
     cold_suv_range: tuple[float, float] = (1.2, 2.5)  # ... while the organs around it keep their uptake
+    # hot regions are drawn with probability proportional to size ** hot_size_power: 0 draws every region alike, so
+    # on a patient with 30 sub-cc noise specks the heart gets ~1/34 of the hot patches; 0.5 shows big organs (heart,
+    # liver, kidneys) far more often while specks still appear
+    hot_size_power: float = 0.0
     # where the remaining patches (neither lesion nor hot) are centred: "body", anywhere in the body (CT > BODY_HU:
     # arms, abdomen, the table), or "thorax", in the region whose components post-processing keeps (falls back to
     # the body on a patient without one)
     negatives: str = "body"
+
+
+def hot_weights(regions: Sequence[Region], power: float) -> np.ndarray:
+    """Probability of drawing each region: proportional to its size (voxels) ** ``power`` (0: uniform)."""
+    w = np.array([float(r.size) for r in regions]) ** power
+    return w / w.sum()
+
+
+def _pick(regions: Sequence[Region], power: float, rng: np.random.Generator) -> int:
+    if power == 0:  # the historic draw, kept bit for bit so earlier runs replay
+        return int(rng.integers(len(regions)))
+    return int(rng.choice(len(regions), p=hot_weights(regions, power)))
 
 
 def draw_centre(case: VolumeCase, spec: PatchSpec, rng: np.random.Generator) -> tuple[str, np.ndarray, float | None]:
@@ -304,7 +321,7 @@ def draw_centre(case: VolumeCase, spec: PatchSpec, rng: np.random.Generator) -> 
         v[1:] += rng.uniform(-1, 1, 2) * spec.jitter * spec.patch / 2
         return kind, v, region.suv_max
     if u < spec.fg_fraction + spec.hot_fraction and case.hot:
-        region = case.hot[rng.integers(len(case.hot))]
+        region = case.hot[_pick(case.hot, spec.hot_size_power, rng)]
         v = region.voxels[rng.integers(len(region.voxels))].astype(float)
         v[1:] += rng.uniform(-0.25, 0.25, 2) * spec.patch / 2
         return "hot", v, region.suv_max

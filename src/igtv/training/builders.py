@@ -53,6 +53,7 @@ def build_datasets(cfg: RunConfig, splits: tuple[str, ...] = ("train", "val")) -
         in_slices=3 if d.mode == "25d" else 1,
         fg_fraction=d.fg_fraction,
         hot_fraction=d.hot_fraction,
+        hot_size_power=d.hot_size_power,
         jitter=d.jitter,
         negatives=d.negatives,
         augment=d.augment,
