@@ -290,9 +290,8 @@ class PatchSpec:
     pet_dropout: float = 0.0  # probability of nearly removing the PET (x 0-0.2): the CT alone must find tumours
     cold_p: float = 0.0  # probability that a lesion patch's tumour is made cold (SUVmax in cold_suv_range) ...
     cold_suv_range: tuple[float, float] = (1.2, 2.5)  # ... while the organs around it keep their uptake
-    # hot regions are drawn with probability proportional to size ** hot_size_power: 0 draws every region alike, so
-    # on a patient with 30 sub-cc noise specks the heart gets ~1/34 of the hot patches; 0.5 shows big organs (heart,
-    # liver, kidneys) far more often while specks still appear
+    # hot regions drawn in proportion to size ** this: 0 draws all alike (with 30 sub-cc specks the heart gets ~1/34
+    # of the hot patches); 0.5 shows big organs (heart, liver, kidneys) far more often while specks still appear
     hot_size_power: float = 0.0
     # where the remaining patches (neither lesion nor hot) are centred: "body", anywhere in the body (CT > BODY_HU:
     # arms, abdomen, the table), or "thorax", in the region whose components post-processing keeps (falls back to
@@ -306,12 +305,6 @@ def hot_weights(regions: Sequence[Region], power: float) -> np.ndarray:
     return w / w.sum()
 
 
-def _pick(regions: Sequence[Region], power: float, rng: np.random.Generator) -> int:
-    if power == 0:  # the historic draw, kept bit for bit so earlier runs replay
-        return int(rng.integers(len(regions)))
-    return int(rng.choice(len(regions), p=hot_weights(regions, power)))
-
-
 def draw_centre(case: VolumeCase, spec: PatchSpec, rng: np.random.Generator) -> tuple[str, np.ndarray, float | None]:
     """(kind, voxel (z, y, x) float, reference SUVmax for the LUCID window) of one patch."""
     u = rng.random()
@@ -321,7 +314,8 @@ def draw_centre(case: VolumeCase, spec: PatchSpec, rng: np.random.Generator) -> 
         v[1:] += rng.uniform(-1, 1, 2) * spec.jitter * spec.patch / 2
         return kind, v, region.suv_max
     if u < spec.fg_fraction + spec.hot_fraction and case.hot:
-        region = case.hot[_pick(case.hot, spec.hot_size_power, rng)]
+        n, power = len(case.hot), spec.hot_size_power  # power 0: the historic uniform draw, so old runs replay
+        region = case.hot[rng.integers(n) if power == 0 else rng.choice(n, p=hot_weights(case.hot, power))]
         v = region.voxels[rng.integers(len(region.voxels))].astype(float)
         v[1:] += rng.uniform(-0.25, 0.25, 2) * spec.patch / 2
         return "hot", v, region.suv_max
