@@ -165,7 +165,6 @@ def _run_config(budget: Budget, model: str, root: Path, stage: str, seed: int, i
             patch=budget.patch,
             samples_per_epoch=budget.samples_per_epoch,
             eval_samples=min(128, budget.samples_per_epoch),
-            hot_size_power=0.5,  # big hot organs drawn more often than noise specks (as the demo's configs do)
             pet_gain_p=0.4,
             pet_gain_range=(0.3, 1.3),
         ),  # fmt: skip
