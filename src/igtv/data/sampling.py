@@ -165,7 +165,7 @@ class Region:
 
     voxels: np.ndarray  # (n, 3) int32 z, y, x
     suv_max: float
-    size: int = 1  # voxels in the whole region (``voxels`` is a subsample of at most MAX_VOXELS)
+    size: int  # voxels in the whole region (``voxels`` is a subsample of at most MAX_VOXELS)
 
 
 @dataclass
