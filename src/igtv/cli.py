@@ -77,6 +77,7 @@ def _postprocess_cfg(args: argparse.Namespace):
         max_surround_suv_fraction=args.max_surround_suv_fraction,
         cold_min_volume_cc=args.cold_min_volume_cc, cold_min_lung_contact=args.cold_min_lung_contact,
         cold_min_suv_max=args.cold_min_suv, hull_fill_suv_fraction=args.hull_fill_suv_fraction,
+        grow_suv_fraction=args.grow_suv_fraction, grow_max_mm=args.grow_max_mm,
     )  # fmt: skip
 
 
@@ -108,6 +109,10 @@ def _add_postprocess_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--hull-fill-suv-fraction", type=float, default=d.hull_fill_suv_fraction,
                    help="add, per slice, the voxels of each kept component's convex hull with SUV >= this share of "
                         "its SUVmax (0: off)")  # fmt: skip
+    p.add_argument("--grow-suv-fraction", type=float, default=d.grow_suv_fraction,
+                   help="then grow each kept component into the connected voxels with SUV >= this share of its "
+                        "SUVmax, within --grow-max-mm, unless the uptake goes on past that reach (0: off)")  # fmt: skip
+    p.add_argument("--grow-max-mm", type=float, default=d.grow_max_mm, help="how far a component may grow (mm)")
 
 
 def _predict(args: argparse.Namespace) -> int:

@@ -269,3 +269,39 @@ def test_surround_rule_drops_uptake_that_goes_on_around_the_component():
     assert surround_suv(labels, lung_tumour["label"], lung_tumour["box"], pet, ct, geom) == 0.0
     _, off = component_verdicts(mask, pet, geom, replace(cfg, max_surround_suv_fraction=0.0), ct)
     assert not any(v["rule"] for v in off)
+
+
+def test_grow_components_completes_a_lesion_to_its_avid_extent_and_stops_at_organs():
+    """A prediction stopped 6 mm short of its lesion's breathing smear (the PET stays avid 3 slices further each
+    way in z) grows to the avid extent; one stopped 8 mm short, or a piece of an organ whose uptake goes on past
+    the reach, keeps its shape; a hot spot that is not connected to the lesion is not taken; the rule off changes
+    nothing."""
+    from igtv.evaluation.metrics import dice
+    from igtv.inference.lesions import grow_components
+
+    geom = Geometry((48, 40, 30), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))  # (x, y, z) voxels of 2 mm
+    pet = np.full(geom.shape_zyx, 1.0, np.float32)
+    lesion = np.zeros(geom.shape_zyx, bool)
+    lesion[5:21, 8:16, 8:16] = True  # the IGTV: 16 slices of smear (32 mm)
+    pet[lesion] = 5.0
+    pet[10:16, 10:14, 10:14] = 10.0  # the tumour's own position, twice as hot
+    mask = np.zeros(geom.shape_zyx, bool)
+    mask[8:18, 9:15, 9:15] = True  # what the model found: the hot core and a little more
+    pet[5:21, 8:16, 17:19] = 9.0  # a hot spot one cold voxel away from the lesion: not connected
+    grown = grow_components(mask, pet, geom, 0.41, 10.0)
+    assert dice(mask, lesion) < 0.6
+    assert np.array_equal(grown, lesion)  # the whole avid extent, nothing around it or beyond the gap
+    assert not grown[:, :, 17:19].any()
+    short = np.zeros(geom.shape_zyx, bool)
+    short[9:17, 9:15, 9:15] = True  # 8 mm short in z: the growth runs into the outer 3 mm of its 10 mm reach
+    assert np.array_equal(grow_components(short, pet, geom, 0.41, 10.0), short)
+    assert np.array_equal(grow_components(short, pet, geom, 0.41, 15.0), lesion)
+
+    organ = np.zeros(geom.shape_zyx, bool)
+    organ[:, 24:40, :] = True  # a wall of uptake across the whole field: goes on past 10 mm from any piece
+    pet_organ = np.where(organ, 5.0, 1.0).astype(np.float32)
+    piece = np.zeros(geom.shape_zyx, bool)
+    piece[10:14, 26:30, 10:14] = True
+    pet_organ[piece] = 8.0
+    assert np.array_equal(grow_components(piece, pet_organ, geom, 0.41, 10.0), piece)
+    assert np.array_equal(grow_components(mask, pet, geom, 0.0, 10.0), mask)

@@ -60,6 +60,7 @@ NO_RULES = PostprocessConfig(
     max_surround_suv_fraction=0.0,
     cold_min_volume_cc=0.0,
     hull_fill_suv_fraction=0.0,
+    grow_suv_fraction=0.0,
 )
 CANDIDATE_RULES = {
     "min_volume_cc=0.5": replace(NO_RULES, min_volume_cc=0.5),
@@ -160,7 +161,7 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
     labels, _ = load_nifti(volume_dir / "labels.nii.gz")
     ct, pet = ct.astype(np.float32), pet.astype(np.float32)
     truth = labels > 0
-    from igtv.inference.lesions import drop_components, fill_hulls, thorax_region
+    from igtv.inference.lesions import drop_components, refine, thorax_region
 
     @functools.cache  # thorax region per margin, unpacked once for all the rule sets
     def region_of(margin_mm: float) -> np.ndarray:
@@ -175,7 +176,7 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
     comp_labels, verdicts = component_verdicts(
         raw, pet, geom, cfg.postprocess, ct, region(cfg.postprocess.thorax_margin_mm)
     )
-    pred = fill_hulls(drop_components(raw, comp_labels, verdicts), pet, cfg.postprocess.hull_fill_suv_fraction)
+    pred = refine(drop_components(raw, comp_labels, verdicts), pet, geom, cfg.postprocess)
     spacing = tuple(geom.spacing_mm[::-1])
     vcc = geom.voxel_volume_cc
     row = {

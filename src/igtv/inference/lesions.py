@@ -63,6 +63,13 @@ class PostprocessConfig:
     # threshold of the threshold rows. Measured (README *Post-processing*): mean Dice +0.002 to +0.006 on 12
     # unseen patients and +0.02 to +0.07 on the demo's two, for three demo models; FP +1-5 cc, FN -5 to -16 cc.
     hull_fill_suv_fraction: float = 0.41
+    # then each kept component grows in 3D into the connected voxels within grow_max_mm of it whose SUV is at least
+    # this share of its SUVmax (0: off), unless the uptake goes on past that distance (see grow_components): the
+    # models stop an IGTV short where its tumour's breathing smear fades on the PET (the ends of the motion, small
+    # lesions most). Measured (README *Post-processing*) on the quick Table II's three +SIM models: mean Dice on 12
+    # test patients 0.627 -> 0.686, on 12 validation patients 0.598 -> 0.611.
+    grow_suv_fraction: float = 0.41
+    grow_max_mm: float = 10.0
 
 
 BONE_HU = 300.0
@@ -228,6 +235,55 @@ def fill_hulls(mask: np.ndarray, pet_suv: np.ndarray, suv_fraction: float) -> np
     return out
 
 
+GROW_RIM_MM = 3.0  # the outer shell of a growth's reach ...
+GROW_RIM_SHARE = 0.05  # ... may hold at most this share of the voxels it adds
+
+
+def grow_components(
+    mask: np.ndarray, pet_suv: np.ndarray, geom: Geometry, suv_fraction: float, max_mm: float
+) -> np.ndarray:
+    """``mask`` with each 26-connected component grown into the voxels connected to it (26-connectivity), within
+    ``max_mm`` of it, whose SUV is at least ``suv_fraction`` x the component's SUVmax (0: unchanged).
+
+    A lesion's missing edge is a few millimetres: a component whose growth runs into its reach (more than
+    ``GROW_RIM_SHARE`` of the added voxels in the outer ``GROW_RIM_MM`` of it) keeps its shape, because the uptake
+    around it goes on: an organ's, a vessel's, or a false lesion's. Measured (README *Post-processing*) against a
+    check that only asks whether the growth stops within 3 mm more reach: that one let 5-9 cc more false volume
+    through per validation patient for two of three quick Table II models."""
+    from scipy import ndimage
+
+    out = np.asarray(mask, dtype=bool).copy()
+    if suv_fraction <= 0 or max_mm <= 0:
+        return out
+    spacing_zyx = geom.spacing_mm[::-1]
+    labels, _ = label_lesions(out)
+    for lab, box in enumerate(ndimage.find_objects(labels), start=1):
+        if box is None:
+            continue
+        reach = tuple(
+            slice(max(b.start - math.ceil(max_mm / s) - 1, 0), b.stop + math.ceil(max_mm / s) + 1)
+            for b, s in zip(box, spacing_zyx, strict=True)
+        )
+        comp = labels[reach] == lab
+        dist = ndimage.distance_transform_edt(~comp, sampling=spacing_zyx)
+        avid = (pet_suv[reach] >= suv_fraction * float(pet_suv[reach][comp].max())) & (dist <= max_mm)
+        parts, _ = ndimage.label(avid | comp, structure=np.ones((3, 3, 3), bool))
+        grown = np.isin(parts, np.unique(parts[comp]))
+        added = grown & ~comp
+        n_added = int(added.sum())
+        if n_added and int((added & (dist > max_mm - GROW_RIM_MM)).sum()) > GROW_RIM_SHARE * n_added:
+            continue
+        out[reach] |= grown
+    return out
+
+
+def refine(mask: np.ndarray, pet_suv: np.ndarray, geom: Geometry, cfg: PostprocessConfig) -> np.ndarray:
+    """The kept components after the rules, completed from the PET: hulls filled (:func:`fill_hulls`), then grown
+    (:func:`grow_components`)."""
+    filled = fill_hulls(mask, pet_suv, cfg.hull_fill_suv_fraction)
+    return grow_components(filled, pet_suv, geom, cfg.grow_suv_fraction, cfg.grow_max_mm)
+
+
 def postprocess(
     mask: np.ndarray,
     pet_suv: np.ndarray,
@@ -237,10 +293,10 @@ def postprocess(
     region: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[dict]]:
     """Drop the components that fail a rule of ``cfg`` (see :func:`component_verdicts`) and fill the kept ones'
-    hulls where the PET is avid (:func:`fill_hulls`); returns the cleaned mask and one record per dropped component
+    hulls and grow them where the PET is avid (:func:`refine`); returns the cleaned mask and one record per dropped component
     (volume, SUVmax, mean HU, rule, reason). ``region``: a precomputed :func:`thorax_region`."""
     labels, verdicts = component_verdicts(mask, pet_suv, geom, cfg, ct_hu, region)
-    keep = fill_hulls(drop_components(mask, labels, verdicts), pet_suv, cfg.hull_fill_suv_fraction)
+    keep = refine(drop_components(mask, labels, verdicts), pet_suv, geom, cfg)
     dropped = [{k: v[k] for k in ("volume_cc", "suv_max", "mean_hu", "rule", "reason")} for v in verdicts if v["rule"]]
     return keep, dropped
 
