@@ -292,9 +292,9 @@ def postprocess(
     ct_hu: np.ndarray | None = None,
     region: np.ndarray | None = None,
 ) -> tuple[np.ndarray, list[dict]]:
-    """Drop the components that fail a rule of ``cfg`` (see :func:`component_verdicts`) and fill the kept ones'
-    hulls and grow them where the PET is avid (:func:`refine`); returns the cleaned mask and one record per dropped component
-    (volume, SUVmax, mean HU, rule, reason). ``region``: a precomputed :func:`thorax_region`."""
+    """Drop the components that fail a rule of ``cfg`` (see :func:`component_verdicts`), then fill the kept ones'
+    hulls and grow them where the PET is avid (:func:`refine`); returns the cleaned mask and one record per dropped
+    component (volume, SUVmax, mean HU, rule, reason). ``region``: a precomputed :func:`thorax_region`."""
     labels, verdicts = component_verdicts(mask, pet_suv, geom, cfg, ct_hu, region)
     keep = refine(drop_components(mask, labels, verdicts), pet_suv, geom, cfg)
     dropped = [{k: v[k] for k in ("volume_cc", "suv_max", "mean_hu", "rule", "reason")} for v in verdicts if v["rule"]]
