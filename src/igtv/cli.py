@@ -111,7 +111,8 @@ def _add_postprocess_args(p: argparse.ArgumentParser) -> None:
                         "its SUVmax (0: off)")  # fmt: skip
     p.add_argument("--grow-suv-fraction", type=float, default=d.grow_suv_fraction,
                    help="then grow each kept component into the connected voxels with SUV >= this share of its "
-                        "SUVmax within --grow-max-mm, unless the growth runs into that reach (an organ's uptake; 0: off)")  # fmt: skip
+                        "SUVmax within --grow-max-mm, unless the growth runs into that reach (an organ's uptake; "
+                        "0: off)")  # fmt: skip
     p.add_argument("--grow-max-mm", type=float, default=d.grow_max_mm, help="how far a component may grow (mm)")
 
 
