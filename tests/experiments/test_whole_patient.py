@@ -7,7 +7,12 @@ import pytest
 
 from igtv.evaluation.baselines import threshold_volume
 from igtv.evaluation.metrics import lesion_detection
-from igtv.experiments.whole_patient import WholePatientConfig, evaluate_whole_patients, rule_effects
+from igtv.experiments.whole_patient import (
+    WholePatientConfig,
+    evaluate_whole_patients,
+    refine_effects,
+    rule_effects,
+)
 from igtv.geometry import Geometry
 from igtv.inference.lesions import PostprocessConfig, component_verdicts, postprocess, thorax_region
 
@@ -55,6 +60,18 @@ def test_thorax_region_and_rules():
     eff = rule_effects(mask, truth, labels, verdicts, geom.voxel_volume_cc)
     assert eff["thorax_margin_mm"]["tp_removed_cc"] == pytest.approx(32 * geom.voxel_volume_cc)
     assert eff["min_mean_hu"]["fp_removed_cc"] == pytest.approx(9 * geom.voxel_volume_cc)
+
+
+def test_refine_effects_split_what_the_pet_completion_added_by_the_truth():
+    kept = np.zeros((4, 10, 10), bool)
+    kept[1:3, 2:5, 2:5] = True
+    truth = np.zeros_like(kept)
+    truth[0:3, 2:5, 2:5] = True  # the truth goes one slice further than what was kept
+    pred = kept.copy()
+    pred[0, 2:5, 2:5] = True  # growth into the truth: 9 voxels
+    pred[1:3, 5, 2:5] = True  # and beside it: 6 voxels
+    assert refine_effects(kept, pred, truth, 0.5) == {"refine_tp_added_cc": 4.5, "refine_fp_added_cc": 3.0}
+    assert refine_effects(kept, kept, truth, 0.5) == {"refine_tp_added_cc": 0.0, "refine_fp_added_cc": 0.0}
 
 
 def test_threshold_volume_stays_in_the_box():

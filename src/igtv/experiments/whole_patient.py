@@ -176,7 +176,8 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
     comp_labels, verdicts = component_verdicts(
         raw, pet, geom, cfg.postprocess, ct, region(cfg.postprocess.thorax_margin_mm)
     )
-    pred = refine(drop_components(raw, comp_labels, verdicts), pet, geom, cfg.postprocess)
+    kept = drop_components(raw, comp_labels, verdicts)
+    pred = refine(kept, pet, geom, cfg.postprocess)
     spacing = tuple(geom.spacing_mm[::-1])
     vcc = geom.voxel_volume_cc
     row = {
@@ -187,6 +188,7 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
         "dice_3d_raw": M.dice(raw, truth),
         **M.overlap_volumes_cc(pred, truth, spacing),
         **lesion_detection(pred, truth, vcc),
+        **refine_effects(kept, pred, truth, vcc),
         "seconds": round(time.perf_counter() - t0, 2),
     }
     slices, masks = [], {}
@@ -206,6 +208,14 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
         measured[name] = next(iter(eff.values()), {"components": 0, "fp_removed_cc": 0.0, "tp_removed_cc": 0.0})
     rules = rule_effects(raw, truth, comp_labels, verdicts, vcc)
     return {"row": row, "rules": rules, "measured": measured, "slices": slices, "masks": masks}
+
+
+def refine_effects(kept: np.ndarray, pred: np.ndarray, truth: np.ndarray, voxel_cc: float) -> dict[str, float]:
+    """What the PET completion (:func:`~igtv.inference.lesions.refine`: hull fill and growth) added to the kept
+    components: cc inside the truth (true positives gained) and outside it (false positives added)."""
+    added = np.asarray(pred, dtype=bool) & ~np.asarray(kept, dtype=bool)
+    return {"refine_tp_added_cc": float((added & truth).sum()) * voxel_cc,
+            "refine_fp_added_cc": float((added & ~truth).sum()) * voxel_cc}  # fmt: skip
 
 
 def _sum_effects(per_patient: list[dict]) -> dict:
@@ -233,6 +243,8 @@ def summarize_patients(rows: list[dict], rules: list[dict], n_boot: int = 1000, 
         out["dice_3d"]["ci95"] = list(ci)
     for k in ("lesions_true", "lesions_hit", "lesions_missed", "false_lesions"):
         out[k] = int(sum(r[k] for r in rows))
+    for k in ("refine_tp_added_cc", "refine_fp_added_cc"):  # totals over the patients
+        out[k] = float(sum(r.get(k, 0.0) for r in rows))
     out["postprocess_rules"] = _sum_effects(rules)
     return out
 
