@@ -175,6 +175,14 @@ def component_verdicts(
     return labels, out
 
 
+def box_grown_mm(box: tuple[slice, ...], spacing_zyx: tuple[float, ...], mm: float) -> tuple[slice, ...]:
+    """``box`` grown by ``mm`` (plus one voxel) on each side, clipped at 0; NumPy clips the far end."""
+    return tuple(
+        slice(max(b.start - math.ceil(mm / s) - 1, 0), b.stop + math.ceil(mm / s) + 1)
+        for b, s in zip(box, spacing_zyx, strict=True)
+    )
+
+
 def surround_suv(
     labels: np.ndarray, lab: int, box: tuple[slice, ...], pet_suv: np.ndarray, ct_hu: np.ndarray, geom: Geometry
 ) -> float:
@@ -184,10 +192,7 @@ def surround_suv(
 
     inner, outer = SURROUND_MM
     spacing_zyx = geom.spacing_mm[::-1]
-    grown = tuple(
-        slice(max(b.start - math.ceil(outer / s) - 1, 0), b.stop + math.ceil(outer / s) + 1)
-        for b, s in zip(box, spacing_zyx, strict=True)
-    )
+    grown = box_grown_mm(box, spacing_zyx, outer)
     comp = labels[grown] == lab
     dist = ndimage.distance_transform_edt(~comp, sampling=spacing_zyx)
     shell = (dist > inner) & (dist <= outer) & (ct_hu[grown] > LUNG_HU)
@@ -260,10 +265,7 @@ def grow_components(
     for lab, box in enumerate(ndimage.find_objects(labels), start=1):
         if box is None:
             continue
-        reach = tuple(
-            slice(max(b.start - math.ceil(max_mm / s) - 1, 0), b.stop + math.ceil(max_mm / s) + 1)
-            for b, s in zip(box, spacing_zyx, strict=True)
-        )
+        reach = box_grown_mm(box, spacing_zyx, max_mm)
         comp = labels[reach] == lab
         dist = ndimage.distance_transform_edt(~comp, sampling=spacing_zyx)
         avid = (pet_suv[reach] >= suv_fraction * float(pet_suv[reach][comp].max())) & (dist <= max_mm)
