@@ -74,7 +74,8 @@ def _postprocess_cfg(args: argparse.Namespace):
     return PostprocessConfig(
         min_volume_cc=args.min_volume_cc, min_suv_max=args.min_suv, thorax_margin_mm=args.thorax_margin_mm,
         min_mean_hu=args.min_mean_hu, max_bone_fraction=args.max_bone_fraction,
-        max_surround_suv_fraction=args.max_surround_suv_fraction,
+        max_surround_suv_fraction=args.max_surround_suv_fraction, max_cold_core_share=args.max_cold_core_share,
+        cold_core_max_lung_contact=args.cold_core_max_lung_contact,
         cold_min_volume_cc=args.cold_min_volume_cc, cold_min_lung_contact=args.cold_min_lung_contact,
         cold_min_suv_max=args.cold_min_suv, hull_fill_suv_fraction=args.hull_fill_suv_fraction,
         grow_suv_fraction=args.grow_suv_fraction, grow_max_mm=args.grow_max_mm,
@@ -98,6 +99,12 @@ def _add_postprocess_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-surround-suv-fraction", type=float, default=d.max_surround_suv_fraction,
                    help="drop components that are not a focus of uptake: the 90th percentile SUV of the soft tissue "
                         "5-15 mm around them is at least this share of their SUVmax (0: off)")  # fmt: skip
+    p.add_argument("--max-cold-core-share", type=float, default=d.max_cold_core_share,
+                   help="drop components whose axial convex hulls hold at least this share of cold voxels (SUV < 0.4 "
+                        "x their SUVmax) and whose border is mostly not lung: the myocardium around the blood pool "
+                        "(0: off)")  # fmt: skip
+    p.add_argument("--cold-core-max-lung-contact", type=float, default=d.cold_core_max_lung_contact,
+                   help="... when less than this share of their in-plane border is lung")  # fmt: skip
     p.add_argument("--cold-min-volume-cc", type=float, default=d.cold_min_volume_cc,
                    help="keep a component below --min-suv when the CT shows a solid mass of at least this "
                         "volume bordered by lung (0: off; -1: 5 cc for models trained with cold lesions, "
@@ -155,12 +162,14 @@ def _evaluate(args: argparse.Namespace) -> int:
         from igtv.experiments.whole_patient import WholePatientConfig, evaluate_whole_patients
 
         wcfg = WholePatientConfig(split=args.split, tta=args.tta, postprocess=_postprocess_cfg(args),
-                                  precision=args.precision, bootstrap=args.bootstrap, seed=args.seed)  # fmt: skip
+                                  precision=args.precision, bootstrap=args.bootstrap, seed=args.seed,
+                                  ignore_qc_excluded=not args.score_excluded_rois)  # fmt: skip
         s = evaluate_whole_patients(args.model, args.data, args.out, wcfg, args.device)
         w = s["whole_patient"]
         print(
             f"whole patient, {w['patients']} patients: 3D Dice mean {w['dice_3d']['mean']:.4f} "
             f"[{w['dice_3d']['ci95'][0]:.4f}, {w['dice_3d']['ci95'][1]:.4f}], median {w['dice_3d']['median']:.4f}; "
+            f"(all ROIs, QC-excluded ones too: {w['dice_3d_all_lesions']['mean']:.4f}); "
             f"HD95 median {w['hd95_3d_mm'].get('median', float('nan')):.1f} mm; FP {w['false_positive_cc']['mean']:.1f}"
             f" cc, FN {w['false_negative_cc']['mean']:.1f} cc per patient; lesions hit {w['lesions_hit']}/"
             f"{w['lesions_true']}, false lesions {w['false_lesions']}; written to {args.out}"
@@ -461,6 +470,9 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--bootstrap", type=int, default=1000, help="patient-level bootstrap resamples (0: none)")
     ev.add_argument("--seed", type=int, default=0)
     ev.add_argument("--tta", action="store_true")
+    ev.add_argument("--score-excluded-rois", action="store_true",
+                    help="whole patient: score against every ROI, the ones the dataset's QC excluded too (default: "
+                         "those are ignored, as in the paper's cohort)")  # fmt: skip
     _add_precision(ev)
     ev.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ev.add_argument(

@@ -74,6 +74,42 @@ def test_refine_effects_split_what_the_pet_completion_added_by_the_truth():
     assert refine_effects(kept, kept, truth, 0.5) == {"refine_tp_added_cc": 0.0, "refine_fp_added_cc": 0.0}
 
 
+def test_rois_the_qc_excluded_are_ignored_and_all_rois_are_scored_beside(tmp_path):
+    """A patient with a kept ROI and one the QC excluded: a prediction of the kept ROI alone scores 1 (the excluded
+    one is neither missed nor, when contoured, false), and the all-ROI Dice beside it counts the excluded ROI."""
+    import json
+
+    from igtv.experiments.whole_patient import NO_RULES, evaluate_patient
+    from igtv.geometry import save_nifti
+
+    geom = Geometry((8, 32, 32), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    labels = np.zeros(geom.shape_zyx, np.uint8)
+    labels[2:6, 4:10, 4:10] = 1  # kept: 144 voxels
+    labels[2:6, 20:26, 20:26] = 2  # excluded by the QC: 144 voxels
+    vol = tmp_path / "volumes" / "P1"
+    vol.mkdir(parents=True)
+    save_nifti(vol / "ct_hu.nii.gz", np.full(geom.shape_zyx, 40.0, np.float32), geom)
+    save_nifti(vol / "pet_suv.nii.gz", np.where(labels > 0, 8.0, 1.0).astype(np.float32), geom)
+    save_nifti(vol / "labels.nii.gz", labels, geom)
+    (tmp_path / "patients").mkdir()
+    rois = [{"roi": 1, "status": "kept"}, {"roi": 2, "status": "excluded"}]
+    (tmp_path / "patients" / "P1.json").write_text(json.dumps({"rois": rois}))
+    cfg = WholePatientConfig(postprocess=NO_RULES)
+
+    def predicting(mask):
+        return lambda ct, pet, geom, truth, region=None: mask.copy()
+
+    row = evaluate_patient(predicting(labels == 1), vol, cfg, tmp_path)["row"]
+    assert row["dice_3d"] == 1.0 and row["false_negative_cc"] == 0.0 and row["qc_excluded_rois"] == 1
+    assert row["dice_3d_all_lesions"] == pytest.approx(2 * 144 / (144 + 288))
+    row = evaluate_patient(predicting(labels > 0), vol, cfg, tmp_path)["row"]
+    assert row["dice_3d"] == 1.0 and row["false_positive_cc"] == 0.0 and row["false_lesions"] == 0
+    assert row["dice_3d_all_lesions"] == 1.0
+    every = evaluate_patient(predicting(labels == 1), vol, WholePatientConfig(postprocess=NO_RULES,
+                             ignore_qc_excluded=False), tmp_path)["row"]  # fmt: skip
+    assert every["dice_3d"] == pytest.approx(2 * 144 / (144 + 288)) and every["qc_excluded_rois"] == 0
+
+
 def test_threshold_volume_stays_in_the_box():
     pet = np.ones((10, 40, 40), np.float32)
     pet[4:6, 10:14, 10:14] = 10.0  # lesion
@@ -120,7 +156,7 @@ def test_candidate_rules_are_measured_alone():
     from igtv.experiments.whole_patient import CANDIDATE_RULES, NO_RULES
 
     off = {"min_volume_cc": 0.0, "min_suv_max": 0.0, "thorax_margin_mm": 0.0, "min_mean_hu": -1024.0,
-           "max_bone_fraction": 1.0, "max_surround_suv_fraction": 0.0}  # fmt: skip
+           "max_bone_fraction": 1.0, "max_surround_suv_fraction": 0.0, "max_cold_core_share": 0.0}  # fmt: skip
     assert all(getattr(NO_RULES, k) == v for k, v in off.items())
     for name, cfg in CANDIDATE_RULES.items():
         changed = [k for k, v in off.items() if getattr(cfg, k) != v]

@@ -305,3 +305,39 @@ def test_grow_components_completes_a_lesion_to_its_avid_extent_and_stops_at_orga
     pet_organ[piece] = 8.0
     assert np.array_equal(grow_components(piece, pet_organ, geom, 0.41, 10.0), piece)
     assert np.array_equal(grow_components(mask, pet, geom, 0.0, 10.0), mask)
+
+
+def test_cold_core_rule_drops_a_myocardium_ring_and_keeps_tumours_with_a_cold_centre_in_the_lung():
+    """A hot ring (SUV 8) around a cold core (SUV 1.8) inside soft tissue, like the myocardium around the blood
+    pool, goes; a ring of the same size and uptake whose border is lung (a tumour with a necrotic centre) stays, and
+    so does a solid tumour against the soft tissue. The rule off keeps all three."""
+    geom = Geometry((12, 96, 96), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    shape = geom.shape_zyx
+    ct = np.full(shape, 40.0, np.float32)
+    pet = np.full(shape, 1.0, np.float32)
+    ct[:, :, 48:] = -850.0  # the lung, right half
+    pet[:, :, 48:] = 0.5
+    yy, xx = np.mgrid[:96, :96]
+
+    def ring(cy: int, cx: int) -> np.ndarray:
+        r = np.hypot(yy - cy, xx - cx)
+        return (r <= 9) & (r > 5)
+
+    mask = np.zeros(shape, bool)
+    heart = ring(24, 22)
+    necrotic = ring(24, 72)
+    ct[3:9, necrotic | (np.hypot(yy - 24, xx - 72) <= 5)] = 30.0  # the tumour's necrotic centre is soft tissue
+    solid = (np.hypot(yy - 70, xx - 44) <= 5) & (xx < 48)  # a solid tumour against the mediastinum
+    for m in (heart, necrotic, solid):
+        pet[3:9, m] = 8.0
+        mask[3:9, m] = True
+    pet[3:9, np.hypot(yy - 24, xx - 22) <= 5] = 1.8  # the blood pool
+    pet[3:9, np.hypot(yy - 24, xx - 72) <= 5] = 1.2  # the necrosis
+    cfg = PostprocessConfig(min_volume_cc=0.1, thorax_margin_mm=0.0, min_mean_hu=-1024.0,
+                            max_surround_suv_fraction=0.0, hull_fill_suv_fraction=0.0)  # fmt: skip
+    _, verdicts = component_verdicts(mask, pet, geom, cfg, ct)
+    by_place = {(v["box"][1].start, v["box"][2].start): v for v in verdicts}
+    assert {k: v["rule"] for k, v in by_place.items()} == {(15, 13): "max_cold_core_share", (15, 63): "", (65, 39): ""}
+    assert "myocardium" in by_place[(15, 13)]["reason"]
+    _, off = component_verdicts(mask, pet, geom, replace(cfg, max_cold_core_share=0.0), ct)
+    assert not any(v["rule"] for v in off)

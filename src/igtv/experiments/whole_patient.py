@@ -2,11 +2,13 @@
 
 Every test patient's prepared volumes (``volumes/<P>/{ct_hu,pet_suv,labels}.nii.gz``) go through the prediction
 pipeline of ``igtv predict`` (windows from the checkpoint, sliding window or whole slices, PET candidates found
-on the PET alone, post-processing) and the resulting 3D mask is scored against the union of all the patient's
-labelled ROIs on the CT grid: Dice, HD95 (mm), false-positive and false-negative volume (autoPET's FP/FN volumes),
-and lesion-level detection (a true lesion is hit when a predicted component overlaps it; a predicted component
-touching no true lesion is a false lesion). For each post-processing rule it also reports what the rule removed
-that was false (FP cc) and what it removed that was true (TP cc), so each rule's worth is measured.
+on the PET alone, post-processing) and the resulting 3D mask is scored against the union of the patient's
+labelled ROIs that the dataset's QC kept, on the CT grid (the ROIs it excluded, below 3 cc or SUVmax 3 for the
+paper's QC, are ignored, and the Dice against all ROIs is reported beside it): Dice, HD95 (mm), false-positive
+and false-negative volume (autoPET's FP/FN volumes), and lesion-level detection (a true lesion is hit when a
+predicted component overlaps it; a predicted component touching no true lesion is a false lesion). For each
+post-processing rule it also reports what the rule removed that was false (FP cc) and what it removed that was
+true (TP cc), so each rule's worth is measured.
 
 The paper's per-slice protocol is read from the same prediction: Eqs. 9-12 on every ROI slice of the split (the
 slices of ``slices.csv`` with role ``sample``), without the truth's SUVmax window or box.
@@ -33,15 +35,24 @@ from igtv.inference.sliding import DEFAULT_OVERLAP
 log = logging.getLogger(__name__)
 
 
-def rule_effects(raw: np.ndarray, truth: np.ndarray, labels: np.ndarray, verdicts: list[dict], voxel_cc: float):
+def rule_effects(
+    raw: np.ndarray,
+    truth: np.ndarray,
+    labels: np.ndarray,
+    verdicts: list[dict],
+    voxel_cc: float,
+    ignore: np.ndarray | None = None,
+):
     """Per post-processing rule: cc it removed outside the truth (false positives removed) and inside it (true
-    positives lost)."""
+    positives lost); voxels of ``ignore`` (ROIs the dataset's QC excluded) count as neither."""
     out: dict[str, dict[str, float]] = {}
     for v in verdicts:
         if not v["rule"]:
             continue
         box = v["box"]
         comp = labels[box] == v["label"]
+        if ignore is not None:
+            comp &= ~ignore[box]
         e = out.setdefault(v["rule"], {"components": 0, "fp_removed_cc": 0.0, "tp_removed_cc": 0.0})
         e["components"] += 1
         e["tp_removed_cc"] += float((comp & truth[box]).sum()) * voxel_cc
@@ -58,6 +69,7 @@ NO_RULES = PostprocessConfig(
     min_mean_hu=-1024.0,
     max_bone_fraction=1.0,
     max_surround_suv_fraction=0.0,
+    max_cold_core_share=0.0,
     cold_min_volume_cc=0.0,
     hull_fill_suv_fraction=0.0,
     grow_suv_fraction=0.0,
@@ -72,6 +84,7 @@ CANDIDATE_RULES = {
     "min_mean_hu=-700": replace(NO_RULES, min_mean_hu=-700.0),
     "max_bone_fraction=0.5": replace(NO_RULES, max_bone_fraction=0.5),
     "max_surround_suv_fraction=0.7": replace(NO_RULES, max_surround_suv_fraction=0.7),
+    "max_cold_core_share=0.1": replace(NO_RULES, max_cold_core_share=0.1),
 }
 
 
@@ -87,8 +100,20 @@ class WholePatientConfig:
     # predict only the tiles that overlap the thorax rule's region, as `igtv predict` does (patch models; the rule's
     # measured worth is then what it removes from the prediction a user gets)
     region_tiles: bool = True
+    # score against the ROIs the dataset's QC kept (the paper's inclusion: >= 3 cc, SUVmax >= 3); voxels of the ROIs
+    # it excluded count as neither false positive nor false negative, as nnU-Net's ignore label. The score against
+    # all ROIs is reported beside it (dice_3d_all_lesions).
+    ignore_qc_excluded: bool = True
     bootstrap: int = 1000
     seed: int = 0
+
+
+def qc_excluded_rois(root: Path, patient: str) -> list[int]:
+    """Labels of the patient's ROIs that ``igtv prepare``'s QC excluded (its ``patients/<P>.json``; none if absent)."""
+    path = root / "patients" / f"{patient}.json"
+    if not path.exists():
+        return []
+    return [int(r["roi"]) for r in json.loads(path.read_text()).get("rois", []) if r.get("status") == "excluded"]
 
 
 def _sample_slices(root: Path, patient: str) -> dict[int, set[int]]:
@@ -160,7 +185,9 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
     pet, _ = load_nifti(volume_dir / "pet_suv.nii.gz")
     labels, _ = load_nifti(volume_dir / "labels.nii.gz")
     ct, pet = ct.astype(np.float32), pet.astype(np.float32)
-    truth = labels > 0
+    excluded = qc_excluded_rois(root, volume_dir.name) if root is not None and cfg.ignore_qc_excluded else []
+    ignore = np.isin(labels, excluded)  # scored as neither right nor wrong
+    truth = (labels > 0) & ~ignore
     from igtv.inference.lesions import drop_components, refine, thorax_region
 
     @functools.cache  # thorax region per margin, unpacked once for all the rule sets
@@ -180,15 +207,18 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
     pred = refine(kept, pet, geom, cfg.postprocess)
     spacing = tuple(geom.spacing_mm[::-1])
     vcc = geom.voxel_volume_cc
+    scored, scored_raw, scored_kept = pred & ~ignore, raw & ~ignore, kept & ~ignore
     row = {
         "patient": volume_dir.name,
-        "dice_3d": M.dice(pred, truth),
-        "iou_3d": M.iou(pred, truth),
-        "hd95_3d_mm": M.hd95(pred, truth, spacing),
-        "dice_3d_raw": M.dice(raw, truth),
-        **M.overlap_volumes_cc(pred, truth, spacing),
-        **lesion_detection(pred, truth, vcc),
-        **refine_effects(kept, pred, truth, vcc),
+        "dice_3d": M.dice(scored, truth),
+        "iou_3d": M.iou(scored, truth),
+        "hd95_3d_mm": M.hd95(scored, truth, spacing),
+        "dice_3d_raw": M.dice(scored_raw, truth),
+        "dice_3d_all_lesions": M.dice(pred, labels > 0),
+        "qc_excluded_rois": len(excluded),
+        **M.overlap_volumes_cc(scored, truth, spacing),
+        **lesion_detection(scored, truth, vcc),
+        **refine_effects(scored_kept, scored, truth, vcc),
         "seconds": round(time.perf_counter() - t0, 2),
     }
     slices, masks = [], {}
@@ -204,9 +234,9 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
     measured = {}
     for name, single in CANDIDATE_RULES.items():
         lab_s, ver_s = component_verdicts(raw, pet, geom, single, ct, region(single.thorax_margin_mm))
-        eff = rule_effects(raw, truth, lab_s, ver_s, vcc)
+        eff = rule_effects(raw, truth, lab_s, ver_s, vcc, ignore)
         measured[name] = next(iter(eff.values()), {"components": 0, "fp_removed_cc": 0.0, "tp_removed_cc": 0.0})
-    rules = rule_effects(raw, truth, comp_labels, verdicts, vcc)
+    rules = rule_effects(raw, truth, comp_labels, verdicts, vcc, ignore)
     return {"row": row, "rules": rules, "measured": measured, "slices": slices, "masks": masks}
 
 
@@ -233,8 +263,10 @@ def summarize_patients(rows: list[dict], rules: list[dict], n_boot: int = 1000, 
     from igtv.evaluation.statistics import bootstrap_ci
 
     out: dict = {"patients": len(rows)}
-    for k in ("dice_3d", "iou_3d", "hd95_3d_mm", "false_positive_cc", "false_negative_cc", "false_lesion_cc"):
-        a = np.asarray([r[k] for r in rows], dtype=np.float64)
+    keys = ("dice_3d", "dice_3d_all_lesions", "iou_3d", "hd95_3d_mm", "false_positive_cc", "false_negative_cc",
+            "false_lesion_cc")  # fmt: skip
+    for k in keys:
+        a = np.asarray([r.get(k, np.nan) for r in rows], dtype=np.float64)
         a = a[np.isfinite(a)]
         out[k] = {"mean": float(a.mean()), "median": float(np.median(a)), "n": int(a.size)} if a.size else {"n": 0}
     if rows:
