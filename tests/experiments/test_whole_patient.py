@@ -105,6 +105,13 @@ def test_rois_the_qc_excluded_are_ignored_and_all_rois_are_scored_beside(tmp_pat
     row = evaluate_patient(predicting(labels > 0), vol, cfg, tmp_path)["row"]
     assert row["dice_3d"] == 1.0 and row["false_positive_cc"] == 0.0 and row["false_lesions"] == 0
     assert row["dice_3d_all_lesions"] == 1.0
+    wide = labels > 0
+    wide[2:6, 19:27, 19:27] = True  # the excluded lesion contoured one voxel past its ROI: still not false
+    row = evaluate_patient(predicting(wide), vol, cfg, tmp_path)["row"]
+    assert row["dice_3d"] == 1.0 and row["false_positive_cc"] == 0.0 and row["false_lesions"] == 0
+    wide[2:6, 9:20, 9:20] = True  # ... unless it joins a scored ROI: then only the excluded ROI's voxels are left out
+    row = evaluate_patient(predicting(wide), vol, cfg, tmp_path)["row"]
+    assert row["false_positive_cc"] > 0 and row["dice_3d"] < 1.0
     every = evaluate_patient(predicting(labels == 1), vol, WholePatientConfig(postprocess=NO_RULES,
                              ignore_qc_excluded=False), tmp_path)["row"]  # fmt: skip
     assert every["dice_3d"] == pytest.approx(2 * 144 / (144 + 288)) and every["qc_excluded_rois"] == 0

@@ -101,11 +101,28 @@ class WholePatientConfig:
     # measured worth is then what it removes from the prediction a user gets)
     region_tiles: bool = True
     # score against the ROIs the dataset's QC kept (the paper's inclusion: >= 3 cc, SUVmax >= 3); voxels of the ROIs
-    # it excluded count as neither false positive nor false negative, as nnU-Net's ignore label. The score against
+    # it excluded count as neither false positive nor false negative, as nnU-Net's ignore label, and so does a
+    # predicted component that touches one of them and no scored ROI (see ignored_voxels). The score against
     # all ROIs is reported beside it (dice_3d_all_lesions).
     ignore_qc_excluded: bool = True
     bootstrap: int = 1000
     seed: int = 0
+
+
+def ignored_voxels(pred: np.ndarray, truth: np.ndarray, excluded: np.ndarray) -> np.ndarray:
+    """What scoring leaves out: the voxels of the ROIs the QC excluded, and every predicted component (26-connected)
+    that overlaps one of them and no scored ROI, so that a contour of an excluded lesion, which may reach past its
+    ROI, is neither a false positive nor a false lesion."""
+    from igtv.evaluation.metrics import label_lesions
+
+    out = np.asarray(excluded, dtype=bool).copy()
+    if not out.any() or not pred.any():
+        return out
+    labels, _ = label_lesions(pred)
+    on_excluded = np.unique(labels[out & (labels > 0)])
+    on_truth = np.unique(labels[truth & (labels > 0)])
+    out |= np.isin(labels, np.setdiff1d(on_excluded, on_truth))
+    return out
 
 
 def qc_excluded_rois(root: Path, patient: str) -> list[int]:
@@ -186,8 +203,7 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
     labels, _ = load_nifti(volume_dir / "labels.nii.gz")
     ct, pet = ct.astype(np.float32), pet.astype(np.float32)
     excluded = qc_excluded_rois(root, volume_dir.name) if root is not None and cfg.ignore_qc_excluded else []
-    ignore = np.isin(labels, excluded)  # scored as neither right nor wrong
-    truth = (labels > 0) & ~ignore
+    truth = (labels > 0) & ~np.isin(labels, excluded)
     from igtv.inference.lesions import drop_components, refine, thorax_region
 
     @functools.cache  # thorax region per margin, unpacked once for all the rule sets
@@ -207,6 +223,7 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
     pred = refine(kept, pet, geom, cfg.postprocess)
     spacing = tuple(geom.spacing_mm[::-1])
     vcc = geom.voxel_volume_cc
+    ignore = ignored_voxels(pred, truth, np.isin(labels, excluded))  # scored as neither right nor wrong
     scored, scored_raw, scored_kept = pred & ~ignore, raw & ~ignore, kept & ~ignore
     row = {
         "patient": volume_dir.name,
