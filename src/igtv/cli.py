@@ -168,8 +168,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         w = s["whole_patient"]
         print(
             f"whole patient, {w['patients']} patients: 3D Dice mean {w['dice_3d']['mean']:.4f} "
-            f"[{w['dice_3d']['ci95'][0]:.4f}, {w['dice_3d']['ci95'][1]:.4f}], median {w['dice_3d']['median']:.4f}; "
-            f"(all ROIs, QC-excluded ones too: {w['dice_3d_all_lesions']['mean']:.4f}); "
+            f"[{w['dice_3d']['ci95'][0]:.4f}, {w['dice_3d']['ci95'][1]:.4f}], median {w['dice_3d']['median']:.4f} "
+            f"(all ROIs, QC-excluded ones too: mean {w['dice_3d_all_lesions']['mean']:.4f}); "
             f"HD95 median {w['hd95_3d_mm'].get('median', float('nan')):.1f} mm; FP {w['false_positive_cc']['mean']:.1f}"
             f" cc, FN {w['false_negative_cc']['mean']:.1f} cc per patient; lesions hit {w['lesions_hit']}/"
             f"{w['lesions_true']}, false lesions {w['false_lesions']}; written to {args.out}"
