@@ -305,6 +305,32 @@ def test_grow_components_completes_a_lesion_to_its_avid_extent_and_stops_at_orga
     pet_organ[piece] = 8.0
     assert np.array_equal(grow_components(piece, pet_organ, geom, 0.41, 10.0), piece)
     assert np.array_equal(grow_components(mask, pet, geom, 0.0, 10.0), mask)
+    assert np.array_equal(grow_components(piece, pet_organ, geom, 0.41, 10.0, 0.25), piece)  # at every share
+
+
+def test_growth_ladder_takes_the_lowest_share_that_stays_inside_the_reach():
+    """A breathing smear at 35 % of the tumour's SUVmax is not reached at 41 %; the ladder (0.25, 0.30, 0.35,
+    0.41) completes it. With an avid organ at 28 % against the lesion, 0.25 runs into the organ and the reach, so
+    the growth takes 0.30: the whole smear and not one voxel of the organ."""
+    from igtv.inference.completion import grow_components, grow_ladder
+
+    assert grow_ladder(0.41, 0.25) == [0.25, 0.3, 0.35, 0.41]
+    assert grow_ladder(0.41, 0.3) == [0.3, 0.35, 0.41]
+    assert grow_ladder(0.41, 0.0) == grow_ladder(0.41, 0.41) == [0.41]
+    geom = Geometry((48, 40, 30), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))  # (x, y, z) voxels of 2 mm
+    pet = np.full(geom.shape_zyx, 1.0, np.float32)
+    lesion = np.zeros(geom.shape_zyx, bool)
+    lesion[5:21, 8:16, 8:16] = True  # the IGTV: 16 slices of smear at SUV 3.5 ...
+    pet[lesion] = 3.5
+    pet[10:16, 10:14, 10:14] = 10.0  # ... around the tumour's own position, SUVmax 10
+    mask = np.zeros(geom.shape_zyx, bool)
+    mask[8:18, 9:15, 9:15] = True  # what the model found: the core and a little more
+    assert np.array_equal(grow_components(mask, pet, geom, 0.41, 10.0), mask)  # 3.5 < 4.1: nothing to take
+    assert np.array_equal(grow_components(mask, pet, geom, 0.41, 10.0, 0.25), lesion)
+    pet[:, 8:16, 16:48] = 2.8  # an organ against the lesion's side, avid far past the reach
+    grown = grow_components(mask, pet, geom, 0.41, 10.0, 0.25)
+    assert np.array_equal(grown, lesion)
+    assert np.array_equal(grow_components(mask, pet, geom, 0.41, 10.0, 0.2), lesion)  # 0.2 and 0.25 pass over
 
 
 def test_cold_core_rule_drops_a_myocardium_ring_and_keeps_tumours_with_a_cold_centre_in_the_lung():
