@@ -132,6 +132,12 @@ def test_table2_patch_budget_reads_both_protocols(tmp_path):
         w = rows[key]["whole_patient"]
         assert w["patients"] >= 1 and 0.0 <= w["dice_3d"]["mean"] <= 1.0
     assert rows["pet41"]["whole_patient"]["dice_3d"]["mean"] > 0.3
+    # the raw-output column is the patients' mean Dice of the mask before post-processing, from the saved rows
+    assert "3D Dice, raw output (%)" in md
+    for key in ("sim_ft", "pet41"):
+        saved = json.loads((out / "runs" / "seed0" / key / "row_result.json").read_text())
+        raw = [p["dice_3d_raw"] for p in saved["whole_rows"] if np.isfinite(p["dice_3d_raw"])]
+        assert rows[key]["whole_patient"]["dice_3d_raw"]["mean"] == pytest.approx(float(np.mean(raw)))
     ckpt = json.loads((out / "runs" / "seed0" / "sim_ft" / "whole_patient" / "whole_patient.json").read_text())
     assert ckpt["model"]["sampling"].startswith("patches")
     # a second run reuses every saved row (nothing retrained or re-evaluated) and gives the same table

@@ -97,6 +97,7 @@ def aggregate(selected, results, settings: dict, budget: str, seconds: float) ->
             row["whole_patient"] = {
                 "dice_3d": mean_of("dice_3d"),
                 "dice_3d_all_lesions": mean_of("dice_3d_all_lesions"),
+                "dice_3d_raw": _raw_dice(runs),
                 "hd95_3d_mm_median": mean_of("hd95_3d_mm", "median"),
                 "false_positive_cc": mean_of("false_positive_cc"),
                 "false_negative_cc": mean_of("false_negative_cc"),
@@ -110,6 +111,18 @@ def aggregate(selected, results, settings: dict, budget: str, seconds: float) ->
         row["seconds"] = float(sum(x["seconds"] for x in runs))
         table_rows.append(row)
     return {"budget": budget, "settings": settings, "rows": table_rows, "seconds": seconds}
+
+
+def _raw_dice(runs: list[dict]) -> dict:
+    """Mean and std over seeds of the patients' mean 3D Dice of the raw output (the model's mask, or the threshold's,
+    before post-processing; QC-kept ROIs), from each seed's saved patient rows."""
+    per_seed = []
+    for x in runs:
+        v = np.array([p.get("dice_3d_raw", np.nan) for p in x.get("whole_rows") or []], dtype=float)
+        per_seed.append(float(v[np.isfinite(v)].mean()) if np.isfinite(v).any() else np.nan)
+    a = np.array(per_seed, dtype=float)
+    a = a[np.isfinite(a)]
+    return {"mean": float(a.mean()) if a.size else float("nan"), "std": float(a.std()) if a.size > 1 else 0.0}
 
 
 def _patient_dice(runs: list[dict]) -> dict[str, float]:
@@ -136,10 +149,10 @@ def write_outputs(out: Path, table: dict) -> None:
     unit = next((r["hd95_unit"] for r in table["rows"] if r["hd95_unit"]), "")
     head = (
         f"| Method | IoU (%) | Dice (%) | Acc (%) | HD95 ({unit}) | 3D Dice (%) | 3D Dice, all ROIs (%) "
-        "| HD95 3D median (mm) | FP (cc) "
+        "| 3D Dice, raw output (%) | HD95 3D median (mm) | FP (cc) "
         "| FN (cc) | lesions found | false lesions | Wilcoxon p vs +SIM | Paper: IoU / Dice / Acc / HD95 |"
     )
-    lines = [head, "|---" * 14 + "|"]
+    lines = [head, "|---" * 15 + "|"]
     csv_rows = []
     for r in table["rows"]:
         v = r["conv_paper"]
@@ -185,11 +198,13 @@ def write_outputs(out: Path, table: dict) -> None:
         f"{s['pretrain_epochs']} pre-training / {s['finetune_epochs']} IGTV epochs"
         + (f" of at most {s['max_steps']} steps" if s["max_steps"] else "")
         + f", batch {s['batch_size']}, seeds {table.get('seeds', list(s['seeds']))}; "
-        + f"{table['seconds'] / 60:.1f} min in all.",
+        + f"{table['seconds'] / 60:.1f} min for this run; the rows, as they were run (a re-run reuses saved rows), "
+        + f"{sum(r['seconds'] for r in table['rows']) / 60:.1f} min.",
         "IoU, Dice, Acc, HD95: the paper's protocol, per-slice means (Eqs. 9-12) over the ROI slices of the IGTV "
         "test split, mean ± std over seeds. 3D Dice, HD95 3D, FP, FN, lesions: whole patient, the predict pipeline "
         "on each test patient with nothing from the truth (threshold rows are given each lesion's box + 15 mm), "
-        "scored against the ROIs the QC kept (the ROIs it excluded are ignored; 'all ROIs' scores them too), "
+        "scored against the ROIs the QC kept (the ROIs it excluded are ignored; 'all ROIs' scores them too; "
+        "'raw output' scores the model's or the threshold's mask before post-processing), "
         "means per patient over seeds; lesions summed over seeds. Wilcoxon: paired, per-patient 3D Dice against "
         "+SIM. Paper: Table II of Luo et al. (../shared/paper), LUCID-PET/CT, IoU/Dice/Acc in %; its no-fine-tune "
         "rows are shown against both of our readings.",
@@ -199,14 +214,17 @@ def write_outputs(out: Path, table: dict) -> None:
 
 
 def _whole_cells(w: dict | None, dice3: float) -> list[str]:
-    """3D Dice (QC-kept ROIs), 3D Dice (all ROIs), HD95 3D, FP, FN, lesions found, false lesions; without a
-    whole-patient reading, the 3D Dice of the slice predictions put back on the CT grid and dashes."""
+    """3D Dice (QC-kept ROIs), 3D Dice (all ROIs), 3D Dice of the raw output, HD95 3D, FP, FN, lesions found, false
+    lesions; without a whole-patient reading, the 3D Dice of the slice predictions put back on the CT grid and
+    dashes."""
     if not w:
-        return [_fmt(dice3, 0.0)] + ["-"] * 6
-    every = w.get("dice_3d_all_lesions", {"mean": float("nan"), "std": 0.0})
+        return [_fmt(dice3, 0.0)] + ["-"] * 7
+    nan = {"mean": float("nan"), "std": 0.0}
+    every, raw = w.get("dice_3d_all_lesions", nan), w.get("dice_3d_raw", nan)
     return [
         _fmt(w["dice_3d"]["mean"], w["dice_3d"]["std"]),
         _fmt(every["mean"], every["std"]),
+        _fmt(raw["mean"], raw["std"]),
         _fmt(w["hd95_3d_mm_median"]["mean"], 0.0, scale=1.0, digits=1),
         _fmt(w["false_positive_cc"]["mean"], w["false_positive_cc"]["std"], scale=1.0, digits=1),
         _fmt(w["false_negative_cc"]["mean"], w["false_negative_cc"]["std"], scale=1.0, digits=1),
