@@ -68,14 +68,10 @@ def aggregate(selected, results, settings: dict, budget: str, seconds: float) ->
             continue
         row = {"key": r.key, "label": r.label, "seeds": len(runs), "paper_table": PAPER_TABLE2.get(r.key)}
         for conv in ("paper", "cipa"):
-            vals = {}
-            for m in ("iou", "dice", "accuracy", "hd95"):
-                v = np.array(
-                    [(x["headline"][m]["value"] if conv == "paper" else x["cipa"][m]) for x in runs], dtype=float
-                )
-                vals[m] = {"mean": float(np.nanmean(v)) if np.isfinite(v).any() else float("nan"),
-                           "std": float(np.nanstd(v)) if len(v) > 1 else 0.0}  # fmt: skip
-            row[f"conv_{conv}"] = vals
+            row[f"conv_{conv}"] = {
+                m: _over_seeds([(x["headline"][m]["value"] if conv == "paper" else x["cipa"][m]) for x in runs])
+                for m in ("iou", "dice", "accuracy", "hd95")
+            }
         row["ci95_first_seed"] = {m: runs[0]["headline"][m]["ci95"] for m in ("iou", "dice", "accuracy", "hd95")}
         row["hd95_unit"] = runs[0].get("hd95_unit", "")
         row["per_patient_first_seed"] = runs[0].get("per_patient", {})
@@ -90,9 +86,7 @@ def aggregate(selected, results, settings: dict, budget: str, seconds: float) ->
         if wholes:
 
             def mean_of(key: str, stat: str = "mean", ws=wholes) -> dict:
-                v = np.array([w.get(key, {}).get(stat, np.nan) for w in ws], dtype=float)
-                return {"mean": float(np.nanmean(v)) if np.isfinite(v).any() else float("nan"),
-                        "std": float(np.nanstd(v)) if len(v) > 1 else 0.0}  # fmt: skip
+                return _over_seeds([w.get(key, {}).get(stat, np.nan) for w in ws])
 
             row["whole_patient"] = {
                 "dice_3d": mean_of("dice_3d"),
@@ -113,16 +107,22 @@ def aggregate(selected, results, settings: dict, budget: str, seconds: float) ->
     return {"budget": budget, "settings": settings, "rows": table_rows, "seconds": seconds}
 
 
+def _over_seeds(values) -> dict:
+    """``{"mean", "std"}`` of per-seed values, NaNs left out (mean NaN when there is none; std 0 for one seed)."""
+    v = np.asarray(values, dtype=float)
+    finite = np.isfinite(v)
+    return {"mean": float(v[finite].mean()) if finite.any() else float("nan"),
+            "std": float(v[finite].std()) if len(v) > 1 and finite.any() else 0.0}  # fmt: skip
+
+
 def _raw_dice(runs: list[dict]) -> dict:
     """Mean and std over seeds of the patients' mean 3D Dice of the raw output (the model's mask, or the threshold's,
-    before post-processing; QC-kept ROIs), from each seed's saved patient rows."""
+    before post-processing; QC-kept ROIs), from each seed's saved patient rows (so older saved results have it)."""
     per_seed = []
     for x in runs:
         v = np.array([p.get("dice_3d_raw", np.nan) for p in x.get("whole_rows") or []], dtype=float)
-        per_seed.append(float(v[np.isfinite(v)].mean()) if np.isfinite(v).any() else np.nan)
-    a = np.array(per_seed, dtype=float)
-    a = a[np.isfinite(a)]
-    return {"mean": float(a.mean()) if a.size else float("nan"), "std": float(a.std()) if a.size > 1 else 0.0}
+        per_seed.append(v[np.isfinite(v)].mean() if np.isfinite(v).any() else np.nan)
+    return _over_seeds(per_seed)
 
 
 def _patient_dice(runs: list[dict]) -> dict[str, float]:
