@@ -93,6 +93,47 @@ def test_shift_add_z_crop_matches_whole_volume_bitwise():
         assert np.array_equal(shift_add_z(vol, shifts, weights), _shift_add_reference(vol, shifts, weights))
 
 
+def test_add_shift_z_of_a_part_adds_the_whole_volumes_shift_bitwise():
+    """add_shift_z(target, part at origin) touches only where the shifted part reaches and leaves exactly the bits
+    of target + shift_add_z(the whole volume), including parts shifted partly out of the volume."""
+    from igtv.phantom.motion import add_shift_z
+
+    rng = np.random.default_rng(2)
+    for _ in range(200):
+        nz = int(rng.integers(2, 25))
+        target = rng.normal(size=(nz, 8, 10)).astype(np.float32)
+        z0, y0, x0 = int(rng.integers(0, nz)), int(rng.integers(0, 4)), int(rng.integers(0, 5))
+        part = rng.normal(size=(int(rng.integers(1, nz - z0 + 1)), 4, 5)).astype(np.float32)
+        part[:, 0] = 0.0  # zero rows inside the part: its own non-zero box is smaller
+        vol = np.zeros_like(target)
+        vol[z0 : z0 + part.shape[0], y0 : y0 + 4, x0 : x0 + 5] = part
+        t = rng.uniform(0, 1, 16)
+        shifts = (rng.uniform(-30, 30) * np.sin(np.pi * t) ** 4 + rng.uniform(-10, 10)) / rng.uniform(0.5, 3)
+        weights = np.full(16, 1 / 16)
+        want = target + shift_add_z(vol, shifts, weights)
+        add_shift_z(target, part, shifts, weights, (z0, y0, x0))
+        assert np.array_equal(target, want)
+
+
+def test_ct_finish_kernel_gives_the_numpy_paths_bits(monkeypatch):
+    """finish_ct with numba (noise drawn slice by slice, one fused pass per slice) against NumPy's whole-volume
+    noise, scipy's blur, rint and clip: the same int16 bits and the same generator state after, on values that
+    reach both clip limits and on slices narrower than the filter."""
+    from igtv.phantom.imaging import finish_ct
+
+    for shape in ((5, 37, 29), (3, 2, 3), (2, 64, 64)):
+        ct = np.random.default_rng(4).uniform(-1500, 3500, shape).astype(np.float32)
+        ct[1], ct[-1, : shape[1] // 2] = -3000.0, 6000.0  # beyond both clip limits after the blur
+        rng_a, rng_b = np.random.default_rng(9), np.random.default_rng(9)
+        a = finish_ct(ct, rng_a, 37.0)
+        with monkeypatch.context() as m:
+            m.setattr(kernels, "fast", lambda: None)
+            b = finish_ct(ct, rng_b, 37.0)
+        assert a.dtype == b.dtype == np.int16 and np.array_equal(a, b)
+        assert a.min() == -1024 and a.max() == 3071
+        assert rng_a.random() == rng_b.random()
+
+
 def test_whole_patient_identical_with_and_without_numba(monkeypatch):
     cfg = PhantomConfig(cohort="igtv", patients=2, seed=3, randomize=True, **SMALL)
     fast = [simulate_patient(cfg, i) for i in range(2)]

@@ -20,26 +20,39 @@ def shift_add_z(vol: np.ndarray, shifts_vox: np.ndarray, weights: np.ndarray) ->
     Computed over the box of ``vol``'s non-zero voxels only (the moving organs' excess activity fills a small part
     of the PET grid), with the same additions in the same order as over the whole volume: the same bits.
     """
+    out = np.zeros_like(vol)
+    add_shift_z(out, vol, shifts_vox, weights)
+    return out
+
+
+def add_shift_z(
+    target: np.ndarray,
+    part: np.ndarray,
+    shifts_vox: np.ndarray,
+    weights: np.ndarray,
+    origin: tuple[int, ...] = (0, 0, 0),
+) -> None:
+    """``target += shift_add_z(vol)``, where ``vol`` is zero but for ``part`` at ``origin`` (z, y, x) of a volume
+    of ``target``'s shape, touching only the voxels the shifted part reaches: the same bits as adding the whole
+    shifted volume (adding the zeros elsewhere changes nothing)."""
     kernel: dict[int, float] = {}
     for s, w in zip(shifts_vox, weights, strict=True):
         lo = math.floor(s)
         f = s - lo
         kernel[lo] = kernel.get(lo, 0.0) + w * (1 - f)
         kernel[lo + 1] = kernel.get(lo + 1, 0.0) + w * f
-    nz = vol.shape[0]
-    out = np.zeros_like(vol)
+    nz = target.shape[0]
     taps = [(n, w) for n, w in kernel.items() if w != 0 and abs(n) < nz]
-    box = bounding_box(vol != 0)
+    box = bounding_box(part != 0)
     if not taps or box is None:
-        return out
-    (z0, z1), (y0, y1), (x0, x1) = ((sl.start, sl.stop) for sl in box)
+        return
+    (z0, z1), (y0, y1), (x0, x1) = ((sl.start + o, sl.stop + o) for sl, o in zip(box, origin, strict=True))
     n_lo, n_hi = min(n for n, _ in taps), max(n for n, _ in taps)
-    sub = vol[z0:z1, y0:y1, x0:x1]
-    acc = np.zeros((z1 - z0 + n_hi - n_lo, y1 - y0, x1 - x0), dtype=vol.dtype)  # acc[a] is out[z0 + n_lo + a]
+    sub = part[box]
+    acc = np.zeros((z1 - z0 + n_hi - n_lo, y1 - y0, x1 - x0), dtype=part.dtype)  # acc[a] is out[z0 + n_lo + a]
     for n, w in taps:
         acc[n - n_lo : n - n_lo + (z1 - z0)] += w * sub
     a0 = max(0, -(z0 + n_lo))  # what falls outside [0, nz) is dropped, as the zero padding of the definition says
     a1 = min(acc.shape[0], nz - (z0 + n_lo))
     if a1 > a0:
-        out[z0 + n_lo + a0 : z0 + n_lo + a1, y0:y1, x0:x1] = acc[a0:a1]
-    return out
+        target[z0 + n_lo + a0 : z0 + n_lo + a1, y0:y1, x0:x1] += acc[a0:a1]
