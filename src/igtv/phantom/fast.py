@@ -121,11 +121,12 @@ def blur_middle_axis_kernel(src, weights, reflect, out):  # pragma: no cover - c
     na, n, nb = src.shape
     r = (weights.shape[0] - 1) // 2
     acc = np.empty(nb, dtype=np.float64)
+    # inner loops over row views from index 0, so numba knows no index is negative and vectorises them
     for a in range(na):
         for i in range(n):
-            w0 = weights[r]
+            w0, row = weights[r], src[a, i]
             for b in range(nb):
-                acc[b] = np.float64(src[a, i, b]) * w0
+                acc[b] = np.float64(row[b]) * w0
             for jj in range(r, 0, -1):
                 lo, hi = i - jj, i + jj
                 lo_in, hi_in = True, True
@@ -138,19 +139,52 @@ def blur_middle_axis_kernel(src, weights, reflect, out):  # pragma: no cover - c
                     lo_in, hi_in = lo >= 0, hi < n
                 w = weights[r - jj]
                 if lo_in and hi_in:
+                    rl, rh = src[a, lo], src[a, hi]
                     for b in range(nb):
-                        acc[b] += (np.float64(src[a, lo, b]) + np.float64(src[a, hi, b])) * w
+                        acc[b] += (np.float64(rl[b]) + np.float64(rh[b])) * w
                 elif lo_in:
+                    rl = src[a, lo]
                     for b in range(nb):
-                        acc[b] += (np.float64(src[a, lo, b]) + 0.0) * w
+                        acc[b] += (np.float64(rl[b]) + 0.0) * w
                 elif hi_in:
+                    rh = src[a, hi]
                     for b in range(nb):
-                        acc[b] += (0.0 + np.float64(src[a, hi, b])) * w
+                        acc[b] += (0.0 + np.float64(rh[b])) * w
                 else:
                     for b in range(nb):
                         acc[b] += 0.0 * w
+            dst = out[a, i]
             for b in range(nb):
-                out[a, i, b] = np.float32(acc[b])
+                dst[b] = np.float32(acc[b])
+
+
+@numba.njit(cache=True, nogil=True)
+def blur_last_axis_kernel(src, weights, reflect, out):  # pragma: no cover - compiled
+    """``scipy.ndimage.correlate1d`` of a symmetric filter along the last axis of ``src`` (rows, n), float32 in and
+    out, as scipy does it: each row copied into a line buffer extended by ``reflect`` or zeros, then
+    ``w0 x0 + sum_j (x_-j + x_j) w_j`` in float64, j from the edge of the filter inwards."""
+    rows, n = src.shape
+    r = (weights.shape[0] - 1) // 2
+    w0 = weights[r]
+    line = np.empty(n + 2 * r, dtype=np.float32)  # float32 holds the values exactly; the sums convert them
+    mid = line[r : r + n]
+    acc = np.empty(n, dtype=np.float64)
+    for k in range(rows):
+        row = src[k]
+        for i in range(n):
+            mid[i] = row[i]
+        for i in range(1, r + 1):
+            line[r - i] = row[_reflect(-i, n)] if reflect else np.float32(0.0)
+            line[r + n - 1 + i] = row[_reflect(n - 1 + i, n)] if reflect else np.float32(0.0)
+        for i in range(n):
+            acc[i] = np.float64(mid[i]) * w0
+        for jj in range(r, 0, -1):
+            lo, hi, w = line[r - jj : r - jj + n], line[r + jj : r + jj + n], weights[r - jj]
+            for i in range(n):
+                acc[i] += (np.float64(lo[i]) + np.float64(hi[i])) * w
+        dst = out[k]
+        for i in range(n):
+            dst[i] = np.float32(acc[i])
 
 
 @numba.njit(cache=True, nogil=True)
@@ -195,31 +229,41 @@ def ct_slice_kernel(ct, noise, scale, weights, out):  # pragma: no cover - compi
     ny, nx = ct.shape
     r = (weights.shape[0] - 1) // 2
     w0 = weights[r]
+    # every inner loop runs over a row view from index 0: numba then knows no index is negative, and vectorises
     a = np.empty((ny, nx), dtype=np.float32)
     for j in range(ny):
+        src, nse, dst = ct[j], noise[j], a[j]
         for i in range(nx):
-            a[j, i] = ct[j, i] + noise[j, i] * scale
+            dst[i] = src[i] + nse[i] * scale
     b = np.empty((ny, nx), dtype=np.float32)
     acc = np.empty(nx, dtype=np.float64)
     for j in range(ny):  # y pass: rows in, rows out, x innermost
+        src = a[j]
         for i in range(nx):
-            acc[i] = np.float64(a[j, i]) * w0
+            acc[i] = np.float64(src[i]) * w0
         for jj in range(r, 0, -1):
-            rl, rh, w = _reflect(j - jj, ny), _reflect(j + jj, ny), weights[r - jj]
+            lo, hi, w = a[_reflect(j - jj, ny)], a[_reflect(j + jj, ny)], weights[r - jj]
             for i in range(nx):
-                acc[i] += (np.float64(a[rl, i]) + np.float64(a[rh, i])) * w
+                acc[i] += (np.float64(lo[i]) + np.float64(hi[i])) * w
+        dst = b[j]
         for i in range(nx):
-            b[j, i] = np.float32(acc[i])
-    line = np.empty(nx + 2 * r, dtype=np.float64)
+            dst[i] = np.float32(acc[i])
+    line = np.empty(nx + 2 * r, dtype=np.float32)  # float32 holds b's values exactly; the sums convert them
+    mid = line[r : r + nx]
     for j in range(ny):  # x pass: scipy's line buffer, the row extended by reflection
-        for i in range(-r, nx + r):
-            line[i + r] = np.float64(b[j, _reflect(i, nx)])
+        src = b[j]
         for i in range(nx):
-            acc[i] = line[i + r] * w0
+            mid[i] = src[i]
+        for i in range(1, r + 1):  # the extension (reflected more than once on a row shorter than the filter)
+            line[r - i] = src[_reflect(-i, nx)]
+            line[r + nx - 1 + i] = src[_reflect(nx - 1 + i, nx)]
+        for i in range(nx):
+            acc[i] = np.float64(mid[i]) * w0
         for jj in range(r, 0, -1):
-            w = weights[r - jj]
+            lo, hi, w = line[r - jj : r - jj + nx], line[r + jj : r + jj + nx], weights[r - jj]
             for i in range(nx):
-                acc[i] += (line[i + r - jj] + line[i + r + jj]) * w
+                acc[i] += (np.float64(lo[i]) + np.float64(hi[i])) * w
+        dst = out[j]
         for i in range(nx):
             v = np.rint(np.float32(acc[i]))
-            out[j, i] = np.int16(min(max(v, np.float32(-1024.0)), np.float32(3071.0)))
+            dst[i] = np.int16(min(max(v, np.float32(-1024.0)), np.float32(3071.0)))

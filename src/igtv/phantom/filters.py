@@ -3,7 +3,8 @@
 scipy filters one axis at a time and walks every axis but the last with a stride, which on a C-ordered
 (z, y, x) volume makes the z and y passes 3-4x slower than the x pass. With numba installed, those passes go
 through :func:`igtv.phantom.fast.blur_middle_axis_kernel`, which does scipy's arithmetic in scipy's order with the
-contiguous axis innermost; the x pass stays scipy's. ``tests/phantom/test_fast.py`` checks the bits.
+contiguous axis innermost, and the x pass through :func:`~igtv.phantom.fast.blur_last_axis_kernel`, scipy's line
+buffer in vectorised loops. ``tests/phantom/test_fast.py`` checks the bits.
 """
 
 from __future__ import annotations
@@ -36,10 +37,13 @@ def gaussian_blur(
     for axis, sigma in enumerate(sigma_vox):
         if sigma <= 1e-15:  # scipy skips these axes too
             continue
-        if axis == 2:
-            out = ndimage.gaussian_filter1d(out, sigma, axis=2, mode=mode)
-            continue
         src = np.ascontiguousarray(out)
+        if axis == 2:
+            res = np.empty_like(src)
+            kernels.blur_last_axis_kernel(src.reshape(-1, src.shape[2]), gaussian_weights(sigma), mode == "reflect",
+                                          res.reshape(-1, src.shape[2]))  # fmt: skip
+            out = res
+            continue
         view = src.reshape(1, src.shape[0], -1) if axis == 0 else src  # (1, z, y*x) or (z, y, x)
         res = np.empty_like(view)
         kernels.blur_middle_axis_kernel(view, gaussian_weights(sigma), mode == "reflect", res)
