@@ -79,7 +79,7 @@ def _postprocess_cfg(args: argparse.Namespace):
         cold_min_volume_cc=args.cold_min_volume_cc, cold_min_lung_contact=args.cold_min_lung_contact,
         cold_min_suv_max=args.cold_min_suv, hull_fill_suv_fraction=args.hull_fill_suv_fraction,
         grow_suv_fraction=args.grow_suv_fraction, grow_max_mm=args.grow_max_mm,
-        grow_min_suv_fraction=args.grow_min_suv_fraction,
+        grow_min_suv_fraction=args.grow_min_suv_fraction, grow_wide_mm=args.grow_wide_mm,
     )  # fmt: skip
 
 
@@ -125,6 +125,9 @@ def _add_postprocess_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grow-min-suv-fraction", type=float, default=d.grow_min_suv_fraction,
                    help="try lower shares first, from this one up in steps of 0.05, and take the lowest whose "
                         "growth stays inside the reach (0: only --grow-suv-fraction)")  # fmt: skip
+    p.add_argument("--grow-wide-mm", type=float, default=d.grow_wide_mm,
+                   help="a component whose every growth runs into --grow-max-mm tries again within this reach (a "
+                        "large mass of which the model found a part; 0: off)")  # fmt: skip
 
 
 def _predict(args: argparse.Namespace) -> int:

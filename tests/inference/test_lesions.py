@@ -333,6 +333,26 @@ def test_growth_ladder_takes_the_lowest_share_that_stays_inside_the_reach():
     assert np.array_equal(grow_components(mask, pet, geom, 0.41, 10.0, 0.2), lesion)  # 0.2 and 0.25 pass over
 
 
+def test_wide_reach_completes_a_large_mass_and_still_passes_over_an_organ():
+    """The model found one end of a mass (SUV 6, SUVmax 8) that reaches 12 mm past that part: every share runs
+    into the 10 mm reach, and the 20 mm reach takes the mass whole. Against an organ avid far past both reaches
+    nothing is added; grow_wide_mm 0 is the rule without it."""
+    from igtv.inference.completion import grow_components
+
+    geom = Geometry((40, 40, 40), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    pet = np.full(geom.shape_zyx, 1.0, np.float32)
+    mass = np.zeros(geom.shape_zyx, bool)
+    mass[10:18, 12:24, 12:24] = True  # 16 mm along z, 24 mm across
+    pet[mass] = 6.0
+    pet[10:12, 16:20, 16:20] = 8.0
+    mask = np.zeros(geom.shape_zyx, bool)
+    mask[10:12, 14:22, 14:22] = True  # the part the model found: 4 mm of one end
+    assert np.array_equal(grow_components(mask, pet, geom, 0.41, 10.0, 0.25), mask)  # runs into 10 mm: kept as is
+    assert np.array_equal(grow_components(mask, pet, geom, 0.41, 10.0, 0.25, wide_mm=20.0), mass)
+    pet[18:, 12:24, 12:24] = 4.0  # the uptake goes on to the end of the volume: an organ, not a mass
+    assert np.array_equal(grow_components(mask, pet, geom, 0.41, 10.0, 0.25, wide_mm=20.0), mask)
+
+
 def test_cold_core_rule_drops_a_myocardium_ring_and_keeps_tumours_with_a_cold_centre_in_the_lung():
     """A hot ring (SUV 8) around a cold core (SUV 1.8) inside soft tissue, like the myocardium around the blood
     pool, goes; a ring of the same size and uptake whose border is lung (a tumour with a necrotic centre) stays, and
