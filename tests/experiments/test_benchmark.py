@@ -60,11 +60,12 @@ def test_bench_predict_and_prepare_run_the_cli_on_a_phantom_patient(tmp_path):
     assert list(tmp_path.iterdir()) == []  # the temporary folder is removed
 
 
-def test_bench_phantom_section_times_three_routes(tmp_path):
+def test_bench_phantom_section_times_the_routes_and_both_cohorts(tmp_path):
     cfg = BenchConfig(sections=("phantom",), matrix_scale=0.125, phantom_patients=1, workdir=str(tmp_path))
     result = run_benchmark(cfg)
     rows = {r["route"].split(" (")[0]: r for r in result["phantom"]}
-    assert len(rows) == 4 and all(r["patients"] == 1 and r["seconds"] > 0 and r["ct_slices"] > 3 for r in rows.values())
+    assert len(rows) == 5 and all(r["patients"] == 1 and r["seconds"] > 0 and r["ct_slices"] > 3 for r in rows.values())
+    assert "simulation only, GTV cohort" in rows
     assert rows["`igtv phantom` + `igtv prepare`"]["seconds"] > rows["`igtv phantom`"]["seconds"]  # it includes it
     assert "patients/s per core" in format_table(result)
     assert list(tmp_path.iterdir()) == []

@@ -13,8 +13,9 @@ assert nothing. The sections:
 3. ``igtv predict`` of a 100+ slice phantom patient, run as a user runs it (a subprocess): wall time and the
    process's peak RSS, with the paper-size model and with the demo's model;
 4. ``prepare``: patients per second;
-5. the phantom generator, one process (per core): simulation alone, the DICOM export followed by ``igtv prepare``,
-   and ``igtv phantom --prepared`` (straight into a prepared dataset), in patients per second at 512 x 512.
+5. the phantom generator, one process (per core): simulation alone (IGTV and GTV cohorts), the DICOM export
+   followed by ``igtv prepare``, and ``igtv phantom --prepared`` (straight into a prepared dataset), in patients per
+   second at 512 x 512.
 """
 
 from __future__ import annotations
@@ -474,8 +475,8 @@ def bench_predict_prepare(cfg: BenchConfig, device: torch.device, root: Path) ->
 # --------------------------------------------------------------------------------------- section 5: the phantom
 def bench_phantom(cfg: BenchConfig, root: Path) -> list[dict]:
     """Patients per second of one process (so per core) on the realistic IGTV cohort at ``cfg.matrix_scale``:
-    simulation alone, DICOM export + ``prepare``, and ``--prepared``; the same patients each time, after a warm-up
-    patient (numba compiles there)."""
+    simulation alone (and of the GTV cohort, whose thinner CT slices make it the slower one), DICOM export +
+    ``prepare``, and ``--prepared``; the same patients each time, after a warm-up patient (numba compiles there)."""
     from igtv.data.prepare import PrepareConfig, prepare_dataset
     from igtv.phantom.cohort import generate_cohort
     from igtv.phantom.config import PHANTOM_PSEUDONYM_KEY, PhantomConfig
@@ -488,6 +489,11 @@ def bench_phantom(cfg: BenchConfig, root: Path) -> list[dict]:
     t0 = time.perf_counter()
     slices = sum(simulate_patient(pcfg, i).ct_hu.shape[0] for i in range(n))
     sim_s = time.perf_counter() - t0
+    gcfg = replace(pcfg, cohort="gtv")  # the pre-training cohort: thinner CT slices, so more of them
+    simulate_patient(gcfg, n)
+    t0 = time.perf_counter()
+    gtv_slices = sum(simulate_patient(gcfg, i).ct_hu.shape[0] for i in range(n))
+    gtv_s = time.perf_counter() - t0
     one = replace(pcfg, patients=n)
     prep = PrepareConfig(preset="pclt20k", size=256)
     t0 = time.perf_counter()
@@ -500,6 +506,7 @@ def bench_phantom(cfg: BenchConfig, root: Path) -> list[dict]:
     direct_s = time.perf_counter() - t0
     return [
         {"route": "simulation only (in memory)", "patients": n, "ct_slices": slices, "seconds": sim_s},
+        {"route": "simulation only, GTV cohort", "patients": n, "ct_slices": gtv_slices, "seconds": gtv_s},
         {"route": "`igtv phantom` (DICOM + truth)", "patients": n, "ct_slices": slices, "seconds": export_s},
         {"route": "`igtv phantom` + `igtv prepare`", "patients": n, "ct_slices": slices, "seconds": dicom_s},
         {"route": "`igtv phantom --prepared` (no DICOM)", "patients": n, "ct_slices": slices, "seconds": direct_s},
@@ -602,7 +609,7 @@ def format_table(result: dict) -> str:
                   f"| {r['patients']} | {r['ct_slices']} | {r['wall_s']:.1f} | {r['patients_per_s']:.3f} | "
                   f"{r['peak_rss_mib']:.0f} |", ""]  # fmt: skip
     if result.get("phantom"):
-        lines += ["### The phantom generator (one process, realistic IGTV cohort)", "",
+        lines += ["### The phantom generator (one process, realistic IGTV cohort unless named)", "",
                   "| route | patients | CT slices | s / patient | patients/s per core |",
                   "|---|---|---|---|---|"]  # fmt: skip
         for r in result["phantom"]:
