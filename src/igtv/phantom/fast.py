@@ -159,29 +159,38 @@ def blur_middle_axis_kernel(src, weights, reflect, out):  # pragma: no cover - c
 
 
 @numba.njit(cache=True, nogil=True)
+def _line_sums(row, weights, reflect, line, acc):  # pragma: no cover - compiled
+    """scipy's correlate1d sums of one row into ``acc`` (float64): ``row`` copied into the line buffer ``line``
+    (float32, len(row) + 2r) extended by ``reflect`` (more than once on a row shorter than the filter) or zeros, then
+    ``w0 x0 + sum_j (x_-j + x_j) w_j``, j from the edge of the filter inwards. Every inner loop runs over a view
+    from index 0: numba then knows no index is negative, and vectorises it."""
+    n = row.shape[0]
+    r = (weights.shape[0] - 1) // 2
+    mid = line[r : r + n]
+    for i in range(n):
+        mid[i] = row[i]
+    for i in range(1, r + 1):
+        line[r - i] = row[_reflect(-i, n)] if reflect else np.float32(0.0)
+        line[r + n - 1 + i] = row[_reflect(n - 1 + i, n)] if reflect else np.float32(0.0)
+    w0 = weights[r]
+    for i in range(n):
+        acc[i] = np.float64(mid[i]) * w0
+    for jj in range(r, 0, -1):
+        lo, hi, w = line[r - jj : r - jj + n], line[r + jj : r + jj + n], weights[r - jj]
+        for i in range(n):
+            acc[i] += (np.float64(lo[i]) + np.float64(hi[i])) * w
+
+
+@numba.njit(cache=True, nogil=True)
 def blur_last_axis_kernel(src, weights, reflect, out):  # pragma: no cover - compiled
     """``scipy.ndimage.correlate1d`` of a symmetric filter along the last axis of ``src`` (rows, n), float32 in and
     out, as scipy does it: each row copied into a line buffer extended by ``reflect`` or zeros, then
     ``w0 x0 + sum_j (x_-j + x_j) w_j`` in float64, j from the edge of the filter inwards."""
     rows, n = src.shape
-    r = (weights.shape[0] - 1) // 2
-    w0 = weights[r]
-    line = np.empty(n + 2 * r, dtype=np.float32)  # float32 holds the values exactly; the sums convert them
-    mid = line[r : r + n]
+    line = np.empty(n + weights.shape[0] - 1, dtype=np.float32)  # float32 holds the values exactly
     acc = np.empty(n, dtype=np.float64)
     for k in range(rows):
-        row = src[k]
-        for i in range(n):
-            mid[i] = row[i]
-        for i in range(1, r + 1):
-            line[r - i] = row[_reflect(-i, n)] if reflect else np.float32(0.0)
-            line[r + n - 1 + i] = row[_reflect(n - 1 + i, n)] if reflect else np.float32(0.0)
-        for i in range(n):
-            acc[i] = np.float64(mid[i]) * w0
-        for jj in range(r, 0, -1):
-            lo, hi, w = line[r - jj : r - jj + n], line[r + jj : r + jj + n], weights[r - jj]
-            for i in range(n):
-                acc[i] += (np.float64(lo[i]) + np.float64(hi[i])) * w
+        _line_sums(src[k], weights, reflect, line, acc)
         dst = out[k]
         for i in range(n):
             dst[i] = np.float32(acc[i])
@@ -249,20 +258,8 @@ def ct_slice_kernel(ct, noise, scale, weights, out):  # pragma: no cover - compi
         for i in range(nx):
             dst[i] = np.float32(acc[i])
     line = np.empty(nx + 2 * r, dtype=np.float32)  # float32 holds b's values exactly; the sums convert them
-    mid = line[r : r + nx]
     for j in range(ny):  # x pass: scipy's line buffer, the row extended by reflection
-        src = b[j]
-        for i in range(nx):
-            mid[i] = src[i]
-        for i in range(1, r + 1):  # the extension (reflected more than once on a row shorter than the filter)
-            line[r - i] = src[_reflect(-i, nx)]
-            line[r + nx - 1 + i] = src[_reflect(nx - 1 + i, nx)]
-        for i in range(nx):
-            acc[i] = np.float64(mid[i]) * w0
-        for jj in range(r, 0, -1):
-            lo, hi, w = line[r - jj : r - jj + nx], line[r + jj : r + jj + nx], weights[r - jj]
-            for i in range(nx):
-                acc[i] += (np.float64(lo[i]) + np.float64(hi[i])) * w
+        _line_sums(b[j], weights, True, line, acc)
         dst = out[j]
         for i in range(nx):
             v = np.rint(np.float32(acc[i]))

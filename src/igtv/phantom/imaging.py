@@ -163,7 +163,7 @@ def simulate_ct(
 def finish_ct(ct: np.ndarray, rng: np.random.Generator, noise_scale: float) -> np.ndarray:
     """``ct`` (float32 HU) + white noise x ``noise_scale``, blurred in-plane by ``CT_BLUR_PX``, rounded and clipped
     to the int16 range of a CT. With numba, slice by slice (the noise drawn per slice is the same stream NumPy
-    draws for the volume), the same bits ~3x faster (``tests/phantom/test_fast.py``)."""
+    draws for the volume), the same bits 2-3x faster (``tests/phantom/test_fast.py``)."""
     kernels = switch.fast()
     scale = np.float32(noise_scale)
     if kernels is None or ct.dtype != np.float32:
