@@ -387,3 +387,29 @@ def test_cold_core_rule_drops_a_myocardium_ring_and_keeps_tumours_with_a_cold_ce
     assert "myocardium" in by_place[(15, 13)]["reason"]
     _, off = component_verdicts(mask, pet, geom, replace(cfg, max_cold_core_share=0.0), ct)
     assert not any(v["rule"] for v in off)
+
+
+def test_min_volume_judges_a_speck_once_completed_from_the_pet():
+    """A model's 0.06 cc speck on a 4 cc hot lesion grows into the lesion and is kept; the same speck where the
+    uptake is faint and uniform (an island) stays below 0.5 cc and is dropped; judged before the completion (the
+    old rule) the speck on the lesion is dropped too."""
+    from igtv.evaluation.metrics import dice
+
+    geom = Geometry((24, 40, 40), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))  # z, y, x; 8 mm^3 voxels
+    pet = np.full(geom.shape_zyx, 1.0, np.float32)
+    ct = np.full(geom.shape_zyx, -850.0, np.float32)  # lung
+    lesion = np.zeros(geom.shape_zyx, bool)
+    lesion[6:14, 8:16, 8:16] = True  # 512 voxels = 4.1 cc, SUV 6
+    pet[lesion], ct[lesion] = 6.0, 30.0
+    mask = np.zeros(geom.shape_zyx, bool)
+    mask[9:11, 11:13, 11:13] = True  # the model's speck: 8 voxels = 0.064 cc inside the lesion
+    mask[18:20, 28:30, 28:30] = True  # an island of the same size where the PET shows nothing focal
+    ct[18:20, 28:30, 28:30] = 30.0
+    cfg = PostprocessConfig(min_suv_max=0.0, thorax_margin_mm=0.0, max_surround_suv_fraction=0.0)
+    kept, dropped = postprocess(mask, pet, geom, cfg, ct)
+    assert dice(kept, lesion) == 1.0  # the speck became the lesion; the island is gone
+    assert [d["rule"] for d in dropped] == ["min_volume_cc"] and dropped[0]["volume_cc"] == pytest.approx(0.064)
+    old, dropped_old = postprocess(mask, pet, geom, replace(cfg, min_volume_completed=False), ct)
+    assert not old.any() and len(dropped_old) == 2
+    no_growth = replace(cfg, hull_fill_suv_fraction=0.0, grow_suv_fraction=0.0)
+    assert not postprocess(mask, pet, geom, no_growth, ct)[0].any()  # with no completion the speck stays a speck
