@@ -413,3 +413,17 @@ def test_min_volume_judges_a_speck_once_completed_from_the_pet():
     assert not old.any() and len(dropped_old) == 2
     no_growth = replace(cfg, hull_fill_suv_fraction=0.0, grow_suv_fraction=0.0)
     assert not postprocess(mask, pet, geom, no_growth, ct)[0].any()  # with no completion the speck stays a speck
+
+
+def test_cli_post_processing_flags_reach_the_config():
+    """Every post-processing flag of `igtv predict` lands in its PostprocessConfig field; defaults are the config's."""
+    from igtv.cli import _postprocess_cfg, build_parser
+
+    base = ["predict", "--dicom", "D", "--model", "M", "--out", "O"]
+    assert _postprocess_cfg(build_parser().parse_args(base)) == PostprocessConfig()
+    args = build_parser().parse_args(
+        [*base, "--min-volume-before-completion", "--min-volume-cc", "1", "--grow-wide-mm", "0"]
+    )
+    assert _postprocess_cfg(args) == replace(
+        PostprocessConfig(), min_volume_completed=False, min_volume_cc=1.0, grow_wide_mm=0.0
+    )
