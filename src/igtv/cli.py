@@ -72,8 +72,7 @@ def _postprocess_cfg(args: argparse.Namespace):
     from igtv.inference.lesions import PostprocessConfig
 
     return PostprocessConfig(
-        min_volume_cc=args.min_volume_cc, min_volume_completed=not args.min_volume_before_completion,
-        min_suv_max=args.min_suv, thorax_margin_mm=args.thorax_margin_mm,
+        min_volume_cc=args.min_volume_cc, min_suv_max=args.min_suv, thorax_margin_mm=args.thorax_margin_mm,
         min_mean_hu=args.min_mean_hu, max_bone_fraction=args.max_bone_fraction,
         max_surround_suv_fraction=args.max_surround_suv_fraction, max_cold_core_share=args.max_cold_core_share,
         cold_core_max_lung_contact=args.cold_core_max_lung_contact,
@@ -88,10 +87,7 @@ def _add_postprocess_args(p: argparse.ArgumentParser) -> None:
     from igtv.inference.lesions import PostprocessConfig
 
     d = PostprocessConfig()
-    p.add_argument("--min-volume-cc", type=float, default=d.min_volume_cc,
-                   help="drop components below this once completed from the PET (hull fill and growth; 0: off)")  # fmt: skip
-    p.add_argument("--min-volume-before-completion", action="store_true",
-                   help="judge --min-volume-cc on the model's component as it is (before session 23)")  # fmt: skip
+    p.add_argument("--min-volume-cc", type=float, default=d.min_volume_cc, help="drop components below this (0: off)")
     p.add_argument("--min-suv", type=float, default=d.min_suv_max,
                    help="drop components with SUVmax below this (0: off; -1: the SUVmax QC of the model's training "
                         "data, the paper's 3.0, else 2.5)")  # fmt: skip

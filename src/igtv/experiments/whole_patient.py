@@ -74,10 +74,8 @@ NO_RULES = PostprocessConfig(
     hull_fill_suv_fraction=0.0,
     grow_suv_fraction=0.0,
 )
-_COMPLETION = {k: getattr(PostprocessConfig(), k) for k in ("hull_fill_suv_fraction", "grow_suv_fraction")}
 CANDIDATE_RULES = {
-    "min_volume_cc=0.5": replace(NO_RULES, min_volume_cc=0.5, **_COMPLETION),  # judged once completed (default)
-    "min_volume_cc=0.5, judged before completion": replace(NO_RULES, min_volume_cc=0.5, min_volume_completed=False),
+    "min_volume_cc=0.5": replace(NO_RULES, min_volume_cc=0.5),
     "min_suv_max=2.5": replace(NO_RULES, min_suv_max=2.5),
     "min_suv_max=2.5, cold CT mass >= 5 cc kept": replace(NO_RULES, min_suv_max=2.5, cold_min_volume_cc=5.0),
     "min_suv_max=3 (the paper's QC)": replace(NO_RULES, min_suv_max=3.0),

@@ -31,12 +31,7 @@ class PostprocessConfig:
     includes the lung the tumour moves through; the SUV rule later moved to the training data's QC (3.0 for the
     paper's), which removed blood-pool components and no tumour (README *Post-processing*)."""
 
-    min_volume_cc: float = 0.5  # drop components smaller than this (islands) ...
-    # ... once completed from the PET (refine: hull fill and growth) when this is on: a model's speck on a real
-    # lesion grows into it, an island does not. Measured (README *Post-processing*) on the quick Table II's +SIM
-    # models, chosen on their 12 validation patients: one 11 cc lesion that a model marked with 0.2 cc found
-    # (mean Dice +0.067 for that seed, 0 for the others); on the test patients 0 / -0.006 / 0.
-    min_volume_completed: bool = True
+    min_volume_cc: float = 0.5  # drop components smaller than this (islands)
     # drop components whose SUVmax is below this (no FDG uptake). -1: auto (resolve_auto_rules): the SUVmax QC of
     # the model's training data (the paper's SUVmax >= 3; the model never saw a target below it), else 2.5
     min_suv_max: float = -1.0
@@ -177,14 +172,7 @@ def component_verdicts(
             and suv_max >= cfg.cold_min_suv_max
         ):
             cold = lung_contact(comp, _grown(ct_hu, box, 2)) < cfg.cold_min_lung_contact  # a mass in the lung stays
-        if (
-            cfg.min_volume_cc
-            and vol < cfg.min_volume_cc
-            and (
-                not cfg.min_volume_completed
-                or completed_volume_cc(labels, lab, box, pet_suv, geom, cfg) < cfg.min_volume_cc
-            )
-        ):
+        if cfg.min_volume_cc and vol < cfg.min_volume_cc:
             rule, reason = "min_volume_cc", f"volume {vol:.3f} cc < {cfg.min_volume_cc:g} cc"
         elif cold:
             rule, reason = "min_suv_max", f"SUVmax {suv_max:.2f} < {min_suv:g}"
@@ -216,16 +204,6 @@ def component_verdicts(
         out.append({"label": lab, "box": box, "volume_cc": round(vol, 3), "suv_max": round(suv_max, 3),
                     "mean_hu": round(mean_hu, 1), "rule": rule, "reason": reason})  # fmt: skip
     return labels, out
-
-
-def completed_volume_cc(
-    labels: np.ndarray, lab: int, box: tuple[slice, ...], pet_suv: np.ndarray, geom: Geometry, cfg: PostprocessConfig
-) -> float:
-    """Volume of component ``lab`` (its bounding ``box``) once :func:`refine` has completed it from the PET, alone:
-    what the min-volume rule judges, so that a model's speck on a real lesion is kept for the growth to complete."""
-    reach = box_grown_mm(box, geom.spacing_mm[::-1], max(cfg.grow_max_mm, cfg.grow_wide_mm) + 1.0)
-    done = refine(labels[reach] == lab, pet_suv[reach], geom, cfg)
-    return float(done.sum()) * geom.voxel_volume_cc
 
 
 def cold_core_share(comp: np.ndarray, pet_suv: np.ndarray, suv_max: float) -> float:
