@@ -387,3 +387,13 @@ def test_cold_core_rule_drops_a_myocardium_ring_and_keeps_tumours_with_a_cold_ce
     assert "myocardium" in by_place[(15, 13)]["reason"]
     _, off = component_verdicts(mask, pet, geom, replace(cfg, max_cold_core_share=0.0), ct)
     assert not any(v["rule"] for v in off)
+
+
+def test_cli_post_processing_flags_reach_the_config():
+    """The post-processing flags of `igtv predict` land in their PostprocessConfig fields; defaults are the config's."""
+    from igtv.cli import _postprocess_cfg, build_parser
+
+    base = ["predict", "--dicom", "D", "--model", "M", "--out", "O"]
+    assert _postprocess_cfg(build_parser().parse_args(base)) == PostprocessConfig()
+    args = build_parser().parse_args([*base, "--min-volume-cc", "1", "--grow-wide-mm", "0", "--min-suv", "2.5"])
+    assert _postprocess_cfg(args) == replace(PostprocessConfig(), min_volume_cc=1.0, grow_wide_mm=0.0, min_suv_max=2.5)
