@@ -1,0 +1,85 @@
+"""Fine-tune one Table II row again with a changed setting, and score it whole patient on validation and test.
+
+    python benchmarks/finetune_variant.py TABLE_DIR OUT [--row sim_ft] [--seeds 0 1 2] [--set train.epochs=8 ...]
+
+TABLE_DIR is a finished (or at least pre-trained) `igtv table2` output: each seed's run configuration
+(`runs/seed<N>/<row>/config.yaml`) is read from it, with its own 2D pre-training and data, and the ``--set``
+overrides are applied on top (the same syntax as `igtv train --set`). With no override the run reproduces the
+table's own row (fine-tuning is deterministic on one host), which is how a change is told from run-to-run noise.
+A finished run already in OUT/seed<N> is scored without training: hard-link the table's own there (`cp -al`) to
+score its ``last.pt`` beside its ``best.pt``.
+
+Prints, per seed and split, the whole-patient 3D Dice (QC-kept ROIs, the Table II reading), FP / FN cc per patient,
+lesions found and false lesions, then the mean over seeds. A change is chosen on the validation split before the
+test split is read. Asserts nothing; writes each seed's scores to
+OUT/seed<N>/whole_<checkpoint>_<split>.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+
+from igtv.config import load_config
+from igtv.experiments.table2 import BUDGETS
+from igtv.experiments.whole_patient import WholePatientConfig, evaluate_whole_patients
+from igtv.training.config import RunConfig, apply_overrides
+from igtv.training.trainer import train
+
+
+def _summary(rows: list[dict]) -> dict:
+    return {
+        "dice_3d": float(np.mean([r["dice_3d"] for r in rows])),
+        "fp_cc": float(np.mean([r["false_positive_cc"] for r in rows])),
+        "fn_cc": float(np.mean([r["false_negative_cc"] for r in rows])),
+        "found": int(sum(r["lesions_hit"] for r in rows)),
+        "lesions": int(sum(r["lesions_true"] for r in rows)),
+        "false": int(sum(r["false_lesions"] for r in rows)),
+        "per_patient": {r["patient"]: round(float(r["dice_3d"]), 4) for r in rows},
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("table_dir", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--row", default="sim_ft")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--splits", nargs="+", default=["val", "test"])
+    ap.add_argument("--checkpoints", nargs="+", default=["best"], choices=["best", "last"], help="which to score")
+    args = ap.parse_args()
+
+    overlap = BUDGETS["quick"].overlap
+    means: dict[tuple[str, str], list[dict]] = {(c, s): [] for c in args.checkpoints for s in args.splits}
+    for seed in args.seeds:
+        cfg = load_config(RunConfig, args.table_dir / "runs" / f"seed{seed}" / args.row / "config.yaml")
+        cfg = apply_overrides(cfg, args.set) if args.set else cfg
+        run = args.out / f"seed{seed}"
+        log_csv = run / "log.csv"
+        done = len(log_csv.read_text().splitlines()) - 1 if log_csv.exists() else 0
+        if done < cfg.train.epochs:  # a finished run (e.g. the table's own, hard-linked into OUT) is scored as it is
+            result = train(cfg, run, resume=(run / "last.pt").exists(), progress=False)
+            print(f"seed {seed}: trained, best epoch {result.best_epoch} (val IoU {result.best_iou:.4f})", flush=True)
+        for ckpt, split in means:
+            wcfg = WholePatientConfig(split=split, overlap=overlap, bootstrap=0)
+            where = run / f"whole_{ckpt}_{split}"
+            res = evaluate_whole_patients(run / f"{ckpt}.pt", cfg.data.root, where, wcfg, progress=False)
+            s = _summary(res["rows"])
+            (run / f"whole_{ckpt}_{split}.json").write_text(json.dumps(s, indent=1))
+            means[ckpt, split].append(s)
+            print(
+                f"seed {seed} {ckpt}.pt {split}: Dice {s['dice_3d']:.4f}  FP {s['fp_cc']:.1f} cc  "
+                f"FN {s['fn_cc']:.1f} cc  found {s['found']}/{s['lesions']}  false {s['false']}",
+                flush=True,
+            )
+    for (ckpt, split), ss in means.items():
+        per_seed = " / ".join(f"{s['dice_3d']:.3f}" for s in ss)
+        print(f"{ckpt}.pt {split}: mean Dice {np.mean([s['dice_3d'] for s in ss]):.4f} (seeds {per_seed})")
+
+
+if __name__ == "__main__":
+    main()
