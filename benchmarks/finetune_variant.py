@@ -26,6 +26,7 @@ import numpy as np
 from igtv.config import load_config
 from igtv.experiments.table2 import BUDGETS
 from igtv.experiments.whole_patient import WholePatientConfig, evaluate_whole_patients
+from igtv.io import write_text_atomic
 from igtv.training.config import RunConfig, apply_overrides
 from igtv.training.trainer import train
 
@@ -42,23 +43,23 @@ def _summary(rows: list[dict]) -> dict:
     }
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("table_dir", type=Path)
-    ap.add_argument("out", type=Path)
-    ap.add_argument("--row", default="sim_ft")
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--splits", nargs="+", default=["val", "test"])
-    ap.add_argument("--checkpoints", nargs="+", default=["best"], choices=["best", "last"], help="which to score")
-    args = ap.parse_args()
-
-    overlap = BUDGETS["quick"].overlap
-    means: dict[tuple[str, str], list[dict]] = {(c, s): [] for c in args.checkpoints for s in args.splits}
-    for seed in args.seeds:
-        cfg = load_config(RunConfig, args.table_dir / "runs" / f"seed{seed}" / args.row / "config.yaml")
-        cfg = apply_overrides(cfg, args.set) if args.set else cfg
-        run = args.out / f"seed{seed}"
+def run_variant(
+    table_dir: Path,
+    out: Path,
+    row: str = "sim_ft",
+    seeds: tuple[int, ...] = (0, 1, 2),
+    sets: tuple[str, ...] = (),
+    splits: tuple[str, ...] = ("val", "test"),
+    checkpoints: tuple[str, ...] = ("best",),
+    budget: str = "quick",
+) -> dict[tuple[str, str], list[dict]]:
+    """Train (unless finished) and score ``row`` for each seed; returns each (checkpoint, split)'s summaries."""
+    overlap = BUDGETS[budget].overlap
+    means: dict[tuple[str, str], list[dict]] = {(c, s): [] for c in checkpoints for s in splits}
+    for seed in seeds:
+        cfg = load_config(RunConfig, table_dir / "runs" / f"seed{seed}" / row / "config.yaml")
+        cfg = apply_overrides(cfg, list(sets)) if sets else cfg
+        run = out / f"seed{seed}"
         log_csv = run / "log.csv"
         done = len(log_csv.read_text().splitlines()) - 1 if log_csv.exists() else 0
         if done < cfg.train.epochs:  # a finished run (e.g. the table's own, hard-linked into OUT) is scored as it is
@@ -69,13 +70,31 @@ def main() -> None:
             where = run / f"whole_{ckpt}_{split}"
             res = evaluate_whole_patients(run / f"{ckpt}.pt", cfg.data.root, where, wcfg, progress=False)
             s = _summary(res["rows"])
-            (run / f"whole_{ckpt}_{split}.json").write_text(json.dumps(s, indent=1))
+            write_text_atomic(run / f"whole_{ckpt}_{split}.json", json.dumps(s, indent=1))
             means[ckpt, split].append(s)
             print(
                 f"seed {seed} {ckpt}.pt {split}: Dice {s['dice_3d']:.4f}  FP {s['fp_cc']:.1f} cc  "
                 f"FN {s['fn_cc']:.1f} cc  found {s['found']}/{s['lesions']}  false {s['false']}",
                 flush=True,
             )
+    return means
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("table_dir", type=Path)
+    ap.add_argument("out", type=Path)
+    ap.add_argument("--row", default="sim_ft")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--splits", nargs="+", default=["val", "test"])
+    ap.add_argument("--checkpoints", nargs="+", default=["best"], choices=["best", "last"], help="which to score")
+    ap.add_argument("--budget", default="quick", help="the table's budget (its sliding-window overlap)")
+    args = ap.parse_args()
+    means = run_variant(
+        args.table_dir, args.out, args.row, tuple(args.seeds), tuple(args.set), tuple(args.splits),
+        tuple(args.checkpoints), args.budget,
+    )  # fmt: skip
     for (ckpt, split), ss in means.items():
         per_seed = " / ".join(f"{s['dice_3d']:.3f}" for s in ss)
         print(f"{ckpt}.pt {split}: mean Dice {np.mean([s['dice_3d'] for s in ss]):.4f} (seeds {per_seed})")
