@@ -24,22 +24,23 @@ from pathlib import Path
 import numpy as np
 
 from igtv.config import load_config
-from igtv.experiments.table2 import BUDGETS
+from igtv.experiments.table2 import BUDGETS, _train_once
 from igtv.experiments.whole_patient import WholePatientConfig, evaluate_whole_patients
 from igtv.io import write_text_atomic
 from igtv.training.config import RunConfig, apply_overrides
-from igtv.training.trainer import train
 
 
-def _summary(rows: list[dict]) -> dict:
+def _summary(res: dict) -> dict:
+    """The figures this script prints, from :func:`evaluate_whole_patients`' summary, and each patient's Dice."""
+    w = res["whole_patient"]
     return {
-        "dice_3d": float(np.mean([r["dice_3d"] for r in rows])),
-        "fp_cc": float(np.mean([r["false_positive_cc"] for r in rows])),
-        "fn_cc": float(np.mean([r["false_negative_cc"] for r in rows])),
-        "found": int(sum(r["lesions_hit"] for r in rows)),
-        "lesions": int(sum(r["lesions_true"] for r in rows)),
-        "false": int(sum(r["false_lesions"] for r in rows)),
-        "per_patient": {r["patient"]: round(float(r["dice_3d"]), 4) for r in rows},
+        "dice_3d": w["dice_3d"]["mean"],
+        "fp_cc": w["false_positive_cc"]["mean"],
+        "fn_cc": w["false_negative_cc"]["mean"],
+        "found": w["lesions_hit"],
+        "lesions": w["lesions_true"],
+        "false": w["false_lesions"],
+        "per_patient": {r["patient"]: round(float(r["dice_3d"]), 4) for r in res["rows"]},
     }
 
 
@@ -60,16 +61,13 @@ def run_variant(
         cfg = load_config(RunConfig, table_dir / "runs" / f"seed{seed}" / row / "config.yaml")
         cfg = apply_overrides(cfg, list(sets)) if sets else cfg
         run = out / f"seed{seed}"
-        log_csv = run / "log.csv"
-        done = len(log_csv.read_text().splitlines()) - 1 if log_csv.exists() else 0
-        if done < cfg.train.epochs:  # a finished run (e.g. the table's own, hard-linked into OUT) is scored as it is
-            result = train(cfg, run, resume=(run / "last.pt").exists(), progress=False)
-            print(f"seed {seed}: trained, best epoch {result.best_epoch} (val IoU {result.best_iou:.4f})", flush=True)
+        # as the table trains: a finished run (e.g. the table's own, hard-linked into OUT) is scored as it is
+        _train_once(cfg, run, f"seed {seed}: training {row} in {run}")
         for ckpt, split in means:
             wcfg = WholePatientConfig(split=split, overlap=overlap, bootstrap=0)
             where = run / f"whole_{ckpt}_{split}"
             res = evaluate_whole_patients(run / f"{ckpt}.pt", cfg.data.root, where, wcfg, progress=False)
-            s = _summary(res["rows"])
+            s = _summary(res)
             write_text_atomic(run / f"whole_{ckpt}_{split}.json", json.dumps(s, indent=1))
             means[ckpt, split].append(s)
             print(

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -150,24 +151,22 @@ def test_table2_patch_budget_reads_both_protocols(tmp_path):
     assert again["seconds"] < table["seconds"] / 2
     # benchmarks/finetune_variant.py with no override trains the row again from its saved configuration and
     # reproduces the table's per-patient scores (deterministic on one host): the baseline its variants are read against
-    variant = _finetune_variant().run_variant(
-        out, tmp_path / "fv", "sim_ft", (0,), (), ("test",), ("best", "last"), "smoke_patches"
-    )
+    fv = _finetune_variant()
+    variant = fv.run_variant(out, tmp_path / "fv", "sim_ft", (0,), (), ("test",), ("best", "last"), "smoke_patches")
     saved = json.loads((out / "runs" / "seed0" / "sim_ft" / "row_result.json").read_text())
     table_dice = {p["patient"]: round(float(p["dice_3d"]), 4) for p in saved["whole_rows"]}
     assert variant["best", "test"][0]["per_patient"] == table_dice
     assert len(variant["last", "test"][0]["per_patient"]) == len(table_dice)
     trained = (tmp_path / "fv" / "seed0" / "best.pt").stat().st_mtime
-    again_dice = _finetune_variant().run_variant(
-        out, tmp_path / "fv", "sim_ft", (0,), (), ("test",), ("best",), "smoke_patches"
-    )  # a finished run is scored, not retrained
+    # a finished run is scored, not retrained
+    again_dice = fv.run_variant(out, tmp_path / "fv", "sim_ft", (0,), (), ("test",), ("best",), "smoke_patches")
     assert again_dice["best", "test"][0]["per_patient"] == table_dice
     assert (tmp_path / "fv" / "seed0" / "best.pt").stat().st_mtime == trained
 
 
 def _finetune_variant():
+    """benchmarks/finetune_variant.py as a module (benchmarks/ is not a package)."""
     import importlib.util
-    from pathlib import Path
 
     path = Path(__file__).resolve().parents[2] / "benchmarks" / "finetune_variant.py"
     spec = importlib.util.spec_from_file_location("finetune_variant", path)
