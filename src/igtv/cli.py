@@ -76,6 +76,7 @@ def _postprocess_cfg(args: argparse.Namespace):
         min_mean_hu=args.min_mean_hu, max_bone_fraction=args.max_bone_fraction,
         max_surround_suv_fraction=args.max_surround_suv_fraction, max_cold_core_share=args.max_cold_core_share,
         cold_core_max_lung_contact=args.cold_core_max_lung_contact,
+        cold_core_object_fraction=args.cold_core_object_fraction, cold_core_object_min_suv=args.cold_core_object_min_suv,
         cold_min_volume_cc=args.cold_min_volume_cc, cold_min_lung_contact=args.cold_min_lung_contact,
         cold_min_suv_max=args.cold_min_suv, hull_fill_suv_fraction=args.hull_fill_suv_fraction,
         grow_suv_fraction=args.grow_suv_fraction, grow_max_mm=args.grow_max_mm,
@@ -106,6 +107,12 @@ def _add_postprocess_args(p: argparse.ArgumentParser) -> None:
                         "(0: off)")  # fmt: skip
     p.add_argument("--cold-core-max-lung-contact", type=float, default=d.cold_core_max_lung_contact,
                    help="... when less than this share of their in-plane border is lung")  # fmt: skip
+    p.add_argument("--cold-core-object-fraction", type=float, default=d.cold_core_object_fraction,
+                   help="... read the cold core also on the hulls of the PET object a component belongs to: the "
+                        "voxels within 30 mm connected to it with SUV >= this share of its SUVmax (an arc of the "
+                        "myocardium ring; 0: the component alone)")  # fmt: skip
+    p.add_argument("--cold-core-object-min-suv", type=float, default=d.cold_core_object_min_suv,
+                   help="... and >= this SUV (0: no floor)")  # fmt: skip
     p.add_argument("--cold-min-volume-cc", type=float, default=d.cold_min_volume_cc,
                    help="keep a component below --min-suv when the CT shows a solid mass of at least this "
                         "volume bordered by lung (0: off; -1: 5 cc for models trained with cold lesions, "
