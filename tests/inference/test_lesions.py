@@ -392,9 +392,9 @@ def test_cold_core_rule_drops_a_myocardium_ring_and_keeps_tumours_with_a_cold_ce
 def test_cold_core_rule_reads_the_pet_object_of_a_myocardium_arc_and_its_floor_keeps_a_faint_tumour():
     """The model often finds one arc of the myocardium ring: its own hulls wrap no cold core, the ring's do, so the
     arc goes when the core is read on its PET object and stays with the component alone. A faint tumour (SUVmax 4.5)
-    touching a C-shaped band of muscle (SUV 1.5) around fat (SUV 1.0) goes too by default (the band is above 0.3 x
-    its SUVmax, so its object wraps the fat: the rule's known cost, measured in the README); an SUV floor of 2.0
-    keeps the band out of its object and the tumour stays."""
+    touching a C-shaped band of muscle (SUV 1.6) around fat (SUV 1.0) goes too by default: the band is above 0.3 x
+    its SUVmax and the floor of 1.5, so its object wraps the fat (the rule's known cost, measured in the README). An
+    SUV floor of 2.0 keeps the band out of its object and the tumour stays."""
     geom = Geometry((12, 96, 96), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
     shape = geom.shape_zyx
     ct = np.full(shape, 40.0, np.float32)
@@ -405,7 +405,7 @@ def test_cold_core_rule_reads_the_pet_object_of_a_myocardium_arc_and_its_floor_k
     pet[2:10, r_heart <= 6] = 1.6  # ... around the blood pool
     arc = (r_heart <= 12) & (r_heart > 6) & (xx >= 36)  # the part the model found
     r_fat = np.hypot(yy - 70, xx - 56)
-    pet[2:10, (r_fat <= 14) & (r_fat > 9) & (xx > 50)] = 1.5  # a band of muscle around fat, open to the left
+    pet[2:10, (r_fat <= 14) & (r_fat > 9) & (xx > 50)] = 1.6  # a band of muscle around fat, open to the left
     tumour = np.hypot(yy - 70, xx - 78) <= 7  # touching the band
     pet[3:9, tumour] = 4.5
     mask = np.zeros(shape, bool)
@@ -413,7 +413,7 @@ def test_cold_core_rule_reads_the_pet_object_of_a_myocardium_arc_and_its_floor_k
     mask[3:9, tumour] = True
     cfg = PostprocessConfig(min_volume_cc=0.1, thorax_margin_mm=0.0, min_mean_hu=-1024.0,
                             max_surround_suv_fraction=0.0, hull_fill_suv_fraction=0.0)  # fmt: skip
-    assert cfg.cold_core_object_fraction == 0.3 and cfg.cold_core_object_min_suv == 0.0  # the defaults measured
+    assert cfg.cold_core_object_fraction == 0.3 and cfg.cold_core_object_min_suv == 1.5  # the defaults measured
     _, verdicts = component_verdicts(mask, pet, geom, replace(cfg, cold_core_object_min_suv=2.0), ct)
     by_x = {v["box"][2].start: v for v in verdicts}
     assert {x: v["rule"] for x, v in by_x.items()} == {36: "max_cold_core_share", 71: ""}
