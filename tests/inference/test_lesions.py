@@ -424,6 +424,31 @@ def test_cold_core_rule_reads_the_pet_object_of_a_myocardium_arc_and_its_floor_k
     assert all(v["rule"] == "max_cold_core_share" for v in default)  # without the floor the tumour goes too
 
 
+def test_cold_core_object_floor_keeps_a_faint_lesion_out_of_the_background():
+    """A faint lesion (SUVmax 3.2) in soft tissue of SUV ~1 (noisy) beside lung: at 0.3 x SUVmax (0.96) its PET
+    object would be the whole soft tissue, whose hulls wrap the lung, and the rule would drop it; the default floor
+    of 1.5 SUV keeps its object to the lesion and it stays."""
+    rng = np.random.default_rng(0)
+    geom = Geometry((10, 64, 64), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    shape = geom.shape_zyx
+    ct = np.full(shape, 40.0, np.float32)
+    pet = rng.normal(1.0, 0.08, shape).astype(np.float32)
+    yy, xx = np.mgrid[:64, :64]
+    lung = np.hypot(yy - 32, xx - 32) <= 18
+    ct[:, lung] = -850.0
+    pet[:, lung] = 0.4
+    lesion = np.hypot(yy - 32, xx - 56) <= 6  # in the soft tissue, a little of its border on the lung
+    pet[2:8, lesion] = 3.2
+    mask = np.zeros(shape, bool)
+    mask[2:8, lesion] = True
+    cfg = PostprocessConfig(min_volume_cc=0.1, thorax_margin_mm=0.0, min_mean_hu=-1024.0, min_suv_max=3.0,
+                            max_surround_suv_fraction=0.0, hull_fill_suv_fraction=0.0)  # fmt: skip
+    (kept,) = component_verdicts(mask, pet, geom, cfg, ct)[1]
+    assert kept["rule"] == ""
+    (dropped,) = component_verdicts(mask, pet, geom, replace(cfg, cold_core_object_min_suv=0.0), ct)[1]
+    assert dropped["rule"] == "max_cold_core_share" and "PET object" in dropped["reason"]
+
+
 def test_cli_post_processing_flags_reach_the_config():
     """The post-processing flags of `igtv predict` land in their PostprocessConfig fields; defaults are the config's."""
     from igtv.cli import _postprocess_cfg, build_parser
