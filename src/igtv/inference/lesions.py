@@ -63,7 +63,7 @@ class PostprocessConfig:
     # ring it belongs to wraps the blood pool. Measured (README *Post-processing*), chosen on the AMD host's quick
     # Table II +SIM validation patients (0.3-0.6 tried): mean Dice there 0.682 -> 0.733, false lesions 7 -> 0; on
     # its test patients 0.788 -> 0.787 (false lesions 20 -> 4, two small true lesions lost); the demo's model on 25
-    # unseen patients +0.007 / +0.026, false lesions 11 -> 4, FN unchanged.
+    # unseen patients +0.005 / +0.026, false lesions 11 -> 5, FN unchanged.
     cold_core_object_fraction: float = 0.3
     # ... and at least this SUV (0: no floor): above the soft tissue's background (~1), which a faint component's
     # 0.3 x SUVmax reaches (SUVmax 3.2: 0.96), so that its object is not the whole body. Added after a 0.7 cc true
