@@ -169,6 +169,26 @@ def test_cuda_paths_match_reference(impl, shape):
 
 
 @pytest.mark.gpu
+@pytest.mark.parametrize(
+    "config",
+    [
+        dict(block_d_max=1, block_t_fwd=16, warps_fwd=1, warps_bwd=1),  # one channel per program, shortest chunks
+        dict(block_d_max=8, min_programs=1, block_t_fwd=64, warps_fwd=8, warps_bwd=8),  # widest blocks, long chunks
+        dict(block_d_max=8, min_programs=10_000, warps_fwd=2, warps_bwd=2),  # halved down to one channel by the grid
+        dict(block_d_max=4, min_programs=1, warps_fwd=4, warps_bwd=2),  # the tuned default's widest blocks
+    ],
+)
+def test_triton_launch_settings_leave_the_result_unchanged(config, monkeypatch):
+    """Every launch setting the tuning benchmark sweeps computes the same scan: outputs and all gradients."""
+    if "triton" not in available_impls():
+        pytest.skip("triton scan not available here")
+    from igtv.models.scan import triton_gpu
+
+    monkeypatch.setattr(triton_gpu, "CONFIG", triton_gpu.TritonScanConfig(**config))
+    _check_cuda_path("triton", (2, 16, 200, 16, 2))
+
+
+@pytest.mark.gpu
 @pytest.mark.parametrize("impl", CUDA_IMPLS)
 def test_cuda_path_under_autocast_returns_input_dtype_and_scans_in_fp32(impl):
     if impl not in available_impls():

@@ -17,14 +17,40 @@ The idea of a chunked two-level scan is the one of Mamba's CUDA kernel (Gu & Dao
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import triton
 import triton.language as tl
 
 from igtv.models.scan.inputs import fused_kernel_inputs
 
-BLOCK_T_FWD = 32
-BLOCK_T_BWD = 16
+BLOCK_T_BWD = 16  # steps per backward chunk, and between the forward's stored states
+
+
+@dataclass(frozen=True)
+class TritonScanConfig:
+    """Launch settings of the Triton scan (``benchmarks/tune_triton.py`` measures them).
+
+    Each program walks the whole sequence, so the grid is the parallelism: ``bsz * dim / block_d`` programs. Blocks
+    of up to ``block_d_max`` channels are halved until the grid has ``min_programs`` programs (at batch 1 the
+    encoder's first stage has only 768 channels, 96 programs of 8 for the GPU's 132 SMs).
+    """
+
+    block_d_max: int = 4
+    min_programs: int = 528  # 4 per SM of an H100 / H200
+    block_t_fwd: int = 32  # steps per forward chunk: a multiple of BLOCK_T_BWD
+    warps_fwd: int = 4
+    warps_bwd: int = 2
+
+    def __post_init__(self) -> None:
+        if self.block_t_fwd % BLOCK_T_BWD or self.block_t_fwd & (self.block_t_fwd - 1):
+            raise ValueError(f"block_t_fwd must be a power of two multiple of {BLOCK_T_BWD}, got {self.block_t_fwd}")
+        if self.block_d_max < 1 or self.block_d_max & (self.block_d_max - 1):
+            raise ValueError(f"block_d_max must be a power of two, got {self.block_d_max}")
+
+
+CONFIG = TritonScanConfig()
 
 
 @triton.jit
@@ -200,11 +226,14 @@ def _bwd_kernel(
     tl.store(dd_ptr + pid_b * dim + offs_d, gD, mask=mask_d)
 
 
-def _block_d(per_group: int, cap: int) -> int:
-    """Largest power of two <= cap dividing the channels of one group (so a block never straddles two groups)."""
+def _block_d(per_group: int, cap: int, programs: int = 0, min_programs: int = 0) -> int:
+    """Largest power of two <= cap dividing the channels of one group (so a block never straddles two groups),
+    halved while the grid (``programs`` channel rows / block) has fewer than ``min_programs`` programs."""
     block = 1
     while block * 2 <= cap and per_group % (block * 2) == 0:
         block *= 2
+    while block > 1 and programs // block < min_programs:
+        block //= 2
     return block
 
 
@@ -213,25 +242,26 @@ class _TritonScan(torch.autograd.Function):
     def forward(ctx, u, z, A, B, C, D):  # type: ignore[override]
         bsz, dim, length = u.shape
         groups, n_state = B.shape[1], A.shape[1]
-        block_d = _block_d(dim // groups, 8)
+        cfg = CONFIG
+        block_d = _block_d(dim // groups, cfg.block_d_max, bsz * dim, cfg.min_programs)
         block_n = max(triton.next_power_of_2(n_state), 2)
-        n_chunks = triton.cdiv(length, BLOCK_T_FWD)
+        n_chunks = triton.cdiv(length, cfg.block_t_fwd)
         n_ckpt = triton.cdiv(length, BLOCK_T_BWD)  # one state per backward chunk
         y = torch.empty_like(u)
         ckpt = torch.empty(bsz, dim, n_ckpt, n_state, device=u.device, dtype=torch.float32)
         grid = (bsz, triton.cdiv(dim, block_d))
         _fwd_kernel[grid](
             u, z, A, B, C, D, y, ckpt, dim, length, n_state, groups, n_chunks, n_ckpt,
-            CKPT_T=BLOCK_T_BWD, BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=BLOCK_T_FWD,
+            CKPT_T=BLOCK_T_BWD, BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=cfg.block_t_fwd, num_warps=cfg.warps_fwd,
         )  # fmt: skip
         ctx.save_for_backward(u, z, A, B, C, D, ckpt)
-        ctx.blocks = (block_d, block_n)
+        ctx.blocks = (block_d, block_n, cfg.warps_bwd)
         return y
 
     @staticmethod
     def backward(ctx, dy):  # type: ignore[override]
         u, z, A, B, C, D, ckpt = ctx.saved_tensors
-        block_d, block_n = ctx.blocks
+        block_d, block_n, warps = ctx.blocks
         bsz, dim, length = u.shape
         groups, n_state = B.shape[1], A.shape[1]
         du, dz = torch.empty_like(u), torch.empty_like(z)
@@ -242,7 +272,7 @@ class _TritonScan(torch.autograd.Function):
         _bwd_kernel[grid](
             u, z, A, B, C, D, dy.float().contiguous(), ckpt, du, dz, dA, dB, dC, dD,
             dim, length, n_state, groups, triton.cdiv(length, BLOCK_T_BWD),
-            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=BLOCK_T_BWD,
+            BLOCK_D=block_d, BLOCK_N=block_n, BLOCK_T=BLOCK_T_BWD, num_warps=warps,
         )  # fmt: skip
         return du, dz, dA.sum(0), dB, dC, dD.sum(0)
 
