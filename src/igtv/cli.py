@@ -138,12 +138,18 @@ def _add_postprocess_args(p: argparse.ArgumentParser) -> None:
                         "large mass of which the model found a part; 0: off)")  # fmt: skip
 
 
+def _one_model(args: argparse.Namespace, what: str) -> str:
+    if len(args.model) > 1:
+        raise ValueError(f"{what} takes one --model; ensembles are for --dicom and the whole-patient protocol")
+    return args.model[0]
+
+
 def _predict(args: argparse.Namespace) -> int:
     if args.pclt:
         from igtv.inference.pclt import predict_pclt
 
         summary = predict_pclt(
-            args.pclt, args.model, args.out, split=args.split, device=args.device, tta=args.tta,
+            args.pclt, _one_model(args, "--pclt"), args.out, split=args.split, device=args.device, tta=args.tta,
             batch_size=args.batch_size, preset=args.preset,
         )  # fmt: skip
         print(f"{summary['slices']} slices predicted into {args.out}")
@@ -191,7 +197,8 @@ def _evaluate(args: argparse.Namespace) -> int:
         )
         return 0
     cfg = EvalConfig(convention=args.convention, bootstrap=args.bootstrap, seed=args.seed, tta=args.tta)
-    summary = evaluate_checkpoint(args.model, args.data, args.split, args.out, cfg, args.device).summary
+    model = _one_model(args, "the paper protocol")
+    summary = evaluate_checkpoint(model, args.data, args.split, args.out, cfg, args.device).summary
     h = summary["headline"]
     print(
         f"{summary['slices']} slices of {summary['patients']} patients ({args.convention} convention): "
@@ -454,7 +461,9 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--dicom", help="one patient's folder with a CT and a PET series (any tree)")
     src.add_argument("--pclt", help="a PNG dataset in the PCLT20K layout (or made by igtv prepare)")
-    p.add_argument("--model", required=True, help="checkpoint, e.g. runs/finetune_igtv/best.pt")
+    p.add_argument("--model", required=True, nargs="+",
+                   help="checkpoint, e.g. runs/finetune_igtv/best.pt; several (--dicom only): an ensemble, the mean "
+                        "of their probabilities (e.g. the seeds of one configuration)")  # fmt: skip
     p.add_argument("--out", required=True, help="output folder")
     p.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     p.add_argument("--roi-name", default="IGTV", help="ROI name in the RTSTRUCT (default IGTV)")
@@ -472,7 +481,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--split", default="test", help="--pclt: train, val, test or all (default test)")
     p.set_defaults(func=_predict)
     ev = sub.add_parser("evaluate", help="per-slice and per-patient metrics of a checkpoint on a dataset split")
-    ev.add_argument("--model", required=True, help="checkpoint (RUN/best.pt)")
+    ev.add_argument("--model", required=True, nargs="+",
+                    help="checkpoint (RUN/best.pt); several (whole-patient protocol): their ensemble")  # fmt: skip
     ev.add_argument("--data", required=True, help="PNG dataset (PCLT20K layout or igtv prepare output)")
     ev.add_argument(
         "--split",

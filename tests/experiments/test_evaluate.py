@@ -162,6 +162,17 @@ def test_table2_patch_budget_reads_both_protocols(tmp_path):
     again_dice = fv.run_variant(out, tmp_path / "fv", "sim_ft", (0,), (), ("test",), ("best",), "smoke_patches")
     assert again_dice["best", "test"][0]["per_patient"] == table_dice
     assert (tmp_path / "fv" / "seed0" / "best.pt").stat().st_mtime == trained
+    # a second seed makes each learnt row an ensemble too: seed 0's kept maps are read back, not recomputed
+    maps = sorted((out / "runs" / "seed0" / "sim_ft" / "probabilities" / "test").glob("*.npz"))
+    assert len(maps) == len(table_dice)
+    stamps = [m.stat().st_mtime_ns for m in maps]
+    two = run_table2(out, budget="smoke_patches", workers=1, device="cpu", rows=("sim_ft", "pet41"), seeds=(0, 1))
+    assert [m.stat().st_mtime_ns for m in maps] == stamps
+    (ens,) = two["ensembles"]
+    assert ens["key"] == "sim_ft" and ens["seeds"] == [0, 1] and ens["patients"] == len(table_dice)
+    assert 0.0 <= ens["dice_3d"] <= 1.0 and ens["wilcoxon_p_vs_sim"] is None
+    assert "Seed ensembles" in (out / "table2.md").read_text()
+    assert (out / "ensembles" / "sim_ft" / "ensemble_result.json").exists()
 
 
 def _finetune_variant():

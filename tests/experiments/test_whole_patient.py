@@ -215,3 +215,24 @@ def test_evaluation_limits_tiles_to_the_thorax_region_as_predict_does(prepared):
     off = evaluate_patient(predict_raw, vol, WholePatientConfig(region_tiles=False))
     assert seen[1] is None and seen[0] is not None and seen[0].any()
     assert on["row"]["dice_3d"] == off["row"]["dice_3d"] > 0.5  # same raw mask, same scoring
+
+
+def test_ensemble_reuses_each_members_cached_maps_and_scores_like_its_member(prepared, tmp_path):
+    """Whole-patient evaluation keeps each checkpoint's maps beside it; an ensemble of two identical checkpoints
+    reads the first one's maps back (not recomputed) and scores exactly as that checkpoint alone."""
+    from tests.inference.conftest import write_test_checkpoint
+
+    _, prep = prepared
+    a = write_test_checkpoint(tmp_path / "a" / "best.pt")
+    b = write_test_checkpoint(tmp_path / "b" / "best.pt")
+    cfg = WholePatientConfig(split="all", bootstrap=20, cache_probabilities=True)
+    one = evaluate_whole_patients(a, prep.out_dir, None, cfg, "cpu", progress=False)
+    cached = sorted((tmp_path / "a" / "probabilities" / "all").glob("*.npz"))
+    assert len(cached) == one["whole_patient"]["patients"] >= 2
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    both = evaluate_whole_patients([a, b], prep.out_dir, None, cfg, "cpu", progress=False)
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
+    assert len(list((tmp_path / "b" / "probabilities" / "all").glob("*.npz"))) == len(cached)
+    assert [r["dice_3d"] for r in both["rows"]] == [r["dice_3d"] for r in one["rows"]]
+    assert one["whole_patient"]["dice_3d"]["mean"] > 0.3  # the stand-in contours > 50 % of each candidate's SUVmax
+    assert both["model"]["ensemble"] == "mean probability of 2 checkpoints"

@@ -21,9 +21,11 @@ Two readings of every row, side by side:
   (:mod:`igtv.experiments.whole_patient`): 3D Dice, HD95 (mm), false-positive / false-negative volume, lesions
   found and false lesions. The threshold rows are given each true lesion's box; the learnt rows are not.
 
+With several seeds, each learnt row's seeds are also scored as one ensemble (:mod:`igtv.experiments.table2_ensembles`).
+
 Outputs in ``OUT``: ``table2.md``, ``table2.csv``, ``table2.json`` (mean +- std over seeds, bootstrap CIs of the
-first seed, paired Wilcoxon p of per-patient 3D Dice against +SIM), ``fig4.png`` (Fig. 4-style comparison) and
-every run folder under ``OUT/runs``.
+first seed, paired Wilcoxon p of per-patient 3D Dice against +SIM, the seed ensembles), ``fig4.png`` (Fig. 4-style
+comparison), every run folder under ``OUT/runs`` and the ensembles' under ``OUT/ensembles``.
 """
 
 from __future__ import annotations
@@ -37,7 +39,8 @@ from pathlib import Path
 
 import numpy as np
 
-from igtv.experiments.table2_report import ROWS, Row, aggregate, fig4, write_outputs
+from igtv.experiments.table2_ensembles import score_ensembles
+from igtv.experiments.table2_report import ROWS, Row, aggregate, ensemble_rows, fig4, write_outputs
 from igtv.inference.sliding import DEFAULT_OVERLAP
 
 log = logging.getLogger(__name__)
@@ -216,7 +219,9 @@ def _evaluate_row(r: Row, ckpt: Path | None, data: Path, run_dir: Path, b: Budge
     patch_model = ckpt is not None and load_model(ckpt, "cpu").patch > 0
     whole = None
     if b.whole_patient and has_volumes:
-        wcfg = WholePatientConfig(split="test", overlap=b.overlap, keep_masks=True, bootstrap=cfg.bootstrap)
+        wcfg = WholePatientConfig(
+            split="test", overlap=b.overlap, keep_masks=True, bootstrap=cfg.bootstrap, cache_probabilities=True
+        )
         whole = evaluate_whole_patients(
             ckpt, data, run_dir / "whole_patient", wcfg, device, progress=False, threshold_rule=r.rule
         )
@@ -358,8 +363,10 @@ def run_table2(
                 + (f"; whole patient 3D Dice {w['dice_3d']['mean'] * 100:.2f}" if w else "")
                 + f" ({res['seconds']:.0f} s)"
             )
+    ensembles = score_ensembles(selected, out, seeds, data, b, cfg.bootstrap, device)
     table = aggregate(selected, results, dict(b.__dict__), budget, time.perf_counter() - t0)
     table["seeds"] = list(seeds)
+    table["ensembles"] = ensemble_rows(selected, ensembles)
     write_outputs(out, table)
     try:
         fig4(data, {r.key: r.label for r in selected}, fig_preds, out / "fig4.png")

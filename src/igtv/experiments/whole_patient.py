@@ -22,6 +22,7 @@ import json
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
@@ -100,6 +101,9 @@ class WholePatientConfig:
     # predict only the tiles that overlap the thorax rule's region, as `igtv predict` does (patch models; the rule's
     # measured worth is then what it removes from the prediction a user gets)
     region_tiles: bool = True
+    # keep each checkpoint's probability maps beside it (probabilities/<split>/<patient>.npz, keyed on the checkpoint
+    # and these settings) and reuse them: an ensemble of seeds already scored then costs only its post-processing
+    cache_probabilities: bool = False
     # score against the ROIs the dataset's QC kept (the paper's inclusion: >= 3 cc, SUVmax >= 3); voxels of the ROIs
     # it excluded count as neither false positive nor false negative, as nnU-Net's ignore label, and so does a
     # predicted component that touches one of them and no scored ROI (see ignored_voxels). The score against
@@ -146,19 +150,41 @@ def _sample_slices(root: Path, patient: str) -> dict[int, set[int]]:
     return out
 
 
-def model_raw_mask(lm, device, cfg: WholePatientConfig):
-    """``(ct_hu, pet_suv, geom, truth, region) -> raw mask`` of a loaded model through the predict pipeline (the
-    truth is not used; ``region``, when not None, limits the tiles as in ``igtv predict``)."""
+def model_raw_mask(lm, device, cfg: WholePatientConfig, cache_as: str = ""):
+    """``(ct_hu, pet_suv, geom, truth, region) -> raw mask`` of a loaded model, or of an ensemble (a list of them:
+    the mean probability), through the predict pipeline (the truth is not used; ``region``, when not None, limits
+    the tiles as in ``igtv predict``). With ``cache_as`` (the patient), each member's map is kept beside its
+    checkpoint and reused (:func:`igtv.inference.ensemble.cached_probability`)."""
+    import torch
+
+    from igtv.inference.ensemble import cache_key, cached_probability, ensemble_probability
     from igtv.inference.predict import predict_volume
     from igtv.inference.predictor import apply_flips, canonical_flips
 
+    members = list(lm) if isinstance(lm, (list, tuple)) else [lm]
+    settings = {"overlap": cfg.overlap, "tta": cfg.tta, "batch_size": cfg.batch_size, "precision": cfg.precision,
+                "device": torch.device(device).type}  # fmt: skip
+
     def run(ct, pet, geom, truth, region=None):
         flips = canonical_flips(geom)
-        prob_c, _ = predict_volume(
-            lm, apply_flips(ct, flips), apply_flips(pet, flips), geom.spacing_mm, device, cfg.tta, cfg.batch_size,
-            False, cfg.overlap, None if region is None else apply_flips(region, flips),
-        )  # fmt: skip
-        return np.ascontiguousarray(apply_flips(prob_c, flips)) >= lm.threshold * 255.0
+        ct_c, pet_c = apply_flips(ct, flips), apply_flips(pet, flips)
+        region_c = None if region is None else apply_flips(region, flips)
+
+        def one(m) -> tuple[np.ndarray, list]:
+            def compute() -> np.ndarray:
+                prob_c, _ = predict_volume(
+                    m, ct_c, pet_c, geom.spacing_mm, device, cfg.tta, cfg.batch_size, False, cfg.overlap, region_c
+                )
+                return np.ascontiguousarray(apply_flips(prob_c, flips))
+
+            if not cache_as:
+                return compute(), []
+            path = Path(m.path).parent / "probabilities" / cfg.split / f"{cache_as}.npz"
+            key = cache_key(m, {**settings, "region": None if region is None else int(region.sum())})
+            return cached_probability(path, key, compute), []
+
+        prob, _ = ensemble_probability(members, one)
+        return prob >= members[0].threshold * 255.0
 
     return run
 
@@ -299,7 +325,7 @@ def summarize_patients(rows: list[dict], rules: list[dict], n_boot: int = 1000, 
 
 
 def evaluate_whole_patients(
-    model_path: str | Path | None,
+    model_path: str | Path | Sequence[str | Path] | None,
     data: str | Path,
     out: str | Path | None = None,
     cfg: WholePatientConfig | None = None,
@@ -315,7 +341,7 @@ def evaluate_whole_patients(
     from igtv.data.sampling import split_patients
     from igtv.device import pick_device
     from igtv.experiments.evaluate import EvalConfig, summarize
-    from igtv.inference.model import load_model
+    from igtv.inference.ensemble import describe_members, load_models
     from igtv.io import write_csv_atomic, write_text_atomic
 
     cfg = cfg or WholePatientConfig()
@@ -324,15 +350,19 @@ def evaluate_whole_patients(
         predict_raw, facts = threshold_raw_mask(threshold_rule), {"model": f"PET threshold {threshold_rule}"}
     else:
         dev = pick_device(device)
-        lm = load_model(model_path, dev)
-        lm.precision = cfg.precision
+        members = load_models(model_path, dev)
+        for m in members:
+            m.precision = cfg.precision
+        lm = members[0]
         cfg = replace(cfg, postprocess=resolve_auto_rules(cfg.postprocess, lm.cold_lesions, lm.min_suv_max))
-        predict_raw, facts = model_raw_mask(lm, dev, cfg), lm.describe()
+        predict_raw, facts = model_raw_mask(members, dev, cfg), describe_members(members)
     patients = [p for p in split_patients(root, cfg.split) if (root / "volumes" / p / "labels.nii.gz").exists()]
     if not patients:
         raise ValueError(f"{root}: no patient of split {cfg.split!r} has volumes (run igtv prepare)")
     rows, rules, measured, slices, masks = [], [], [], [], {}
     for p in tqdm(patients, desc="whole-patient", unit="patient", disable=not progress):
+        if cfg.cache_probabilities and not threshold_rule:
+            predict_raw = model_raw_mask(members, dev, cfg, cache_as=p)
         r = evaluate_patient(predict_raw, root / "volumes" / p, cfg, root)
         rows.append(r["row"])
         rules.append(r["rules"])

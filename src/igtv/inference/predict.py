@@ -27,7 +27,7 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -265,7 +265,7 @@ def predict_volume_patches(
 
 def predict_dicom(
     dicom_dir: str | Path,
-    model_path: str | Path,
+    model_path: str | Path | Sequence[str | Path],
     out: str | Path,
     *,
     device: str = "auto",
@@ -280,15 +280,16 @@ def predict_dicom(
     precision: str = "auto",
     overlap: float = DEFAULT_OVERLAP,
 ) -> PredictResult:
-    """Contour one patient; see the module docstring for what is written."""
+    """Contour one patient; see the module docstring for what is written. Several checkpoints in ``model_path``
+    make an ensemble: the mean of their probabilities (:mod:`igtv.inference.ensemble`)."""
     import igtv
     from igtv.device import pick_device
     from igtv.dicom.rtstruct import CTReference, RoiMask, write_rtstruct
     from igtv.dicom.write import PatientStudy
     from igtv.geometry import save_nifti
     from igtv.inference.compare import compare_with_reference
+    from igtv.inference.ensemble import describe_members, ensemble_probability, load_models
     from igtv.inference.lesions import lesion_statistics, postprocess, resolve_auto_rules, thorax_region
-    from igtv.inference.model import load_model
     from igtv.inference.predictor import apply_flips, canonical_flips
     from igtv.inference.report import render_report
     from igtv.io import write_text_atomic
@@ -303,8 +304,10 @@ def predict_dicom(
         structure_series(Path(compare))
     post = postprocess_cfg or PostprocessConfig()
     dev = pick_device(device)
-    lm = load_model(model_path, dev, preset)
-    lm.precision = precision
+    members = load_models(model_path, dev, preset)
+    for m in members:
+        m.precision = precision
+    lm = members[0]
     post = resolve_auto_rules(post, lm.cold_lesions, lm.min_suv_max)
     ct, pet_suv, scale = _read_exam(dicom_dir)
     geom = ct.geometry
@@ -316,10 +319,11 @@ def predict_dicom(
         log.warning(
             "no lungs found in the CT (air inside the body): nothing is contoured; --thorax-margin-mm 0 lifts this"
         )
-    prob_c, candidates = predict_volume(
-        lm, ct_c, pet_c, geom.spacing_mm, dev, tta, batch_size, progress, overlap,
-        None if region is None else apply_flips(region, flips),
-    )  # fmt: skip
+    region_c = None if region is None else apply_flips(region, flips)
+    prob_c, candidates = ensemble_probability(
+        members,
+        lambda m: predict_volume(m, ct_c, pet_c, geom.spacing_mm, dev, tta, batch_size, progress, overlap, region_c),
+    )
     prob = np.ascontiguousarray(apply_flips(prob_c, flips))
     raw_mask = prob >= lm.threshold * 255.0
     mask, dropped = postprocess(raw_mask, pet_suv, geom, post, ct.array, region)
@@ -348,7 +352,7 @@ def predict_dicom(
             "device": str(dev),
             "igtv_version": igtv.__version__,
         },
-        "model": lm.describe(),
+        "model": describe_members(members),
         "lesions": lesions,
     }
     if comparison is not None:
@@ -361,7 +365,7 @@ def predict_dicom(
         mask=apply_flips(mask, flips),
         geom=geom,
         stats=stats,
-        model_facts=lm.describe(),
+        model_facts=describe_members(members),
         reference=None if reference is None else apply_flips(reference, flips),
     )
     names = {
@@ -383,7 +387,7 @@ def predict_dicom(
             series_uid=generate_uid(),
             sop_uid=generate_uid(),
             when=dt.datetime.now(),
-            description=f"igtv {lm.name} (research use only)",
+            description=f"igtv {lm.name}{f' x{len(members)}' if len(members) > 1 else ''} (research use only)",
         )
         save_nifti(stage / names["mask"], mask.astype(np.uint8), geom)
         save_nifti(stage / names["probability"], prob, geom)

@@ -1,0 +1,109 @@
+"""Ensembles of checkpoints: the mean of their probability maps (nnU-Net's way of combining its folds).
+
+Several trainings of one configuration with different seeds make different mistakes, above all different false
+lesions; averaging their probabilities before thresholding keeps what they agree on. Every member runs the full
+prediction (its own windows, input size and sliding window), so members may differ in architecture, but they must
+agree on what the post-processing reads from a checkpoint: threshold, cold-lesion training and the QC's SUVmax.
+
+Whole-patient evaluation can keep each checkpoint's maps (:func:`cached_probability`), so an ensemble of seeds that
+were already scored costs only its post-processing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+
+AGREE = ("threshold", "cold_lesions", "min_suv_max")  # what post-processing reads from the checkpoint
+
+
+def model_paths(model_path: str | Path | Sequence[str | Path]) -> list[Path]:
+    """One path or several, as a list."""
+    paths = [model_path] if isinstance(model_path, (str, Path)) else list(model_path)
+    if not paths:
+        raise ValueError("no model checkpoint given")
+    return [Path(p) for p in paths]
+
+
+def load_models(model_path: str | Path | Sequence[str | Path], device: torch.device | str, preset: str | None = None):
+    """Load one checkpoint or an ensemble; members must agree on :data:`AGREE` (the error names the one that
+    does not)."""
+    from igtv.inference.model import load_model
+
+    paths = model_paths(model_path)
+    lms = [load_model(p, device, preset) for p in paths]
+    for path, lm in zip(paths[1:], lms[1:], strict=True):
+        for attr in AGREE:
+            if getattr(lm, attr) != getattr(lms[0], attr):
+                raise ValueError(
+                    f"{path}: {attr} {getattr(lm, attr)!r} differs from {paths[0].name}'s {getattr(lms[0], attr)!r}; "
+                    "an ensemble's members must share it"
+                )
+    return lms
+
+
+def describe_members(members: Sequence) -> dict:
+    """The model facts of a report: the checkpoint's, or the first member's with the ensemble's size."""
+    facts = members[0].describe()
+    if len(members) > 1:
+        facts["ensemble"] = f"mean probability of {len(members)} checkpoints"
+        facts["ensemble_models"] = [m.describe()["model"] for m in members]
+    return facts
+
+
+def _rounded_mean(total: np.ndarray, n: int) -> np.ndarray:
+    return ((total + n // 2) // n).astype(np.uint8)
+
+
+def mean_probability(maps: Sequence[np.ndarray]) -> np.ndarray:
+    """Rounded mean of uint8 probability maps (x 255), as uint8."""
+    if not maps:
+        raise ValueError("no probability map to average")
+    total = np.zeros(maps[0].shape, dtype=np.uint32)
+    for m in maps:
+        total += m
+    return _rounded_mean(total, len(maps))
+
+
+def ensemble_probability(
+    lms: Sequence, predict_one: Callable[[object], tuple[np.ndarray, list[dict]]]
+) -> tuple[np.ndarray, list[dict]]:
+    """Mean probability of the members, each predicted by ``predict_one(lm) -> (uint8 map, candidates)``, one
+    member at a time (memory holds one map and a running sum). Candidates are those of the first member."""
+    total, candidates = None, []
+    for lm in lms:
+        prob, cand = predict_one(lm)
+        if total is None:
+            total, candidates = np.zeros(prob.shape, dtype=np.uint32), cand
+        total += prob
+    if total is None:
+        raise ValueError("no model in the ensemble")
+    return _rounded_mean(total, len(lms)), candidates
+
+
+def cache_key(lm, settings: dict) -> str:
+    """What a cached map depends on: the checkpoint file (size and mtime) and the prediction settings."""
+    st = Path(lm.path).stat()
+    return json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, **settings}, sort_keys=True)
+
+
+def cached_probability(path: Path, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """The uint8 map saved at ``path`` if it was made with ``key``, else ``compute()``, saved atomically."""
+    if path.exists():
+        try:
+            with np.load(path) as z:
+                if str(z["key"]) == key:
+                    return z["prob"]
+        except (OSError, KeyError, ValueError):
+            pass  # unreadable or from another version: recompute
+    prob = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
+    np.savez_compressed(tmp, prob=prob, key=np.array(key))
+    os.replace(tmp, path)
+    return prob
