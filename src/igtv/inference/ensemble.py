@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 AGREE = ("threshold", "cold_lesions", "min_suv_max")  # what post-processing reads from the checkpoint
+MAX_MEMBERS = 256  # the running sum is uint16: 256 x 255 + 128 < 2**16
 
 
 def model_paths(model_path: str | Path | Sequence[str | Path]) -> list[Path]:
@@ -74,15 +75,21 @@ def ensemble_probability(
     lms: Sequence, predict_one: Callable[[object], tuple[np.ndarray, list[dict]]]
 ) -> tuple[np.ndarray, list[dict]]:
     """Mean probability of the members, each predicted by ``predict_one(lm) -> (uint8 map, candidates)``, one
-    member at a time (memory holds one map and a running sum). Candidates are those of the first member."""
+    member at a time (memory holds one map and a uint16 running sum; one member: its own map, nothing more).
+    Candidates are those of the first member."""
+    if not lms:
+        raise ValueError("no model in the ensemble")
+    if len(lms) > MAX_MEMBERS:
+        raise ValueError(f"an ensemble holds at most {MAX_MEMBERS} checkpoints, got {len(lms)}")
+    if len(lms) == 1:
+        return predict_one(lms[0])
     total, candidates = None, []
     for lm in lms:
         prob, cand = predict_one(lm)
         if total is None:
-            total, candidates = np.zeros(prob.shape, dtype=np.uint32), cand
-        total += prob
-    if total is None:
-        raise ValueError("no model in the ensemble")
+            total, candidates = prob.astype(np.uint16), cand
+        else:
+            total += prob
     return _rounded_mean(total, len(lms)), candidates
 
 
