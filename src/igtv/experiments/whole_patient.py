@@ -150,11 +150,12 @@ def _sample_slices(root: Path, patient: str) -> dict[int, set[int]]:
     return out
 
 
-def model_raw_mask(lm, device, cfg: WholePatientConfig, cache_as: str = ""):
+def model_raw_mask(lm, device, cfg: WholePatientConfig, cache_as: Path | None = None):
     """``(ct_hu, pet_suv, geom, truth, region) -> raw mask`` of a loaded model, or of an ensemble (a list of them:
     the mean probability), through the predict pipeline (the truth is not used; ``region``, when not None, limits
-    the tiles as in ``igtv predict``). With ``cache_as`` (the patient), each member's map is kept beside its
-    checkpoint and reused (:func:`igtv.inference.ensemble.cached_probability`)."""
+    the tiles as in ``igtv predict``). With ``cache_as`` (the patient's volume folder), each member's map is kept
+    beside its checkpoint and reused (:func:`igtv.inference.ensemble.cached_probability`), keyed on the checkpoint,
+    the settings and the patient's CT file, so another dataset's patient of the same name is never mistaken for it."""
     import torch
 
     from igtv.inference.ensemble import cache_key, cached_probability, ensemble_probability
@@ -177,10 +178,12 @@ def model_raw_mask(lm, device, cfg: WholePatientConfig, cache_as: str = ""):
                 )
                 return np.ascontiguousarray(apply_flips(prob_c, flips))
 
-            if not cache_as:
+            if cache_as is None:
                 return compute(), []
-            path = Path(m.path).parent / "probabilities" / cfg.split / f"{cache_as}.npz"
-            key = cache_key(m, {**settings, "region": None if region is None else int(region.sum())})
+            path = Path(m.path).parent / "probabilities" / cfg.split / f"{cache_as.name}.npz"
+            ct_file = (cache_as / "ct_hu.nii.gz").resolve()
+            volume = {"ct": str(ct_file), "ct_size": ct_file.stat().st_size, "ct_mtime_ns": ct_file.stat().st_mtime_ns}
+            key = cache_key(m, {**settings, **volume, "region": None if region is None else int(region.sum())})
             return cached_probability(path, key, compute), []
 
         prob, _ = ensemble_probability(members, one)
@@ -362,7 +365,7 @@ def evaluate_whole_patients(
     rows, rules, measured, slices, masks = [], [], [], [], {}
     for p in tqdm(patients, desc="whole-patient", unit="patient", disable=not progress):
         if cfg.cache_probabilities and not threshold_rule:
-            predict_raw = model_raw_mask(members, dev, cfg, cache_as=p)
+            predict_raw = model_raw_mask(members, dev, cfg, cache_as=root / "volumes" / p)
         r = evaluate_patient(predict_raw, root / "volumes" / p, cfg, root)
         rows.append(r["row"])
         rules.append(r["rules"])
