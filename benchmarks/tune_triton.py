@@ -3,8 +3,8 @@
     python benchmarks/tune_triton.py [--batch 1 8] [--max-seconds 150] [--json OUT]
 
 For each stage and batch, times the forward of every (channels per program, steps per chunk, warps) setting and
-the forward+backward of every (channels per program, warps), with CUDA events (median of 5 after a warm-up). Prints
-one Markdown table per pass: the best setting, the setting used before tuning (8 channels, 32 steps, 4 warps) and
+the forward+backward of every (channels per program, warps): median of 5 after a warm-up, synchronised. Prints one
+Markdown table per pass: the best setting, the setting used before tuning (8 channels, 32 steps, 4 warps) and
 the shipped ``triton_gpu.CONFIG``, with times in ms. Prints numbers only; asserts nothing. Run it on the GPU whose
 figures you report.
 """
@@ -18,7 +18,7 @@ import time
 
 import torch
 
-from igtv.experiments.benchmark import SCAN_GROUPS, SCAN_N, encoder_scan_shapes
+from igtv.experiments.benchmark import SCAN_GROUPS, SCAN_N, encoder_scan_shapes, time_call
 from igtv.models.scan import selective_scan
 from igtv.models.scan import triton_gpu as tg
 
@@ -39,17 +39,8 @@ def scan_inputs(bsz: int, dim: int, length: int, grad: bool) -> list[torch.Tenso
 
 
 def cuda_ms(fn, repeats: int = 5) -> float:
-    fn()
-    torch.cuda.synchronize()
-    times = []
-    for _ in range(repeats):
-        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        start.record()
-        fn()
-        end.record()
-        torch.cuda.synchronize()
-        times.append(start.elapsed_time(end))
-    return sorted(times)[len(times) // 2]
+    """Median ms of ``repeats`` calls after one warm-up (``igtv bench``'s timer, synchronised with the GPU)."""
+    return time_call(fn, torch.device("cuda"), repeats) * 1e3
 
 
 def time_config(cfg: tg.TritonScanConfig, args: list[torch.Tensor], backward: bool) -> float:
@@ -97,7 +88,7 @@ def main() -> None:
     tg.CONFIG = shipped
     print()
     for pas in ("forward", "fwd+bwd"):
-        print(f"#### {pas}, ms (CUDA events, median of 5)\n")
+        print(f"#### {pas}, ms (median of 5)\n")
         print("| batch | stage | D | L | before tuning | shipped | best swept | best (block_d, block_t, warps) |")
         print("|---|---|---|---|---|---|---|---|")
         for bsz in opt.batch:

@@ -6,7 +6,7 @@
 igtv never ships or needs this kernel: VMamba (github.com/MzeroMiko/VMamba, MIT licence, the scan CIPA uses) is
 checked out by whoever runs this, and the extension is built with ``torch.utils.cpp_extension`` for this GPU only.
 ``compare`` first checks its output and gradients against our Triton scan, then prints forward and forward+backward
-ms (CUDA events, median of 5) at the encoder-stage sizes of a 512x512 input, and the ratio Triton / VMamba.
+ms (median of 5) at the encoder-stage sizes of a 512x512 input, and the ratio Triton / VMamba.
 """
 
 from __future__ import annotations

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from igtv.checkpoint import load_checkpoint, read_card, save_model
-from igtv.inference.ensemble import cached_probability, load_models, mean_probability
+from igtv.inference.ensemble import cached_probability, ensemble_probability, load_models
 from igtv.inference.predict import predict_dicom
 from tests.inference.test_predict import _hot_patient
 
@@ -26,13 +26,18 @@ def _variant(src: str, path, offset: float = 0.0, threshold: float | None = None
     return str(path)
 
 
-def test_mean_probability_rounds_the_mean():
-    a, b, c = (np.full((2, 2), v, np.uint8) for v in (0, 255, 101))
-    assert mean_probability([a, b])[0, 0] == 128  # 127.5 rounds up
-    assert mean_probability([c, c, np.full((2, 2), 100, np.uint8)])[0, 0] == 101  # 100.67
-    assert mean_probability([c]).dtype == np.uint8
+def test_ensemble_probability_is_the_rounded_mean():
+    def members(*values):
+        maps = {v: (np.full((2, 2), v, np.uint8), [{"v": v}]) for v in values}
+        return list(values), maps.__getitem__
+
+    a, b, c = 0, 255, 101
+    assert ensemble_probability(*members(a, b))[0][0, 0] == 128  # 127.5 rounds up
+    assert ensemble_probability([c, c, 100], lambda v: (np.full((2, 2), v, np.uint8), []))[0][0, 0] == 101  # 100.67
+    prob, cand = ensemble_probability(*members(c))
+    assert prob.dtype == np.uint8 and cand == [{"v": 101}]
     with pytest.raises(ValueError, match="no probability map"):
-        mean_probability([])
+        ensemble_probability([], lambda v: v)
 
 
 def test_members_must_agree_on_what_post_processing_reads(halfmax_ckpt, tmp_path):

@@ -11,11 +11,6 @@ import json
 import time
 from pathlib import Path
 
-
-def _plain(v):
-    return v.item() if hasattr(v, "item") else str(v)
-
-
 ENSEMBLE_RESULT = "ensemble_result.json"
 
 
@@ -42,7 +37,7 @@ def score_ensembles(selected, out: Path, seeds, data: Path, b, bootstrap: int, d
         wcfg = WholePatientConfig(split="test", overlap=b.overlap, bootstrap=bootstrap, cache_probabilities=True)
         s = evaluate_whole_patients(ckpts, data, dest, wcfg, device, progress=False)
         found[r.key] = {"whole": s["whole_patient"], "rows": s["rows"], "seeds": list(seeds)}
-        write_text_atomic(saved, json.dumps(found[r.key], default=_plain))
+        write_text_atomic(saved, json.dumps(found[r.key], default=float))
         print(
             f"[table2] {r.label}, ensemble of seeds {list(seeds)}: whole patient 3D Dice "
             f"{s['whole_patient']['dice_3d']['mean'] * 100:.2f} ({time.perf_counter() - t_row:.0f} s)"

@@ -358,15 +358,15 @@ def evaluate_whole_patients(
             m.precision = cfg.precision
         lm = members[0]
         cfg = replace(cfg, postprocess=resolve_auto_rules(cfg.postprocess, lm.cold_lesions, lm.min_suv_max))
-        predict_raw, facts = model_raw_mask(members, dev, cfg), describe_members(members)
+        predict_raw, facts = None, describe_members(members)
     patients = [p for p in split_patients(root, cfg.split) if (root / "volumes" / p / "labels.nii.gz").exists()]
     if not patients:
         raise ValueError(f"{root}: no patient of split {cfg.split!r} has volumes (run igtv prepare)")
     rows, rules, measured, slices, masks = [], [], [], [], {}
     for p in tqdm(patients, desc="whole-patient", unit="patient", disable=not progress):
-        if cfg.cache_probabilities and not threshold_rule:
-            predict_raw = model_raw_mask(members, dev, cfg, cache_as=root / "volumes" / p)
-        r = evaluate_patient(predict_raw, root / "volumes" / p, cfg, root)
+        volume = root / "volumes" / p
+        raw = predict_raw or model_raw_mask(members, dev, cfg, volume if cfg.cache_probabilities else None)
+        r = evaluate_patient(raw, volume, cfg, root)
         rows.append(r["row"])
         rules.append(r["rules"])
         measured.append(r["measured"])

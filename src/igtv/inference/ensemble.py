@@ -12,12 +12,13 @@ were already scored costs only its post-processing.
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 import torch
+
+from igtv.io import atomic_path
 
 AGREE = ("threshold", "cold_lesions", "min_suv_max")  # what post-processing reads from the checkpoint
 MAX_MEMBERS = 256  # the running sum is uint16: 256 x 255 + 128 < 2**16
@@ -61,16 +62,6 @@ def _rounded_mean(total: np.ndarray, n: int) -> np.ndarray:
     return ((total + n // 2) // n).astype(np.uint8)
 
 
-def mean_probability(maps: Sequence[np.ndarray]) -> np.ndarray:
-    """Rounded mean of uint8 probability maps (x 255), as uint8."""
-    if not maps:
-        raise ValueError("no probability map to average")
-    total = np.zeros(maps[0].shape, dtype=np.uint32)
-    for m in maps:
-        total += m
-    return _rounded_mean(total, len(maps))
-
-
 def ensemble_probability(
     lms: Sequence, predict_one: Callable[[object], tuple[np.ndarray, list[dict]]]
 ) -> tuple[np.ndarray, list[dict]]:
@@ -78,7 +69,7 @@ def ensemble_probability(
     member at a time (memory holds one map and a uint16 running sum; one member: its own map, nothing more).
     Candidates are those of the first member."""
     if not lms:
-        raise ValueError("no model in the ensemble")
+        raise ValueError("no model in the ensemble: no probability map to average")
     if len(lms) > MAX_MEMBERS:
         raise ValueError(f"an ensemble holds at most {MAX_MEMBERS} checkpoints, got {len(lms)}")
     if len(lms) == 1:
@@ -109,8 +100,6 @@ def cached_probability(path: Path, key: str, compute: Callable[[], np.ndarray]) 
         except (OSError, KeyError, ValueError):
             pass  # unreadable or from another version: recompute
     prob = compute()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez_compressed(tmp, prob=prob, key=np.array(key))
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        np.savez_compressed(tmp, prob=prob, key=np.array(key))
     return prob
