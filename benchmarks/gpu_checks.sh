@@ -39,6 +39,6 @@ step "igtv bench: scan, models"
 timeout 120 python3 -m igtv.cli bench --device cuda --sections scan,models --quick --json "$OUT/bench_models.json" \
   > "$OUT/bench_models.md" 2>&1
 step "igtv bench: predict, prepare"
-timeout 130 python3 -m igtv.cli bench --device cuda --sections predict,prepare --json "$OUT/bench_predict.json" \
+timeout 330 python3 -m igtv.cli bench --device cuda --sections predict,prepare --json "$OUT/bench_predict.json" \
   > "$OUT/bench_predict.md" 2>&1
 step "done"

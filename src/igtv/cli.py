@@ -150,7 +150,7 @@ def _predict(args: argparse.Namespace) -> int:
 
         summary = predict_pclt(
             args.pclt, _one_model(args, "--pclt"), args.out, split=args.split, device=args.device, tta=args.tta,
-            batch_size=args.batch_size, preset=args.preset,
+            batch_size=args.batch_size or 8, preset=args.preset,
         )  # fmt: skip
         print(f"{summary['slices']} slices predicted into {args.out}")
         if "mean_dice" in summary:
@@ -472,7 +472,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_postprocess_args(p)
     p.add_argument("--compare", help="reference RTSTRUCT: adds Dice, HD95, FP/FN volumes to stats.json")
     p.add_argument("--compare-roi", help="ROI of --compare to use (default: like --roi-name)")
-    p.add_argument("--batch-size", type=int, default=8, help="slices (or sliding-window tiles) per forward pass")
+    p.add_argument("--batch-size", type=int, default=None,
+                   help="slices (or sliding-window tiles) per forward pass (default: 8; on CUDA 32 tiles of 96 px, "
+                   "or as many pixels)")  # fmt: skip
     p.add_argument(
         "--overlap", type=float, default=DEFAULT_OVERLAP,
         help=f"sliding-window tile overlap of patch-trained models (default {DEFAULT_OVERLAP}; 0.5 is ~1.8x slower)",

@@ -54,10 +54,12 @@ def test_bench_predict_and_prepare_run_the_cli_on_a_phantom_patient(tmp_path):
     assert "cipa_2d_tiny" in result["predict"][-1]["model"] and "cipa_2d_tiny" in result["predict"][-2]["model"]
     assert ("bf16" in result["predict"][1]["model"]) == bf16
     for r in result["predict"]:
-        assert r["wall_s"] >= r["predict_s"] > 0
+        assert r["wall_s"] >= r["predict_s"] >= r["network_s"] + r["postprocess_s"] and r["network_s"] > 0
+        assert r["contoured_cc"] >= 0
         assert 100 < r["peak_rss_mib"] < 8192  # the child's own peak (torch alone is > 100 MiB)
     assert result["prepare"][0]["patients_per_s"] > 0
     assert list(tmp_path.iterdir()) == []  # the temporary folder is removed
+    assert "| network s | post-processing s |" in format_table(result)
 
 
 def test_bench_phantom_section_times_the_routes_and_both_cohorts(tmp_path):

@@ -134,6 +134,10 @@ def test_stats_and_compare(predicted):
     assert 0.0 < stats["compare"]["dice"] <= 1.0
     total = sum(lesion["volume_cc"] for lesion in stats["lesions"])
     assert total == pytest.approx(stats["prediction"]["total_volume_cc"])
+    steps = stats["prediction"]["timings"]  # the steps, in order, inside the run's seconds
+    assert list(steps) == ["models_s", "read_s", "network_s", "postprocess_s"] and min(steps.values()) >= 0
+    assert steps["network_s"] > 0 and sum(steps.values()) <= stats["prediction"]["seconds"] + 0.01
+    assert stats["prediction"]["batch_size"] == 8  # igtv.device.auto_batch_size on a CPU
     for lesion in stats["lesions"]:
         assert lesion["suv_max"] >= lesion["suv_peak"] >= 0
         assert lesion["suv_max"] >= lesion["suv_mean"]

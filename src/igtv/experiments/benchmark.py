@@ -387,7 +387,9 @@ def _phantom_patient(root: Path, min_slices: int = 100, matrix_scale: float = 1.
 
 def untrained_checkpoint(model: str, path: Path, like: str = "", spacing_mm: float = 2.0) -> Path:
     """A checkpoint of ``model`` with initial weights and the demo's card (patches of 96 px at ``spacing_mm``,
-    pclt20k windows), or the card of the checkpoint ``like``: prediction costs the same whatever the weights."""
+    pclt20k windows), or the card of the checkpoint ``like``: its network costs the same whatever the weights. Its
+    contour does not: initial weights often contour the whole thorax (some 31 litres on the 101-slice phantom),
+    and post-processing and writing that cost ~25 s more on 2 cores than a trained model's contour (session 27)."""
     from dataclasses import replace as dc_replace
 
     from igtv.checkpoint import ModelCard, load_checkpoint, read_card, save_model
@@ -435,6 +437,15 @@ def run_cli(args: list[str]) -> tuple[float, int, str]:
         return wall, kib * 1024, out.read().decode()
 
 
+def _predict_row(label: str, n_ct: int, wall_s: float, rss_bytes: int, stats: dict) -> dict:
+    """One row of section 3 from a run's wall time, peak RSS and ``stats.json``."""
+    pred, steps = stats["prediction"], stats["prediction"].get("timings", {})
+    return {"model": label, "ct_slices": n_ct, "wall_s": wall_s, "predict_s": pred["seconds"],
+            "network_s": steps.get("network_s", math.nan), "postprocess_s": steps.get("postprocess_s", math.nan),
+            "peak_rss_mib": rss_bytes / 2**20, "lesions": len(stats["lesions"]),
+            "contoured_cc": pred["total_volume_cc"]}  # fmt: skip
+
+
 def bench_predict_prepare(cfg: BenchConfig, device: torch.device, root: Path) -> tuple[list[dict], list[dict]]:
     """Sections 3 and 4 on one phantom patient of >= ``min_slices`` CT slices (and, in the full run, the demo-size
     model on a study of >= ``long_slices``)."""
@@ -455,19 +466,14 @@ def bench_predict_prepare(cfg: BenchConfig, device: torch.device, root: Path) ->
         out = root / f"predict_{len(rows)}"
         wall, rss, text = run_cli(["predict", "--dicom", str(dicom), "--model", str(ckpt), "--out", str(out),
                                    "--device", device.type, "--precision", precision])  # fmt: skip
-        stats = json.loads((out / "stats.json").read_text())
-        rows.append({"model": label, "ct_slices": n_ct, "wall_s": wall,
-                     "predict_s": stats["prediction"]["seconds"], "peak_rss_mib": rss / 2**20,
-                     "lesions": len(stats["lesions"])})  # fmt: skip
+        rows.append(_predict_row(label, n_ct, wall, rss, json.loads((out / "stats.json").read_text())))
     if not cfg.quick and cfg.long_slices:  # memory: a long study, the demo-size model (~2 min on 2 cores)
         dicom_l, _, n_l, _ = _phantom_patient(root / "long", cfg.long_slices, cfg.matrix_scale)
         label, ckpt, _ = models[-1]
         out = root / "predict_long"
         wall, rss, _ = run_cli(["predict", "--dicom", str(dicom_l), "--model", str(ckpt), "--out", str(out),
                                 "--device", device.type])  # fmt: skip
-        stats = json.loads((out / "stats.json").read_text())
-        rows.append({"model": label, "ct_slices": n_l, "wall_s": wall, "predict_s": stats["prediction"]["seconds"],
-                     "peak_rss_mib": rss / 2**20, "lesions": len(stats["lesions"])})  # fmt: skip
+        rows.append(_predict_row(label, n_l, wall, rss, json.loads((out / "stats.json").read_text())))
     wall, rss, _ = run_cli(["prepare", "--dicom", str(cohort), "--out", str(root / "prepared"), "--workers", "1"])
     prep = [{"patients": 1, "ct_slices": n_ct, "wall_s": wall, "patients_per_s": 1.0 / wall,
              "peak_rss_mib": rss / 2**20, "phantom_generation_s": gen_s}]  # fmt: skip
@@ -603,12 +609,17 @@ def format_table(result: dict) -> str:
         ]
     if result.get("predict"):
         lines += ["### `igtv predict` of one phantom patient (a fresh process, as a user runs it)", "",
-                  "| model | CT slices | wall s | of which predict s | peak RSS MiB | lesions |",
-                  "|---|---|---|---|---|---|"]  # fmt: skip
+                  "| model | CT slices | wall s | of which predict s | network s | post-processing s | peak RSS MiB "
+                  "| lesions | contoured cc |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
         for r in result["predict"]:
-            lines.append(f"| {r['model']} | {r['ct_slices']} | {r['wall_s']:.1f} | {r['predict_s']:.1f} | "
-                         f"{r['peak_rss_mib']:.0f} | {r['lesions']} |")  # fmt: skip
-        lines.append("")
+            g = {k: r.get(k, math.nan) for k in ("network_s", "postprocess_s", "contoured_cc")}
+            lines.append(_cells(r["model"], r["ct_slices"], f"{r['wall_s']:.1f}", f"{r['predict_s']:.1f}",
+                                _f(g["network_s"], ".1f"), _f(g["postprocess_s"], ".1f"), f"{r['peak_rss_mib']:.0f}",
+                                r["lesions"], _f(g["contoured_cc"], ".1f")))  # fmt: skip
+        lines += ["", "Predict s: from start to the statistics (models loaded, DICOM read, network, post-processing); "
+                  "wall s adds the process start and writing the RTSTRUCT, NIfTI and report. An untrained model's "
+                  "contour is whatever its initial weights give (often the whole thorax): its post-processing and "
+                  "writing cost more than a trained model's; its network costs the same.", ""]  # fmt: skip
     if result.get("prepare"):
         r = result["prepare"][0]
         lines += ["### `igtv prepare`", "", "| patients | CT slices | wall s | patients/s | peak RSS MiB |",

@@ -9,7 +9,7 @@ predicts every CT slice with the model's 2D or 2.5D input and its training windo
     mask.nii.gz         uint8 mask on the CT grid
     probability.nii.gz  uint8 foreground probability x 255 on the CT grid
     pet_suv.nii.gz      float32 SUV resampled onto the CT grid
-    stats.json          per lesion MTV, SUVmax/mean/peak, TLG, centroid, slices (+ --compare metrics)
+    stats.json          per lesion MTV, SUVmax/mean/peak, TLG, centroid, slices (+ --compare metrics), seconds per step
     report.html         self-contained visual report
 
 Everything is validated and computed before ``OUT`` is touched; the files are then written into a staging folder
@@ -274,16 +274,17 @@ def predict_dicom(
     postprocess_cfg: PostprocessConfig | None = None,
     compare: str | Path | None = None,
     compare_roi: str | None = None,
-    batch_size: int = 8,
+    batch_size: int | None = None,
     preset: str | None = None,
     progress: bool = True,
     precision: str = "auto",
     overlap: float = DEFAULT_OVERLAP,
 ) -> PredictResult:
     """Contour one patient; see the module docstring for what is written. Several checkpoints in ``model_path``
-    make an ensemble: the mean of their probabilities (:mod:`igtv.inference.ensemble`)."""
+    make an ensemble: the mean of their probabilities (:mod:`igtv.inference.ensemble`). ``batch_size`` None:
+    :func:`igtv.device.auto_batch_size`."""
     import igtv
-    from igtv.device import pick_device
+    from igtv.device import auto_batch_size, pick_device
     from igtv.dicom.rtstruct import CTReference, RoiMask, write_rtstruct
     from igtv.dicom.write import PatientStudy
     from igtv.geometry import save_nifti
@@ -308,7 +309,9 @@ def predict_dicom(
     for m in members:
         m.precision = precision
     lm = members[0]
+    batch_size = batch_size or auto_batch_size(dev, lm.patch)
     post = resolve_auto_rules(post, lm.cold_lesions, lm.min_suv_max)
+    timings, t_step = {"models_s": time.perf_counter() - t0}, time.perf_counter()
     ct, pet_suv, scale = _read_exam(dicom_dir)
     geom = ct.geometry
     flips = canonical_flips(geom)
@@ -320,14 +323,17 @@ def predict_dicom(
             "no lungs found in the CT (air inside the body): nothing is contoured; --thorax-margin-mm 0 lifts this"
         )
     region_c = None if region is None else apply_flips(region, flips)
+    timings["read_s"], t_step = time.perf_counter() - t_step, time.perf_counter()
     prob_c, candidates = ensemble_probability(
         members,
         lambda m: predict_volume(m, ct_c, pet_c, geom.spacing_mm, dev, tta, batch_size, progress, overlap, region_c),
     )
     prob = np.ascontiguousarray(apply_flips(prob_c, flips))
+    timings["network_s"], t_step = time.perf_counter() - t_step, time.perf_counter()
     raw_mask = prob >= lm.threshold * 255.0
     mask, dropped = postprocess(raw_mask, pet_suv, geom, post, ct.array, region)
     lesions = lesion_statistics(mask, pet_suv, geom)
+    timings["postprocess_s"] = time.perf_counter() - t_step
     comparison, reference = None, None
     if compare is not None:
         comparison, reference = compare_with_reference(mask, Path(compare), compare_roi, ct, roi_name)
@@ -339,6 +345,7 @@ def predict_dicom(
             "tta": tta,
             "precision": precision,
             "overlap": overlap,
+            "batch_size": batch_size,
             "windows": lm.preset,
             "pet_candidates": candidates,
             "postprocess": asdict(post),
@@ -349,6 +356,7 @@ def predict_dicom(
             "orientation_flips_zyx": list(flips),
             "suv": f"{scale.kind} ({scale.rule})",
             "seconds": seconds,
+            "timings": {k: round(v, 3) for k, v in timings.items()},
             "device": str(dev),
             "igtv_version": igtv.__version__,
         },
@@ -368,14 +376,8 @@ def predict_dicom(
         model_facts=describe_members(members),
         reference=None if reference is None else apply_flips(reference, flips),
     )
-    names = {
-        "rtstruct": "RTSTRUCT_igtv.dcm",
-        "mask": "mask.nii.gz",
-        "probability": "probability.nii.gz",
-        "pet_suv": "pet_suv.nii.gz",
-        "stats": "stats.json",
-        "report": "report.html",
-    }
+    names = {"rtstruct": "RTSTRUCT_igtv.dcm", "mask": "mask.nii.gz", "probability": "probability.nii.gz",
+             "pet_suv": "pet_suv.nii.gz", "stats": "stats.json", "report": "report.html"}  # fmt: skip
     from pydicom.uid import generate_uid
 
     with staged_output(out) as stage:
