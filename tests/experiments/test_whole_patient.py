@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 
@@ -230,6 +232,8 @@ def test_ensemble_reuses_each_members_cached_maps_and_scores_like_its_member(pre
     cached = sorted((tmp_path / "a" / "probabilities" / "all").glob("*.npz"))
     assert len(cached) == one["whole_patient"]["patients"] >= 2
     stamps = [p.stat().st_mtime_ns for p in cached]
+    # the default batch on a CPU is 16 tiles, as before it became automatic: maps cached then stay valid
+    assert all(json.loads(str(np.load(p)["key"]))["batch_size"] == 16 for p in cached)
     both = evaluate_whole_patients([a, b], prep.out_dir, None, cfg, "cpu", progress=False)
     assert [p.stat().st_mtime_ns for p in cached] == stamps
     assert len(list((tmp_path / "b" / "probabilities" / "all").glob("*.npz"))) == len(cached)

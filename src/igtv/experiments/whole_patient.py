@@ -93,7 +93,7 @@ CANDIDATE_RULES = {
 class WholePatientConfig:
     split: str = "test"
     tta: bool = False
-    batch_size: int = 16
+    batch_size: int = 0  # tiles per forward pass; 0: 16 on a CPU, igtv.device.auto_batch_size (and >= 16) on CUDA
     overlap: float = DEFAULT_OVERLAP  # sliding-window tile overlap (patch models)
     keep_masks: bool = False  # return the predicted masks of the ROI slices (figures)
     precision: str = "auto"  # forward passes: auto (AMP on CUDA, fp32 on CPU), fp32 or bf16
@@ -158,13 +158,16 @@ def model_raw_mask(lm, device, cfg: WholePatientConfig, cache_as: Path | None = 
     the settings and the patient's CT file, so another dataset's patient of the same name is never mistaken for it."""
     import torch
 
+    from igtv.device import auto_batch_size
     from igtv.inference.ensemble import cache_key, cached_probability, ensemble_probability
     from igtv.inference.predict import predict_volume
     from igtv.inference.predictor import apply_flips, canonical_flips
 
     members = list(lm) if isinstance(lm, (list, tuple)) else [lm]
-    settings = {"overlap": cfg.overlap, "tta": cfg.tta, "batch_size": cfg.batch_size, "precision": cfg.precision,
-                "device": torch.device(device).type}  # fmt: skip
+    dev = torch.device(device)
+    batch = cfg.batch_size or max(16, auto_batch_size(dev, members[0].patch))  # 16 on a CPU
+    settings = {"overlap": cfg.overlap, "tta": cfg.tta, "batch_size": batch, "precision": cfg.precision,
+                "device": dev.type}  # fmt: skip
 
     def run(ct, pet, geom, truth, region=None):
         flips = canonical_flips(geom)
@@ -174,7 +177,7 @@ def model_raw_mask(lm, device, cfg: WholePatientConfig, cache_as: Path | None = 
         def one(m) -> tuple[np.ndarray, list]:
             def compute() -> np.ndarray:
                 prob_c, _ = predict_volume(
-                    m, ct_c, pet_c, geom.spacing_mm, device, cfg.tta, cfg.batch_size, False, cfg.overlap, region_c
+                    m, ct_c, pet_c, geom.spacing_mm, device, cfg.tta, batch, False, cfg.overlap, region_c
                 )
                 return np.ascontiguousarray(apply_flips(prob_c, flips))
 
