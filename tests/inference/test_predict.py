@@ -221,6 +221,16 @@ def test_bad_input_writes_nothing(case, small_cohort, halfmax_ckpt, tmp_path):
     assert not list(tmp_path.glob(".out.partial*"))
 
 
+@pytest.mark.parametrize("setting", [{"batch_size": 0}, {"batch_size": -8}, {"overlap": 1.0}])
+def test_bad_settings_fail_before_anything_is_read(setting, tmp_path):
+    """A batch below 1 (which would predict nothing) or an overlap of 1 is refused at once, naming the setting;
+    the checkpoint and the DICOM (absent here) are not even opened."""
+    name = next(iter(setting)).replace("_", " ")
+    with pytest.raises(ValueError, match=name):
+        predict_dicom(tmp_path / "dicom", tmp_path / "absent.pt", tmp_path / "out", **setting)
+    assert not (tmp_path / "out").exists()
+
+
 def test_missing_reference_fails_before_predicting(small_cohort, tmp_path):
     """A bad ``--compare`` is reported before the model is even loaded (the checkpoint here does not exist)."""
     missing = tmp_path / "no_such_rtstruct.dcm"

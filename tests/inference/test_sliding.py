@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from igtv.inference.sliding import gaussian_weights, pad_to, sliding_window, tiles, window_starts
 
@@ -31,6 +32,17 @@ def test_constant_model_gives_a_constant_map():
     image = np.zeros((2, 1, 90, 70), np.float32)
     out = _run(lambda x: np.full((len(x), 32, 32), 0.37, np.float32), image)
     assert out.shape == (2, 90, 70) and np.allclose(out, 0.37, atol=1e-6)
+
+
+def test_any_batch_size_gives_the_same_map_and_a_batch_below_one_is_refused():
+    image = np.random.default_rng(0).random((2, 1, 90, 70)).astype(np.float32)
+    model = lambda x: x[:, 0] ** 2  # noqa: E731 - a pixelwise stand-in
+    maps = [sliding_window(model, lambda z: image[z], [0, 1], (90, 70), 32, 0.5, b) for b in (1, 5, 64)]
+    assert np.allclose(maps[0], maps[1], atol=1e-6) and np.allclose(maps[0], maps[2], atol=1e-6)
+    assert np.allclose(maps[0], image[:, 0] ** 2, atol=1e-5)
+    for bad in (0, -8):  # range() would step backwards over nothing: an all-zero map, silently
+        with pytest.raises(ValueError, match="batch size must be >= 1"):
+            sliding_window(model, lambda z: image[z], [0, 1], (90, 70), 32, 0.5, bad)
 
 
 def test_seams_leave_no_trace():

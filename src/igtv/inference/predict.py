@@ -281,8 +281,7 @@ def predict_dicom(
     overlap: float = DEFAULT_OVERLAP,
 ) -> PredictResult:
     """Contour one patient; see the module docstring for what is written. Several checkpoints in ``model_path``
-    make an ensemble: the mean of their probabilities (:mod:`igtv.inference.ensemble`). ``batch_size`` None:
-    :func:`igtv.device.auto_batch_size`."""
+    make an ensemble: the mean of their probabilities (:mod:`igtv.inference.ensemble`). Batch None: automatic."""
     import igtv
     from igtv.device import auto_batch_size, pick_device
     from igtv.dicom.rtstruct import CTReference, RoiMask, write_rtstruct
@@ -298,6 +297,8 @@ def predict_dicom(
     t0 = time.perf_counter()
     if not 0.0 <= overlap < 1.0:
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
+    if batch_size is not None and batch_size < 1:  # a negative batch would predict nothing, silently
+        raise ValueError(f"batch size must be >= 1 (or None: automatic), got {batch_size}")
     dicom_dir, out = Path(dicom_dir), Path(out)
     if compare is not None:  # a bad reference fails now, not after the prediction
         from igtv.dicom.structures import structure_series
@@ -309,7 +310,7 @@ def predict_dicom(
     for m in members:
         m.precision = precision
     lm = members[0]
-    batch_size = batch_size or auto_batch_size(dev, lm.patch)
+    batch_size = batch_size if batch_size is not None else auto_batch_size(dev, lm.patch)
     post = resolve_auto_rules(post, lm.cold_lesions, lm.min_suv_max)
     timings, t_step = {"models_s": time.perf_counter() - t0}, time.perf_counter()
     ct, pet_suv, scale = _read_exam(dicom_dir)

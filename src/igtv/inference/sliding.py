@@ -80,6 +80,8 @@ def sliding_window(
     optionally limits the tiles to those overlapping a boolean ``(y, x)`` region (outside every tile the
     probability is 0).
     """
+    if batch_size < 1:  # range() would step backwards over nothing: an all-zero map, silently
+        raise ValueError(f"batch size must be >= 1, got {batch_size}")
     w = gaussian_weights(patch)
     out = np.zeros((len(z_indices), *shape_yx), dtype=np.float32)
     norm = np.zeros((len(z_indices), *shape_yx), dtype=np.float32)
