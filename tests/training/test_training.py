@@ -64,9 +64,12 @@ def test_two_stages_end_to_end(small_cohort, qc_cohort, prepared, tmp_path):
     assert identifier_hits(tmp_path, ids) == []
 
 
-def test_resume_reproduces_uninterrupted_run(small_cohort, tmp_path):
+@pytest.mark.parametrize("ema_decay", [0.0, 0.8])
+def test_resume_reproduces_uninterrupted_run(small_cohort, tmp_path, ema_decay):
+    """Also with a moving average of the weights: last.pt then holds the average as its weights and the trained
+    ones beside, and both come back."""
     root = small_cohort[1].out_dir / "pclt"
-    cfg = dataclasses.replace(tiny_cfg(root, epochs=3), evaluate_test=False)
+    cfg = dataclasses.replace(tiny_cfg(root, epochs=3, ema_decay=ema_decay), evaluate_test=False)
     full = train(cfg, tmp_path / "full", progress=False)
     train(cfg, tmp_path / "cut", stop_after_epoch=1, progress=False)
     resumed = train(cfg, tmp_path / "cut", resume=True, progress=False)
@@ -77,6 +80,12 @@ def test_resume_reproduces_uninterrupted_run(small_cohort, tmp_path):
     # skipped) moves the weights by orders of magnitude more than this tolerance.
     for key in a["model"]:
         torch.testing.assert_close(b["model"][key], a["model"][key], rtol=1e-3, atol=1e-4, msg=key)
+    assert ("trained_model" in a) == (ema_decay > 0)
+    if ema_decay:  # the average lags the trained weights, and the trained weights resume too
+        assert any(not torch.equal(a["model"][k], a["trained_model"][k]) for k in a["model"])
+        for key in a["trained_model"]:
+            torch.testing.assert_close(b["trained_model"][key], a["trained_model"][key], rtol=1e-3, atol=1e-4)
+        assert "trained_model" not in load_checkpoint(tmp_path / "full" / "best.pt")  # best.pt: the average only
     assert [round(r["train_loss"], 4) for r in full.history] == [round(r["train_loss"], 4) for r in resumed.history]
     other = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, lr=1.0))
     with pytest.raises(CheckpointError, match="another config"):

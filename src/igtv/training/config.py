@@ -65,6 +65,9 @@ class OptimConfig:
     epochs: int = 50
     patience: int = 0  # early stopping after this many epochs without a better validation IoU (0 = off)
     grad_clip: float = 0.0  # max gradient norm (0 = off)
+    # validate, select and save an exponential moving average of the weights, updated every step with this decay
+    # (0 = off; igtv.training.ema)
+    ema_decay: float = 0.0
     amp: Literal["auto", "off"] = "auto"  # auto: bf16 (or fp16 + scaler) on CUDA, off on CPU
     max_steps_per_epoch: int = 0  # 0 = the whole training split every epoch
     threshold: float = 0.5  # probability threshold for validation metrics

@@ -5,7 +5,9 @@ iteration over ``epochs x steps_per_epoch``. Model selection on the validation I
 Eq. 9 at threshold 0.5). Every epoch writes ``last.pt`` and, on improvement, ``best.pt`` (atomic), a row of
 ``log.csv`` and TensorBoard scalars. ``resume=True`` continues from ``last.pt`` exactly: model, optimiser,
 scheduler, AMP scaler, RNG state and epoch are restored, and the data order of epoch e depends only on
-(seed, e), so an interrupted run ends with the weights of an uninterrupted one.
+(seed, e), so an interrupted run ends with the weights of an uninterrupted one. With ``train.ema_decay`` the
+validation, the selection and the checkpoints' weights are an exponential moving average of the trained weights
+(:mod:`igtv.training.ema`); ``last.pt`` keeps the trained ones beside, for resuming.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from igtv.io import remove_stale_temporaries, write_csv_atomic, write_text_atomi
 from igtv.training.builders import build_datasets, build_model, make_loader, model_card
 from igtv.training.config import RunConfig
 from igtv.training.distributed import EpochSampler, all_reduce_sum, init_distributed, shutdown_distributed
+from igtv.training.ema import WeightEMA
 from igtv.training.losses import DiceBCELoss
 from igtv.training.optim import autocast_settings, build_optimizer, build_scheduler
 from igtv.training.validate import evaluate_checkpoint_split, evaluate_loader
@@ -63,11 +66,16 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if hasattr(model, "module") else model
 
 
-def _save(path: Path, cfg: RunConfig, model, card, opt, sched, scaler, epoch, best, history, stale, transfer) -> None:
+def _save(
+    path: Path, cfg: RunConfig, model, card, opt, sched, scaler, epoch, best, history, stale, transfer, ema=None
+) -> None:
+    """A checkpoint whose weights are the EMA's when there is one; ``last.pt`` keeps the trained ones beside."""
+    extra = {"trained_model": _unwrap(model).state_dict()} if ema is not None and path.name == "last.pt" else {}
     save_model(
         path,
-        _unwrap(model).state_dict(),
+        (ema.module if ema is not None else _unwrap(model)).state_dict(),
         card,
+        **extra,
         run_config=to_dict(cfg),
         optimizer=opt.state_dict(),
         scheduler=sched.state_dict(),
@@ -151,7 +159,7 @@ def _train(
             k: v for k, v in to_dict(cfg).items() if k != "overrides"
         }:
             raise CheckpointError(f"{last}: was trained with another config; resume needs the same settings")
-        model.load_state_dict(state["model"])
+        model.load_state_dict(state.get("trained_model", state["model"]))  # with EMA: the trained weights
         transfer = state.get("transfer") or None
     else:
         if cfg.pretrained_encoder:  # ImageNet VMamba weights into the encoder(s), as the CIPA authors start
@@ -192,6 +200,7 @@ def _train(
     amp = autocast_settings(cfg, device)
     scaler = torch.amp.GradScaler("cuda") if amp[0] and amp[1] == torch.float16 else None
     loss_fn = DiceBCELoss(cfg.train.batch_dice)
+    ema = WeightEMA(_unwrap(model), cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
     history: list[dict] = []
     best, stale, start = (-1.0, -1), 0, 0
     if resume:
@@ -201,6 +210,8 @@ def _train(
             scaler.load_state_dict(state["scaler"])
         torch.set_rng_state(state["rng_torch"])
         history = list(state["history"])
+        if ema is not None:  # the checkpoint's weights are the average; the trained ones were restored above
+            ema.module.load_state_dict(state["model"])
         best, stale, start = (state["best_iou"], state["best_epoch"]), state["stale_epochs"], state["epoch"] + 1
         if dist_info.main:
             print(f"resuming {out} at epoch {start + 1}/{cfg.train.epochs} (best IoU {best[0]:.4f})")
@@ -241,6 +252,8 @@ def _train(
             else:
                 opt.step()
             sched.step()
+            if ema is not None:
+                ema.update(_unwrap(model))
             loss_value = float(loss.detach())
             if not math.isfinite(loss_value):
                 raise FloatingPointError(f"epoch {epoch + 1} step {step + 1}: loss is {loss_value}")
@@ -251,7 +264,8 @@ def _train(
         bar.close()
         train_seconds = time.perf_counter() - t0
         tl = all_reduce_sum(torch.tensor([loss_sum, seen / dist_info.world], dtype=torch.float64), dist_info)
-        val = evaluate_loader(model, val_loader, device, loss_fn, cfg.train.threshold, amp, dist_info)
+        judged = ema.module if ema is not None else model
+        val = evaluate_loader(judged, val_loader, device, loss_fn, cfg.train.threshold, amp, dist_info)
         improved = val["iou"] > best[0]
         if improved:
             best, stale = (val["iou"], epoch), 0
@@ -275,7 +289,7 @@ def _train(
                 f"{row['val_loss']:.4f}, val IoU {row['val_iou']:.4f}, Dice {row['val_dice']:.4f}"
                 + (" (best)" if improved else "")
             )
-            state = (cfg, model, card, opt, sched, scaler, epoch, best, history, stale, transfer)
+            state = (cfg, model, card, opt, sched, scaler, epoch, best, history, stale, transfer, ema)
             if improved:
                 _save(out / "best.pt", *state)
             _save(last, *state)
