@@ -67,10 +67,11 @@ def _unwrap(model: nn.Module) -> nn.Module:
 
 
 def _save(
-    path: Path, cfg: RunConfig, model, card, opt, sched, scaler, epoch, best, history, stale, transfer, ema=None
-) -> None:
-    """A checkpoint whose weights are the EMA's when there is one; ``last.pt`` keeps the trained ones beside."""
-    extra = {"trained_model": _unwrap(model).state_dict()} if ema is not None and path.name == "last.pt" else {}
+    path: Path, cfg: RunConfig, model, card, opt, sched, scaler, epoch, best, history, stale, transfer, ema=None,
+    *, resumable: bool = False,
+) -> None:  # fmt: skip
+    """A checkpoint whose weights are the EMA's when there is one; a ``resumable`` one keeps the trained ones beside."""
+    extra = {"trained_model": _unwrap(model).state_dict()} if ema is not None and resumable else {}
     save_model(
         path,
         (ema.module if ema is not None else _unwrap(model)).state_dict(),
@@ -292,7 +293,7 @@ def _train(
             state = (cfg, model, card, opt, sched, scaler, epoch, best, history, stale, transfer, ema)
             if improved:
                 _save(out / "best.pt", *state)
-            _save(last, *state)
+            _save(last, *state, resumable=True)
             _write_log(out / "log.csv", history)
             if writer is not None:
                 for key, value in row.items():
