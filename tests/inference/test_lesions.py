@@ -11,6 +11,7 @@ from igtv.inference.lesions import (
     PostprocessConfig,
     component_verdicts,
     lesion_statistics,
+    lung_contact,
     postprocess,
     resolve_auto_rules,
     sphere_kernel,
@@ -422,6 +423,40 @@ def test_cold_core_rule_reads_the_pet_object_of_a_myocardium_arc_and_its_floor_k
     assert not any(v["rule"] for v in alone)  # the arc's own hulls wrap nothing
     _, default = component_verdicts(mask, pet, geom, cfg, ct)
     assert all(v["rule"] == "max_cold_core_share" for v in default)  # without the floor the tumour goes too
+
+
+def test_cold_core_rule_lung_border_limit_decides_a_faint_tumour_against_an_organ():
+    """The trade session 28 measured (README *Post-processing*): a faint tumour (SUVmax 4.7) at the lung base whose
+    PET object runs into an organ (here a band of muscle around fat) and so wraps a cold core, with 19 % of its
+    in-plane border in lung, goes at the default limit of 0.2 and stays at 0.15; with 11 % it goes at either. The
+    default stays at 0.2: at 0.15 a 151 cc piece of myocardium with as little lung around it stayed too."""
+    geom = Geometry((12, 96, 96), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    yy, xx = np.mgrid[:96, :96]
+    cfg = PostprocessConfig(min_volume_cc=0.1, thorax_margin_mm=0.0, min_mean_hu=-1024.0,
+                            max_surround_suv_fraction=0.0, hull_fill_suv_fraction=0.0)  # fmt: skip
+    assert cfg.cold_core_max_lung_contact == 0.2
+
+    def verdict(lung_from_x: float, limit: float) -> tuple[float, str]:
+        ct = np.full(geom.shape_zyx, 40.0, np.float32)
+        pet = np.full(geom.shape_zyx, 1.0, np.float32)
+        r_fat = np.hypot(yy - 70, xx - 56)
+        pet[2:10, (r_fat <= 14) & (r_fat > 9) & (xx > 50)] = 1.6  # muscle around fat: above the object's floor
+        lung = xx >= lung_from_x + 0.3 * (yy - 70)
+        ct[:, lung], pet[:, lung] = -850.0, 0.5
+        tumour = np.hypot(yy - 70, xx - 78) <= 7
+        pet[3:9, tumour], ct[3:9, tumour] = 4.7, 30.0
+        mask = np.zeros(geom.shape_zyx, bool)
+        mask[3:9, tumour] = True
+        (v,) = component_verdicts(mask, pet, geom, replace(cfg, cold_core_max_lung_contact=limit), ct)[1]
+        z, y, x = v["box"]
+        ring_ct = ct[z, y.start - 2 : y.stop + 2, x.start - 2 : x.stop + 2]  # the box grown by the ring's width
+        return lung_contact(mask[v["box"]], ring_ct), v["rule"]
+
+    contact, rule = verdict(85.0, cfg.cold_core_max_lung_contact)
+    assert 0.15 <= contact < 0.2 and rule == "max_cold_core_share"
+    assert verdict(85.0, 0.15)[1] == ""
+    contact, rule = verdict(86.0, 0.15)
+    assert contact < 0.15 and rule == "max_cold_core_share"
 
 
 def test_cold_core_object_floor_keeps_a_faint_lesion_out_of_the_background():
