@@ -147,7 +147,7 @@ def test_whole_patient_pipeline_on_the_phantom(prepared, tmp_path):
 
 def test_split_all_scores_every_listed_patient(prepared, tmp_path):
     """``--split all`` scores the train, val and test patients together (a cohort no training saw)."""
-    from igtv.data.sampling import split_patients
+    from igtv.data.cases import split_patients
 
     _, prep = prepared
     s = evaluate_whole_patients(

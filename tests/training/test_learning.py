@@ -30,7 +30,8 @@ def test_patch_training_learns_held_out_patients(learn_data, tmp_path):
     """~150 steps of batch 8 on 64 px patches at the CT's own pixel size; then lesion-centred patches of the
     held-out patients are segmented with a pooled Dice far above chance (the lesion covers a few % of a patch) and
     hot-organ patches stay nearly empty."""
-    from igtv.data.sampling import PatchDataset, PatchSpec, load_split_cases
+    from igtv.data.cases import load_split_cases
+    from igtv.data.sampling import PatchDataset, PatchSpec
     from igtv.inference.model import load_model
     from igtv.models.cipa import normalize_png
 

@@ -2,9 +2,9 @@
 
 The paper trains on whole ROI slices shrunk to the network's input. On a CPU budget that leaves tumours a few
 pixels wide and a model that has never seen a slice without one, so on a new patient every hot organ looks like a
-tumour. Here training reads the 3D volumes that ``igtv prepare`` writes (``volumes/<P>/{ct_hu,pet_suv,labels}``),
-resampled once in-plane to ``spacing_mm`` (the z spacing is kept: 2.5D neighbours are the CT's own slices), and
-draws square patches of ``patch`` pixels:
+tumour. Here training reads the 3D volumes that ``igtv prepare`` writes (``volumes/<P>/{ct_hu,pet_suv,labels}``,
+read by :mod:`igtv.data.cases`), resampled once in-plane to ``spacing_mm`` (the z spacing is kept: 2.5D neighbours
+are the CT's own slices), and draws square patches of ``patch`` pixels:
 
 - ``fg_fraction`` of them centred on a target voxel (one lesion drawn uniformly, then a voxel of it) with a
   jitter of up to ``jitter`` x patch/2, so the lesion is seen at every position in the patch;
@@ -26,7 +26,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -240,40 +239,6 @@ def build_case(
     return VolumeCase(name, ct, pet, tgt, out_sp, lesions, hot, body)
 
 
-_CACHE: dict[tuple[str, float, float], VolumeCase] = {}
-CACHE_CASES = 128  # cases kept in memory per process (runs of one table share them); ~40 MB each at 2 mm
-
-
-def load_case(volume_dir: str | Path, target_mm: float) -> VolumeCase:
-    """A prepared patient's ``{ct_hu,pet_suv,labels}.nii.gz`` (every labelled ROI is target) at ``target_mm``.
-
-    Cases are cached per process by (folder, spacing, labels file time), so the runs of one Table II or demo
-    read each patient once."""
-    d = Path(volume_dir)
-    labels_file = d / "labels.nii.gz"
-    key = (str(d.resolve()), float(target_mm), labels_file.stat().st_mtime if labels_file.exists() else 0.0)
-    if key not in _CACHE:
-        if len(_CACHE) >= CACHE_CASES:
-            _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = _load_case(d, target_mm)
-    return _CACHE[key]
-
-
-def _load_case(d: Path, target_mm: float) -> VolumeCase:
-    from igtv.geometry import load_nifti
-
-    for f in ("ct_hu.nii.gz", "pet_suv.nii.gz", "labels.nii.gz"):
-        if not (d / f).exists():
-            raise FileNotFoundError(f"{d / f}: missing (run igtv prepare with volumes; PNG-only datasets such as "
-                                    "PCLT20K train with data.sampler: slices)")  # fmt: skip
-    ct, geom = load_nifti(d / "ct_hu.nii.gz")
-    pet, _ = load_nifti(d / "pet_suv.nii.gz")
-    labels, _ = load_nifti(d / "labels.nii.gz")
-    if ct.shape != pet.shape or ct.shape != labels.shape:
-        raise ValueError(f"{d}: ct_hu {ct.shape}, pet_suv {pet.shape} and labels {labels.shape} differ")
-    return build_case(d.name, ct, pet, labels > 0, tuple(geom.spacing_mm[::-1]), target_mm)
-
-
 @dataclass(frozen=True)
 class PatchSpec:
     """How patches are drawn (the ``data`` section of a run config carries these)."""
@@ -383,18 +348,3 @@ class PatchDataset:
     def patient_of(self, index: int) -> str:
         rng = np.random.default_rng([self.seed, 0 if self.fixed else self.epoch + 1, index])
         return self.cases[rng.integers(len(self.cases))].name
-
-
-def split_patients(root: str | Path, split: str, val_fraction: float = 0.15, seed: int = 0) -> list[str]:
-    """Patient folders of a split of a prepared dataset (the same patient-level split as the slice datasets)."""
-    from igtv.data.datasets import split_items
-
-    return sorted({r.folder for r in split_items(root, split, val_fraction, seed)})
-
-
-def load_split_cases(
-    root: str | Path, split: str, target_mm: float, val_fraction: float = 0.15, seed: int = 0
-) -> list[VolumeCase]:
-    root = Path(root)
-    names = split_patients(root, split, val_fraction, seed)
-    return [load_case(root / "volumes" / n, target_mm) for n in names]

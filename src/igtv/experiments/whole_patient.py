@@ -344,7 +344,7 @@ def evaluate_whole_patients(
     ``whole_patient.json`` into ``out`` when given."""
     from tqdm import tqdm
 
-    from igtv.data.sampling import split_patients
+    from igtv.data.cases import split_patients
     from igtv.device import pick_device
     from igtv.experiments.evaluate import EvalConfig, summarize
     from igtv.inference.ensemble import describe_members, load_models

@@ -45,7 +45,8 @@ def build_datasets(cfg: RunConfig, splits: tuple[str, ...] = ("train", "val")) -
         return [SliceDataset(d.root, s, transform=aug if s == "train" else None, **common) for s in splits]
     from dataclasses import replace as dc_replace
 
-    from igtv.data.sampling import PatchDataset, PatchSpec, load_split_cases
+    from igtv.data.cases import load_split_cases
+    from igtv.data.sampling import PatchDataset, PatchSpec
 
     spec = PatchSpec(
         patch=d.patch,
