@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import os
 import threading
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from igtv.data.sampling import VolumeCase, build_case
+from igtv.parallel import map_jobs
 
 _CACHE: dict[tuple[str, float, float], VolumeCase] = {}
 _CACHE_LOCK = threading.Lock()
@@ -64,8 +64,6 @@ def load_split_cases(
     one, about twice as fast on 2 cores)."""
     root = Path(root)
     dirs = [root / "volumes" / n for n in split_patients(root, split, val_fraction, seed)]
-    threads = min(threads or LOAD_THREADS, len(dirs))
-    if threads < 2:
-        return [load_case(d, target_mm) for d in dirs]
-    with ThreadPoolExecutor(threads) as pool:
-        return list(pool.map(lambda d: load_case(d, target_mm), dirs))
+    return map_jobs(
+        lambda d: load_case(d, target_mm), dirs, threads or LOAD_THREADS, "cases", progress=False, threads=True
+    )
