@@ -520,7 +520,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds",
         help="comma-separated seeds instead of the budget's (e.g. 0 now, 0,1,2 later: saved rows are reused)",
     )
-    tb.add_argument("--rows", help="comma-separated row keys to run (default: all; e.g. sim_ft,25d_ft,pet41)")
+    tb.add_argument(
+        "--rows",
+        help="comma-separated row keys to run (default: the budget's rows; quick and long leave out unet; "
+        "all: every row; e.g. sim_ft,25d_ft,pet41)",
+    )
     tb.set_defaults(func=_table2)
     b = sub.add_parser(
         "bench",
