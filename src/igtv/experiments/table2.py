@@ -40,6 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from igtv.experiments.table2_ensembles import score_ensembles
+from igtv.experiments.table2_finetune import finetune_readings
 from igtv.experiments.table2_report import ROWS, Row, aggregate, ensemble_rows, fig4, write_outputs
 from igtv.inference.sliding import DEFAULT_OVERLAP
 
@@ -386,6 +387,7 @@ def run_table2(
     table = aggregate(selected, results, dict(b.__dict__), budget, time.perf_counter() - t0)
     table["seeds"] = list(seeds)
     table["ensembles"] = ensemble_rows(selected, ensembles)
+    table["finetune_vs_not"] = finetune_readings(selected, table)
     write_outputs(out, table)
     try:
         fig4(data, {r.key: r.label for r in selected}, fig_preds, out / "fig4.png")

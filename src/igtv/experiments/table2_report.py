@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from igtv.evaluation.statistics import wilcoxon_p
+from igtv.experiments.table2_finetune import finetune_lines
 
 
 @dataclass(frozen=True)
@@ -258,6 +259,7 @@ def write_outputs(out: Path, table: dict) -> None:
         "rows are shown against both of our readings.",
     ]
     lines += _ensemble_lines(table)
+    lines += finetune_lines(table.get("finetune_vs_not") or {}, {r["key"]: r["label"] for r in table["rows"]})
     write_text_atomic(out / "table2.md", "\n".join(lines) + "\n")
     write_csv_atomic(out / "table2.csv", csv_rows)
 
