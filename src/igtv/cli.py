@@ -214,7 +214,7 @@ def _table2(args: argparse.Namespace) -> int:
     run_table2(
         args.out, data=args.data, pretrain_data=args.pretrain_data, budget=args.budget, workers=args.workers,
         device=args.device, seeds=tuple(int(v) for v in args.seeds.split(",")) if args.seeds else None,
-        rows=tuple(args.rows.split(",")) if args.rows else None,
+        rows=tuple(args.rows.split(",")) if args.rows else None, extra_data=tuple(args.extra_data or ()),
     )  # fmt: skip
     print(f"{args.out}/table2.md, table2.csv, table2.json, fig4.png")
     print((Path(args.out) / "table2.md").read_text())
@@ -525,6 +525,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="comma-separated row keys to run (default: the budget's rows; quick and long leave out unet; "
         "all: every row; e.g. sim_ft,25d_ft,pet41)",
     )
+    tb.add_argument(
+        "--extra-data", nargs="+", metavar="COHORT",
+        help="prepared cohorts no model saw (e.g. igtv phantom --prepared --seed 99): every row is also scored on all "
+        "their patients, and the table's comparisons are read over the test and these patients together",
+    )  # fmt: skip
     tb.set_defaults(func=_table2)
     b = sub.add_parser(
         "bench",

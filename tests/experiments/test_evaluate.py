@@ -131,8 +131,8 @@ def test_table2_patch_budget_reads_both_protocols(tmp_path):
     table = run_table2(out, budget="smoke_patches", workers=1, device="cpu", rows=("25d_applied", "sim_ft", "pet41"))
     md = (out / "table2.md").read_text()
     assert "FP (cc)" in md and "false lesions" in md
-    table_lines = [line for line in md.splitlines() if line.startswith("|")]
-    assert len({line.count("|") for line in table_lines}) == 1, "every row has the header's columns"
+    table_lines = [line for line in md.split("\n\n")[0].splitlines() if line.startswith("|")]  # the main table
+    assert len(table_lines) == 5 and len({line.count("|") for line in table_lines}) == 1, "the header's columns"
     rows = {r["key"]: r for r in table["rows"]}
     for key in ("25d_applied", "sim_ft", "pet41"):
         w = rows[key]["whole_patient"]
@@ -178,6 +178,29 @@ def test_table2_patch_budget_reads_both_protocols(tmp_path):
     assert 0.0 <= ens["dice_3d"] <= 1.0 and ens["wilcoxon_p_vs_sim"] is None
     assert "Seed ensembles" in (out / "table2.md").read_text()
     assert (out / "ensembles" / "sim_ft" / "ensemble_result.json").exists()
+    # more patients: the IGTV cohort itself as an extra cohort; its test patients get the test split's Dice again
+    from igtv.experiments.table2_extra import check_cohorts
+
+    data = out / "data" / "dataset_igtv"
+    with pytest.raises(ValueError, match="not a prepared dataset"):
+        check_cohorts([tmp_path / "fv"])
+    rows3 = ("25d_applied", "sim_ft", "pet41")
+    ext = run_table2(out, budget="smoke_patches", workers=1, device="cpu", rows=rows3, extra_data=(data,))["extra"]
+    saved_extra = out / "extra" / "dataset_igtv" / "seed0" / "sim_ft" / "extra_result.json"
+    by_patient = {x["patient"]: x for x in json.loads(saved_extra.read_text())}
+    for p, d in table_dice.items():
+        assert by_patient[p]["dice_3d"] == pytest.approx(d, abs=1e-4)
+    scored = [x for x in by_patient.values() if x["lesions_true"]]
+    sim = next(r for r in ext["rows"] if r["key"] == "sim_ft")
+    assert ext["cohorts"] == ["dataset_igtv"] and sim["patients"] == len(scored) > len(table_dice)
+    assert sim["dice_3d_per_seed"] == [pytest.approx(np.mean([x["dice_3d"] for x in scored]))]
+    assert sim["wilcoxon_p_vs_sim"] is None and sim["test_patients"] == len(table_dice)
+    pool = ext["finetune_vs_not"]["pooled"]
+    assert pool["other_rows"] == ["25d_applied"] and pool["patients"] == len(scored) + len(table_dice)
+    assert "More patients (extra cohorts dataset_igtv" in (out / "table2.md").read_text()
+    stamp = saved_extra.stat().st_mtime_ns  # saved: a re-run reuses it
+    run_table2(out, budget="smoke_patches", workers=1, device="cpu", rows=rows3, extra_data=(data,))
+    assert saved_extra.stat().st_mtime_ns == stamp
 
 
 def _finetune_variant():

@@ -25,7 +25,8 @@ With several seeds, each learnt row's seeds are also scored as one ensemble (:mo
 
 Outputs in ``OUT``: ``table2.md``, ``table2.csv``, ``table2.json`` (mean +- std over seeds, bootstrap CIs of the
 first seed, paired Wilcoxon p of per-patient 3D Dice against +SIM, the seed ensembles), ``fig4.png`` (Fig. 4-style
-comparison), every run folder under ``OUT/runs`` and the ensembles' under ``OUT/ensembles``.
+comparison), every run folder under ``OUT/runs``, the ensembles' under ``OUT/ensembles`` and the extra cohorts'
+under ``OUT/extra``.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from pathlib import Path
 import numpy as np
 
 from igtv.experiments.table2_ensembles import score_ensembles
+from igtv.experiments.table2_extra import check_cohorts, extra_lines, extra_reading, score_extra
 from igtv.experiments.table2_finetune import finetune_readings
 from igtv.experiments.table2_report import ROWS, Row, aggregate, ensemble_rows, fig4, write_outputs
 from igtv.inference.sliding import DEFAULT_OVERLAP
@@ -83,13 +85,8 @@ _QUICK = Budget(
 )  # fmt: skip
 BUDGETS = {
     # 2-core CPU, phantom v2, small CIPA on 96 px patches at 2 mm, 12 test patients, 3 seeds; `--seeds` runs them
-    # apart. With 3 + 3 epochs the run took 62 min (2026-12-02: data ~6.5 min, ~18-20 min per seed) and +SIM seed 0
-    # contoured the heart (FP 48 cc per patient); fine-tuning 8 epochs instead took seed 0 from 0.42 to 0.57
-    # whole-patient Dice. Each extra fine-tune/scratch epoch costs ~6 min over 3 seeds (7 rows, ~20 s each); 5 + 6
-    # epochs measured 82 min (2026-12-03: +SIM 53.3 whole-patient Dice over 3 seeds, was 43.9).
-    # 8 IGTV epochs instead of 6 since session 30: chosen for +SIM on the 12 validation patients and 25 fresh
-    # phantom patients together, before the test split was read (mean whole-patient Dice +1.0 point over the 37:
-    # validation 0.733 -> 0.766, seeds 0.609-0.811 -> 0.755-0.775; fresh 0.778 -> 0.778); README *Evaluation*.
+    # apart. Each extra IGTV epoch costs ~6 min over 3 seeds; 8 IGTV epochs since session 30, chosen on validation
+    # and 25 fresh phantom patients before the test split was read (README *Evaluation*, with the earlier budgets).
     "quick": _QUICK,
     # quick with 3x the IGTV epochs, 4x before session 30 (a workstation CPU overnight: ~2.5 h on 2 cores for
     # every row). Session 17 measured +SIM seed 0 at 6 / 12 / 24 epochs: whole-patient Dice 0.586 / 0.646 / 0.707
@@ -316,10 +313,12 @@ def run_table2(
     device: str = "auto",
     rows: tuple[str, ...] | None = None,
     seeds: tuple[int, ...] | None = None,
+    extra_data: tuple[str | Path, ...] = (),
 ) -> dict:
     """Run the ablation; returns the table as a dict (also written as ``table2.json``).
 
-    ``seeds`` overrides the budget's seeds. Every row's result of every seed is saved next to its checkpoint
+    ``seeds`` overrides the budget's seeds; ``extra_data`` names prepared cohorts to score every row on as well
+    (:mod:`igtv.experiments.table2_extra`). Every row's result of every seed is saved next to its checkpoint
     (``row_result.json``), so an interrupted run, or one extended to more seeds, redoes only what is missing.
     """
     from igtv.experiments.evaluate import EvalConfig, headline
@@ -328,6 +327,7 @@ def run_table2(
     t0 = time.perf_counter()
     b = BUDGETS[budget]
     selected = select_rows(rows, b)
+    cohorts = check_cohorts(extra_data)
     out = Path(out)
     if data is None:
         print(f"[table2] phantom data: {b.gtv_patients} GTV + {b.igtv_patients} IGTV patients")
@@ -388,7 +388,10 @@ def run_table2(
     table["seeds"] = list(seeds)
     table["ensembles"] = ensemble_rows(selected, ensembles)
     table["finetune_vs_not"] = finetune_readings(selected, table)
-    write_outputs(out, table)
+    if cohorts:
+        extra = score_extra(selected, out, seeds, cohorts, b, cfg.bootstrap, device)
+        table["extra"] = extra_reading(selected, table, extra, cohorts)
+    write_outputs(out, table, extra_lines(table.get("extra")))
     try:
         fig4(data, {r.key: r.label for r in selected}, fig_preds, out / "fig4.png")
     except Exception as exc:  # the figure is a nicety; the table stands without it

@@ -191,8 +191,8 @@ def _patient_dice(runs: list[dict]) -> dict[str, float]:
     return {p: float(np.mean(v)) for p, v in acc.items()}
 
 
-def write_outputs(out: Path, table: dict) -> None:
-    """``table2.md`` (our numbers next to the paper's) and ``table2.csv``."""
+def write_outputs(out: Path, table: dict, tail: list[str] = ()) -> None:
+    """``table2.md`` (our numbers next to the paper's, then ``tail``'s lines) and ``table2.csv``."""
     from igtv.io import write_csv_atomic, write_text_atomic
 
     unit = next((r["hd95_unit"] for r in table["rows"] if r["hd95_unit"]), "")
@@ -260,6 +260,7 @@ def write_outputs(out: Path, table: dict) -> None:
     ]
     lines += _ensemble_lines(table)
     lines += finetune_lines(table.get("finetune_vs_not") or {}, {r["key"]: r["label"] for r in table["rows"]})
+    lines += list(tail)
     write_text_atomic(out / "table2.md", "\n".join(lines) + "\n")
     write_csv_atomic(out / "table2.csv", csv_rows)
 
