@@ -92,11 +92,13 @@ def test_table2_and_evaluate_on_a_tiny_run(tmp_path, capsys):
     assert "+SIM, fine-tuned (ours)" in md and "43.8 / 60.9 / 84.6 / 24.81" in md
     saved = json.loads((out / "table2.json").read_text())
     assert [r["key"] for r in saved["rows"]] == ["2d_applied", "sim_ft", "pet41"]
-    pooled = saved["finetune_vs_not"]["per-seed mean"]["pooled"]  # +SIM against 2D applied, the test patients
+    pooled = saved["finetune_vs_not"]["test split, per-seed mean"][
+        "pooled"
+    ]  # +SIM against 2D applied, the test patients
     assert pooled["tuned_rows"] == ["sim_ft"] and pooled["other_rows"] == ["2d_applied"]
     sim = next(r for r in saved["rows"] if r["key"] == "sim_ft")["patient_dice_3d"]
     assert pooled["patients"] == len(sim) >= 1 and pooled["mean_a"] == pytest.approx(np.mean(list(sim.values())))
-    assert "Fine-tuned rows against the rows without fine-tuning (per-seed mean" in md
+    assert "Fine-tuned rows against the rows without fine-tuning (test split, per-seed mean" in md
     for r in table["rows"]:
         for conv in ("conv_paper", "conv_cipa"):
             assert 0.0 <= r[conv]["dice"]["mean"] <= 1.0

@@ -384,12 +384,12 @@ def run_table2(
                 + f" ({res['seconds']:.0f} s)"
             )
     ensembles = score_ensembles(selected, out, seeds, data, b, cfg.bootstrap, device)
+    extra = score_extra(selected, out, seeds, cohorts, b, cfg.bootstrap, device) if cohorts else {}
     table = aggregate(selected, results, dict(b.__dict__), budget, time.perf_counter() - t0)
     table["seeds"] = list(seeds)
     table["ensembles"] = ensemble_rows(selected, ensembles)
     table["finetune_vs_not"] = finetune_readings(selected, table)
     if cohorts:
-        extra = score_extra(selected, out, seeds, cohorts, b, cfg.bootstrap, device)
         table["extra"] = extra_reading(selected, table, extra, cohorts)
     write_outputs(out, table, extra_lines(table.get("extra")))
     try:

@@ -60,14 +60,14 @@ def finetune_effect(patient_dice: dict[str, dict[str, float]], tuned: list[str],
 
 
 def finetune_readings(selected, table: dict) -> dict[str, dict | None]:
-    """Both readings of a Table II run (``aggregate``'s rows and ``ensemble_rows``): ``{"per-seed mean": ...,
-    "seed ensemble": ...}``, each as ``finetune_effect`` gives it."""
+    """Both readings of a Table II run (``aggregate``'s rows and ``ensemble_rows``): ``{"test split, per-seed mean":
+    ..., "test split, seed ensemble": ...}``, each as ``finetune_effect`` gives it."""
     tuned, other = finetune_rows(selected)
     per_seed = {r["key"]: r.get("patient_dice_3d") or {} for r in table.get("rows", [])}
     ensemble = {e["key"]: e.get("patient_dice_3d") or {} for e in table.get("ensembles") or []}
     return {
-        "per-seed mean": finetune_effect(per_seed, tuned, other),
-        "seed ensemble": finetune_effect(ensemble, tuned, other),
+        "test split, per-seed mean": finetune_effect(per_seed, tuned, other),
+        "test split, seed ensemble": finetune_effect(ensemble, tuned, other),
     }
 
 
@@ -76,7 +76,7 @@ def _p(p: float) -> str:
 
 
 def finetune_lines(effects: dict[str, dict | None], labels: dict[str, str]) -> list[str]:
-    """Markdown for ``table2.md``: one matrix per reading (``"per-seed mean"``, ``"seed ensemble"``), cells
+    """Markdown for ``table2.md``: one matrix per reading (e.g. ``"test split, per-seed mean"``), cells
     "difference in points (better/worse, p)", then the pooled line."""
     lines: list[str] = []
     for reading, eff in effects.items():
@@ -86,8 +86,8 @@ def finetune_lines(effects: dict[str, dict | None], labels: dict[str, str]) -> l
         pool = eff["pooled"]
         lines += [
             "",
-            f"Fine-tuned rows against the rows without fine-tuning ({reading}; whole-patient 3D Dice, test split; "
-            "cell: fine-tuned minus the other row in points, patients better / worse, paired Wilcoxon p):",
+            f"Fine-tuned rows against the rows without fine-tuning ({reading}; whole-patient 3D Dice; cell: "
+            "fine-tuned minus the other row in points, patients better / worse, paired Wilcoxon p):",
             "",
             "| fine-tuned row | " + " | ".join(labels.get(o, o) for o in other) + " |",
             "|---" * (len(other) + 1) + "|",
