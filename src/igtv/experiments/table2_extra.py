@@ -17,8 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from igtv.evaluation.statistics import wilcoxon_p
-from igtv.experiments.table2_finetune import finetune_effect, finetune_lines, finetune_rows
+from igtv.experiments.table2_finetune import finetune_effect, finetune_lines, finetune_rows, format_p, paired
 from igtv.experiments.table2_report import REFERENCE_ROW
 
 EXTRA_RESULT = "extra_result.json"
@@ -97,10 +96,8 @@ def extra_reading(selected, table: dict, extra: dict, cohorts: list[Path]) -> di
         })  # fmt: skip
     ref = both.get(REFERENCE_ROW, {})
     for row in rows:
-        pats = both[row["key"]]
-        common = sorted(set(pats) & set(ref))
-        row["wilcoxon_p_vs_sim"] = (None if row["key"] == REFERENCE_ROW or not ref
-                                    else wilcoxon_p([pats[p] for p in common], [ref[p] for p in common]))  # fmt: skip
+        is_ref = row["key"] == REFERENCE_ROW or not ref
+        row["wilcoxon_p_vs_sim"] = None if is_ref else paired(both[row["key"]], ref)["p"]
     tuned, other = finetune_rows(selected)
     return {"cohorts": [c.name for c in cohorts], "rows": rows, "finetune_vs_not": finetune_effect(both, tuned, other)}
 
@@ -127,9 +124,7 @@ def extra_lines(reading: dict | None) -> list[str]:
             + " / ".join(f"{d * 100:.1f}" for d in seeds)
             + f") | {r['false_positive_cc']:.1f} | {r['false_negative_cc']:.1f} | {r['lesions_hit']}/"
             f"{r['lesions_true']} | {r['false_lesions']} | {r['patients'] + r['test_patients']} | "
-            f"{r['dice_3d_test_and_extra'] * 100:.2f} | "
-            + ("ref." if p is None else ("n/a" if not np.isfinite(p) else f"{p:.3f}"))
-            + " |"
+            f"{r['dice_3d_test_and_extra'] * 100:.2f} | " + format_p(p) + " |"
         )
     labels = {r["key"]: r["label"] for r in reading["rows"]}
     return lines + finetune_lines({"test + extra patients, per-seed mean": reading.get("finetune_vs_not")}, labels)

@@ -71,8 +71,9 @@ def finetune_readings(selected, table: dict) -> dict[str, dict | None]:
     }
 
 
-def _p(p: float) -> str:
-    return "n/a" if not np.isfinite(p) else f"{p:.3f}"
+def format_p(p: float | None) -> str:
+    """A p-value as the tables print it: "ref." for the reference row (None), "n/a" where no test was possible."""
+    return "ref." if p is None else ("n/a" if not np.isfinite(p) else f"{p:.3f}")
 
 
 def finetune_lines(effects: dict[str, dict | None], labels: dict[str, str]) -> list[str]:
@@ -97,7 +98,9 @@ def finetune_lines(effects: dict[str, dict | None], labels: dict[str, str]) -> l
             cells = [by[(t, o)] for o in other]
             lines.append(
                 f"| {labels.get(t, t)} | "
-                + " | ".join(f"{c['diff'] * 100:+.1f} ({c['better']}/{c['worse']}, p {_p(c['p'])})" for c in cells)
+                + " | ".join(
+                    f"{c['diff'] * 100:+.1f} ({c['better']}/{c['worse']}, p {format_p(c['p'])})" for c in cells
+                )  # fmt: skip
                 + " |"
             )
         lines += [
@@ -105,6 +108,6 @@ def finetune_lines(effects: dict[str, dict | None], labels: dict[str, str]) -> l
             f"Pooled ({reading}): per patient, the mean of the {len(pool['tuned_rows'])} fine-tuned rows "
             f"{pool['mean_a'] * 100:.2f} against the mean of the {len(other)} others {pool['mean_b'] * 100:.2f}; "
             f"better on {pool['better']} of {pool['patients']} patients, worse on {pool['worse']}, "
-            f"p = {_p(pool['p'])}.",
+            f"p = {format_p(pool['p'])}.",
         ]
     return lines

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from igtv.evaluation.statistics import wilcoxon_p
-from igtv.experiments.table2_finetune import finetune_lines
+from igtv.experiments.table2_finetune import finetune_lines, format_p
 
 
 @dataclass(frozen=True)
@@ -151,7 +151,7 @@ def _ensemble_lines(table: dict) -> list[str]:
         lines.append(
             f"| {e['label']} | {e['dice_3d'] * 100:.2f} | {'-' if ps is None else f'{ps * 100:.2f}'} | "
             f"{e['false_positive_cc']:.1f} | {e['false_negative_cc']:.1f} | {e['lesions_hit']}/{e['lesions_true']} | "
-            f"{e['false_lesions']} | {'ref.' if p is None else ('n/a' if not np.isfinite(p) else f'{p:.3f}')} |"
+            f"{e['false_lesions']} | {format_p(p)} |"
         )
     return lines
 
@@ -219,7 +219,7 @@ def write_outputs(out: Path, table: dict, tail: list[str] = ()) -> None:
                     _fmt(v["accuracy"]["mean"], v["accuracy"]["std"]),
                     _fmt(v["hd95"]["mean"], v["hd95"]["std"], scale=1.0),
                     *_whole_cells(r.get("whole_patient"), dice3),
-                    "ref." if pval is None else ("n/a" if not np.isfinite(pval) else f"{pval:.3f}"),
+                    format_p(pval),
                     " / ".join([f"{x * 100:.1f}" for x in paper[:3]] + [f"{paper[3]:.2f}"]) if paper else "-",
                 ]
             )
