@@ -240,11 +240,16 @@ def test_ensemble_reuses_each_members_cached_maps_and_scores_like_its_member(pre
     assert [r["dice_3d"] for r in both["rows"]] == [r["dice_3d"] for r in one["rows"]]
     assert one["whole_patient"]["dice_3d"]["mean"] > 0.3  # the stand-in contours > 50 % of each candidate's SUVmax
     assert both["model"]["ensemble"] == "mean probability of 2 checkpoints"
-    # another dataset whose patients have the same names (phantom pseudonyms repeat across cohorts) is predicted
-    # afresh, never read from this one's maps
+    # another dataset whose patients have the same names (phantom pseudonyms repeat across cohorts) gets maps of
+    # its own: it never reads this one's, and it does not overwrite them either
     import shutil
 
     other = tmp_path / "copy"
     shutil.copytree(prep.out_dir, other)
     evaluate_whole_patients(a, other, None, cfg, "cpu", progress=False)
-    assert all(p.stat().st_mtime_ns != t for p, t in zip(cached, stamps, strict=True))
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
+    everything = sorted((tmp_path / "a" / "probabilities" / "all").glob("*.npz"))
+    assert len(everything) == 2 * len(cached)
+    assert {p.name.rsplit("-", 1)[0] for p in everything} == {p.name.rsplit("-", 1)[0] for p in cached}
+    evaluate_whole_patients(a, prep.out_dir, None, cfg, "cpu", progress=False)
+    assert [p.stat().st_mtime_ns for p in cached] == stamps  # the first dataset still reads its own

@@ -11,6 +11,7 @@ were already scored costs only its post-processing.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -103,3 +104,12 @@ def cached_probability(path: Path, key: str, compute: Callable[[], np.ndarray]) 
     with atomic_path(path) as tmp:
         np.savez_compressed(tmp, prob=prob, key=np.array(key))
     return prob
+
+
+def probability_cache_path(ckpt: Path, split: str, volume_dir: Path) -> Path:
+    """Where a checkpoint keeps one patient's probability map: ``probabilities/<split>/<patient>-<dataset>.npz``
+    beside it, ``<dataset>`` a short hash of the volume folder's absolute path. Patient folders are pseudonyms, and
+    phantom cohorts made with different seeds reuse them (P111e357e is in two of them), so the patient's name alone
+    made each cohort overwrite the other's maps."""
+    dataset = hashlib.sha1(str(volume_dir.resolve().parent).encode()).hexdigest()[:8]
+    return ckpt.parent / "probabilities" / split / f"{volume_dir.name}-{dataset}.npz"
