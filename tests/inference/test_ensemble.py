@@ -61,6 +61,13 @@ def test_cached_probability_is_reused_only_under_its_key(tmp_path):
     changed = cached_probability(path, "k2", compute)  # another checkpoint or setting: computed again
     assert len(calls) == 2 and changed[0, 0] == 14
     assert sorted(p.name for p in path.parent.iterdir()) == ["P1.npz"]  # no temporary file left behind
+    # a map kept under an earlier version's name is read when its key matches, and moved to the new name
+    moved = cached_probability(tmp_path / "new" / "P1-abc.npz", "k2", compute, legacy=path)
+    assert len(calls) == 2 and moved[0, 0] == 14 and not path.exists()
+    assert cached_probability(tmp_path / "new" / "P1-abc.npz", "k2", compute)[0, 0] == 14 and len(calls) == 2
+    other = cached_probability(tmp_path / "new" / "P1-def.npz", "k3", compute, legacy=tmp_path / "new" / "P1-abc.npz")
+    assert len(calls) == 3 and other[0, 0] == 21  # its key does not match: computed, the legacy file kept
+    assert (tmp_path / "new" / "P1-abc.npz").exists()
 
 
 def test_predict_averages_the_members_probabilities(qc_cohort, halfmax_ckpt, tmp_path):

@@ -159,7 +159,7 @@ def model_raw_mask(lm, device, cfg: WholePatientConfig, cache_as: Path | None = 
     import torch
 
     from igtv.device import auto_batch_size
-    from igtv.inference.ensemble import cache_key, cached_probability, ensemble_probability, probability_cache_path
+    from igtv.inference.ensemble import cache_key, cached_patient_probability, ensemble_probability
     from igtv.inference.predict import predict_volume
     from igtv.inference.predictor import apply_flips, canonical_flips
 
@@ -183,11 +183,10 @@ def model_raw_mask(lm, device, cfg: WholePatientConfig, cache_as: Path | None = 
 
             if cache_as is None:
                 return compute(), []
-            path = probability_cache_path(Path(m.path), cfg.split, cache_as)
             ct_file = (cache_as / "ct_hu.nii.gz").resolve()
             volume = {"ct": str(ct_file), "ct_size": ct_file.stat().st_size, "ct_mtime_ns": ct_file.stat().st_mtime_ns}
             key = cache_key(m, {**settings, **volume, "region": None if region is None else int(region.sum())})
-            return cached_probability(path, key, compute), []
+            return cached_patient_probability(Path(m.path), cfg.split, cache_as, key, compute), []
 
         prob, _ = ensemble_probability(members, one)
         return prob >= members[0].threshold * 255.0

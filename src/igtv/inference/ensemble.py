@@ -91,8 +91,7 @@ def cache_key(lm, settings: dict) -> str:
     return json.dumps({"size": st.st_size, "mtime_ns": st.st_mtime_ns, **settings}, sort_keys=True)
 
 
-def cached_probability(path: Path, key: str, compute: Callable[[], np.ndarray]) -> np.ndarray:
-    """The uint8 map saved at ``path`` if it was made with ``key``, else ``compute()``, saved atomically."""
+def _saved_map(path: Path, key: str) -> np.ndarray | None:
     if path.exists():
         try:
             with np.load(path) as z:
@@ -100,9 +99,27 @@ def cached_probability(path: Path, key: str, compute: Callable[[], np.ndarray]) 
                     return z["prob"]
         except (OSError, KeyError, ValueError):
             pass  # unreadable or from another version: recompute
-    prob = compute()
+    return None
+
+
+def cached_probability(
+    path: Path, key: str, compute: Callable[[], np.ndarray], legacy: Path | None = None
+) -> np.ndarray:
+    """The uint8 map saved at ``path`` if it was made with ``key``, else ``compute()``, saved atomically.
+
+    ``legacy``: where an earlier version kept the map; read when ``path`` has none and its key matches (the key
+    names the CT file, so another dataset's map never matches), then moved to ``path``."""
+    prob = _saved_map(path, key)
+    if prob is not None:
+        return prob
+    prob = _saved_map(legacy, key) if legacy is not None else None
+    moved = prob is not None
+    if prob is None:
+        prob = compute()
     with atomic_path(path) as tmp:
         np.savez_compressed(tmp, prob=prob, key=np.array(key))
+    if moved:
+        legacy.unlink()
     return prob
 
 
@@ -113,3 +130,12 @@ def probability_cache_path(ckpt: Path, split: str, volume_dir: Path) -> Path:
     made each cohort overwrite the other's maps."""
     dataset = hashlib.sha1(str(volume_dir.resolve().parent).encode()).hexdigest()[:8]
     return ckpt.parent / "probabilities" / split / f"{volume_dir.name}-{dataset}.npz"
+
+
+def cached_patient_probability(
+    ckpt: Path, split: str, volume_dir: Path, key: str, compute: Callable[[], np.ndarray]
+) -> np.ndarray:
+    """:func:`cached_probability` at :func:`probability_cache_path`; a map that versions before session 33 kept at
+    ``probabilities/<split>/<patient>.npz`` is read (and moved to the new name) when its key matches."""
+    legacy = ckpt.parent / "probabilities" / split / f"{volume_dir.name}.npz"
+    return cached_probability(probability_cache_path(ckpt, split, volume_dir), key, compute, legacy)
