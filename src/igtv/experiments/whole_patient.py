@@ -101,8 +101,8 @@ class WholePatientConfig:
     # predict only the tiles that overlap the thorax rule's region, as `igtv predict` does (patch models; the rule's
     # measured worth is then what it removes from the prediction a user gets)
     region_tiles: bool = True
-    # keep each checkpoint's probability maps beside it (probabilities/<split>/<patient>.npz, keyed on the checkpoint
-    # and these settings) and reuse them: an ensemble of seeds already scored then costs only its post-processing
+    # keep each checkpoint's probability maps beside it (probabilities/<split>/<patient>-<dataset>.npz, keyed on the
+    # checkpoint and these settings) and reuse them: an ensemble of seeds already scored costs only its post-processing
     cache_probabilities: bool = False
     # score against the ROIs the dataset's QC kept (the paper's inclusion: >= 3 cc, SUVmax >= 3); voxels of the ROIs
     # it excluded count as neither false positive nor false negative, as nnU-Net's ignore label, and so does a
