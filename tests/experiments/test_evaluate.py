@@ -203,6 +203,22 @@ def test_table2_patch_budget_reads_both_protocols(tmp_path):
     stamp = saved_extra.stat().st_mtime_ns  # saved: a re-run reuses it
     run_table2(out, budget="smoke_patches", workers=1, device="cpu", rows=rows3, extra_data=(data,))
     assert saved_extra.stat().st_mtime_ns == stamp
+    # two seeds: the extra patients are read by the seed ensemble too; on the test patients it scores exactly as the
+    # test split's ensemble (the same kept maps, the same post-processing)
+    two = run_table2(out, budget="smoke_patches", workers=1, device="cpu", rows=rows3, seeds=(0, 1), extra_data=(data,))
+    saved_ens = out / "extra" / "dataset_igtv" / "ensemble" / "sim_ft" / "extra_result.json"
+    ens_rows = {x["patient"]: x["dice_3d"] for x in json.loads(saved_ens.read_text()) if x["lesions_true"]}
+    test_ens = next(e for e in two["ensembles"] if e["key"] == "sim_ft")
+    for p, d in test_ens["patient_dice_3d"].items():
+        assert ens_rows[p] == pytest.approx(d, abs=1e-9)
+    sim = next(r for r in two["extra"]["rows"] if r["key"] == "sim_ft")
+    assert sim["dice_3d_ensemble"] == pytest.approx(np.mean(list(ens_rows.values())))
+    assert sim["ensemble_wilcoxon_p_vs_sim"] is None
+    pool = two["extra"]["finetune_vs_not_ensemble"]["pooled"]
+    assert pool["other_rows"] == ["25d_applied"]
+    assert pool["patients"] == len(ens_rows) + len(test_ens["patient_dice_3d"])
+    md = (out / "table2.md").read_text()
+    assert "seed ensemble: extra (%)" in md and "test + extra patients, seed ensemble" in md
 
 
 def _finetune_variant():

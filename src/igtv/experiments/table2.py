@@ -22,7 +22,6 @@ Two readings of every row, side by side:
   found and false lesions. The threshold rows are given each true lesion's box; the learnt rows are not.
 
 With several seeds, each learnt row's seeds are also scored as one ensemble (:mod:`igtv.experiments.table2_ensembles`).
-
 Outputs in ``OUT``: ``table2.md``, ``table2.csv``, ``table2.json`` (mean +- std over seeds, bootstrap CIs of the
 first seed, paired Wilcoxon p of per-patient 3D Dice against +SIM, the seed ensembles), ``fig4.png`` (Fig. 4-style
 comparison), every run folder under ``OUT/runs``, the ensembles' under ``OUT/ensembles`` and the extra cohorts'
@@ -41,7 +40,7 @@ from pathlib import Path
 import numpy as np
 
 from igtv.experiments.table2_ensembles import score_ensembles
-from igtv.experiments.table2_extra import check_cohorts, extra_lines, extra_reading, score_extra
+from igtv.experiments.table2_extra import check_cohorts, extra_lines, extra_reading, score_extra, score_extra_ensembles
 from igtv.experiments.table2_finetune import finetune_readings
 from igtv.experiments.table2_report import ROWS, Row, aggregate, ensemble_rows, fig4, write_outputs
 from igtv.inference.sliding import DEFAULT_OVERLAP
@@ -385,12 +384,13 @@ def run_table2(
             )
     ensembles = score_ensembles(selected, out, seeds, data, b, cfg.bootstrap, device)
     extra = score_extra(selected, out, seeds, cohorts, b, cfg.bootstrap, device) if cohorts else {}
+    extra_ensembles = score_extra_ensembles(selected, out, seeds, cohorts, b, cfg.bootstrap, device)
     table = aggregate(selected, results, dict(b.__dict__), budget, time.perf_counter() - t0)
     table["seeds"] = list(seeds)
     table["ensembles"] = ensemble_rows(selected, ensembles)
     table["finetune_vs_not"] = finetune_readings(selected, table)
     if cohorts:
-        table["extra"] = extra_reading(selected, table, extra, cohorts)
+        table["extra"] = extra_reading(selected, table, extra, cohorts, extra_ensembles)
     write_outputs(out, table, extra_lines(table.get("extra")))
     try:
         fig4(data, {r.key: r.label for r in selected}, fig_preds, out / "fig4.png")

@@ -7,7 +7,9 @@ claims over the test patients and the extra ones together: each row's mean, the 
 the fine-tuned rows against the rows without fine-tuning. A patient with no ROI that the QC kept has no Dice to
 give and is left out. Each row's result per seed and cohort is saved (``OUT/extra/<cohort>/seedN/<row>/``) and
 reused while it is newer than its checkpoint; the probability maps are kept beside the checkpoints as for the test
-split.
+split. With several seeds, each learnt row's seeds are also read as one ensemble on the extra patients (from the kept
+maps: post-processing and scoring only), beside the test split's ensembles, so the ensemble reading, too, rests on
+more than twelve patients.
 """
 
 from __future__ import annotations
@@ -68,9 +70,40 @@ def score_extra(selected, out: Path, seeds, cohorts: list[Path], b, bootstrap: i
     return found
 
 
-def extra_reading(selected, table: dict, extra: dict, cohorts: list[Path]) -> dict:
+def score_extra_ensembles(selected, out: Path, seeds, cohorts: list[Path], b, bootstrap: int, device: str) -> dict:
+    """Each learnt row's seeds as one ensemble (the mean of their probabilities) on every patient of ``cohorts``:
+    ``row key -> [patient rows]``, named ``<cohort>/<patient>``, patients with no QC-kept ROI left out. The members'
+    maps were kept when :func:`score_extra` scored them; a result newer than every member checkpoint is reused."""
+    from igtv.experiments.whole_patient import WholePatientConfig, evaluate_whole_patients
+    from igtv.io import write_text_atomic
+
+    found: dict[str, list[dict]] = {}
+    if len(seeds) < 2:
+        return found
+    wcfg = WholePatientConfig(split="all", overlap=b.overlap, bootstrap=bootstrap, cache_probabilities=True)
+    for cohort in cohorts:
+        for r in selected:
+            ckpts = [out / "runs" / f"seed{s}" / r.key / "best.pt" for s in seeds]
+            if r.rule or not all(c.exists() for c in ckpts):
+                continue
+            saved = out / "extra" / cohort.name / "ensemble" / r.key / EXTRA_RESULT
+            if saved.exists() and saved.stat().st_mtime > max(c.stat().st_mtime for c in ckpts):
+                rows = json.loads(saved.read_text())
+            else:
+                s = evaluate_whole_patients(ckpts, cohort, saved.parent, wcfg, device, progress=False)
+                rows = [{k: x[k] for k in _KEEP} for x in s["rows"]]
+                write_text_atomic(saved, json.dumps(rows, default=float))
+            found.setdefault(r.key, []).extend(
+                {**x, "patient": f"{cohort.name}/{x['patient']}"} for x in rows if x["lesions_true"]
+            )
+    return found
+
+
+def extra_reading(selected, table: dict, extra: dict, cohorts: list[Path], ensembles: dict | None = None) -> dict:
     """Each row on the extra patients (per-seed means, FP / FN cc, lesions) and on the test and extra patients
-    together (per-patient means over seeds, paired Wilcoxon against +SIM), and the fine-tuning reading over both."""
+    together (per-patient means over seeds, paired Wilcoxon against +SIM), and the fine-tuning reading over both;
+    with ``ensembles`` (:func:`score_extra_ensembles`) the same for the seed ensembles, whose test-split scores are
+    the table's (``table["ensembles"]``)."""
     test = {r["key"]: r.get("patient_dice_3d") or {} for r in table.get("rows", [])}
     both: dict[str, dict[str, float]] = {}
     rows = []
@@ -99,13 +132,29 @@ def extra_reading(selected, table: dict, extra: dict, cohorts: list[Path]) -> di
         is_ref = row["key"] == REFERENCE_ROW or not ref
         row["wilcoxon_p_vs_sim"] = None if is_ref else paired(both[row["key"]], ref)["p"]
     tuned, other = finetune_rows(selected)
-    return {"cohorts": [c.name for c in cohorts], "rows": rows, "finetune_vs_not": finetune_effect(both, tuned, other)}
+    reading = {"cohorts": [c.name for c in cohorts], "rows": rows}
+    reading["finetune_vs_not"] = finetune_effect(both, tuned, other)
+    if ensembles:
+        test_ens = {e["key"]: e.get("patient_dice_3d") or {} for e in table.get("ensembles") or []}
+        both_ens = {k: {**test_ens.get(k, {}), **{x["patient"]: x["dice_3d"] for x in v}} for k, v in ensembles.items()}
+        ref_ens = both_ens.get(REFERENCE_ROW, {})
+        for row in rows:
+            ens = ensembles.get(row["key"])
+            if not ens:
+                continue
+            row["dice_3d_ensemble"] = float(np.mean([x["dice_3d"] for x in ens]))
+            row["dice_3d_ensemble_test_and_extra"] = float(np.mean(list(both_ens[row["key"]].values())))
+            is_ref = row["key"] == REFERENCE_ROW or not ref_ens
+            row["ensemble_wilcoxon_p_vs_sim"] = None if is_ref else paired(both_ens[row["key"]], ref_ens)["p"]
+        reading["finetune_vs_not_ensemble"] = finetune_effect(both_ens, tuned, other)
+    return reading
 
 
 def extra_lines(reading: dict | None) -> list[str]:
     """Markdown for ``table2.md``."""
     if not reading or not reading.get("rows"):
         return []
+    ens = any("dice_3d_ensemble" in r for r in reading["rows"])
     lines = [
         "",
         f"More patients (extra cohorts {', '.join(reading['cohorts'])}, no model saw them; whole patient, scored as "
@@ -113,8 +162,9 @@ def extra_lines(reading: dict | None) -> list[str]:
         "test and extra patients together; Wilcoxon against +SIM over those):",
         "",
         "| Method | extra patients | 3D Dice (%), per seed | FP (cc) | FN (cc) | lesions found | false lesions "
-        "| test + extra: patients | 3D Dice (%) | Wilcoxon p vs +SIM |",
-        "|---" * 10 + "|",
+        "| test + extra: patients | 3D Dice (%) | Wilcoxon p vs +SIM |"
+        + (" seed ensemble: extra (%) | test + extra (%) | Wilcoxon p vs +SIM |" if ens else ""),
+        "|---" * (13 if ens else 10) + "|",
     ]
     for r in reading["rows"]:
         seeds = r["dice_3d_per_seed"]
@@ -124,7 +174,16 @@ def extra_lines(reading: dict | None) -> list[str]:
             + " / ".join(f"{d * 100:.1f}" for d in seeds)
             + f") | {r['false_positive_cc']:.1f} | {r['false_negative_cc']:.1f} | {r['lesions_hit']}/"
             f"{r['lesions_true']} | {r['false_lesions']} | {r['patients'] + r['test_patients']} | "
-            f"{r['dice_3d_test_and_extra'] * 100:.2f} | " + format_p(p) + " |"
+            f"{r['dice_3d_test_and_extra'] * 100:.2f} | " + format_p(p) + " |" + (_ensemble_cells(r) if ens else "")
         )
     labels = {r["key"]: r["label"] for r in reading["rows"]}
-    return lines + finetune_lines({"test + extra patients, per-seed mean": reading.get("finetune_vs_not")}, labels)
+    effects = {"test + extra patients, per-seed mean": reading.get("finetune_vs_not"),
+               "test + extra patients, seed ensemble": reading.get("finetune_vs_not_ensemble")}  # fmt: skip
+    return lines + finetune_lines(effects, labels)
+
+
+def _ensemble_cells(r: dict) -> str:
+    if "dice_3d_ensemble" not in r:
+        return " - | - | - |"
+    return (f" {r['dice_3d_ensemble'] * 100:.2f} | {r['dice_3d_ensemble_test_and_extra'] * 100:.2f} | "
+            f"{format_p(r['ensemble_wilcoxon_p_vs_sim'])} |")  # fmt: skip
