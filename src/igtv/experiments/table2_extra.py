@@ -40,61 +40,61 @@ def check_cohorts(cohorts) -> list[Path]:
     return paths
 
 
-def score_extra(selected, out: Path, seeds, cohorts: list[Path], b, bootstrap: int, device: str) -> dict:
-    """Every row of every seed scored on every patient of ``cohorts``: ``row key -> {seed: [patient rows]}``, the
-    patients named ``<cohort>/<patient>``. Threshold rows are deterministic: one seed."""
+def _cohort_rows(
+    ckpts: list[Path], cohort: Path, dest: Path, device: str, b, bootstrap: int, what: str, rule: str = ""
+):
+    """One model's (or ensemble's, or threshold row's) rows on every patient of ``cohort``, named
+    ``<cohort>/<patient>``, patients with no QC-kept ROI left out. Scored whole patient from the kept probability maps
+    where there are any, saved at ``dest`` and reused while newer than every checkpoint."""
     from igtv.experiments.whole_patient import WholePatientConfig, evaluate_whole_patients
     from igtv.io import write_text_atomic
 
+    saved = dest / EXTRA_RESULT
+    if saved.exists() and all(saved.stat().st_mtime > c.stat().st_mtime for c in ckpts):
+        rows = json.loads(saved.read_text())
+    else:
+        wcfg = WholePatientConfig(split="all", overlap=b.overlap, bootstrap=bootstrap, cache_probabilities=True)
+        model = None if rule else ckpts if len(ckpts) > 1 else ckpts[0]
+        s = evaluate_whole_patients(model, cohort, dest, wcfg, device, progress=False, threshold_rule=rule)
+        rows = [{k: x[k] for k in _KEEP} for x in s["rows"]]
+        write_text_atomic(saved, json.dumps(rows, default=float))
+        scored = [x["dice_3d"] for x in rows if x["lesions_true"]]
+        print(f"[table2] {cohort.name} {what}: whole patient 3D Dice {np.mean(scored) * 100:.2f} over "
+              f"{len(scored)} patients")  # fmt: skip
+    return [{**x, "patient": f"{cohort.name}/{x['patient']}"} for x in rows if x["lesions_true"]]
+
+
+def score_extra(selected, out: Path, seeds, cohorts: list[Path], b, bootstrap: int, device: str) -> dict:
+    """Every row of every seed scored on every patient of ``cohorts``: ``row key -> {seed: [patient rows]}``, the
+    patients named ``<cohort>/<patient>``. Threshold rows are deterministic: one seed."""
     found: dict[str, dict[int, list[dict]]] = {}
-    wcfg = WholePatientConfig(split="all", overlap=b.overlap, bootstrap=bootstrap, cache_probabilities=True)
     for cohort in cohorts:
         for r in selected:
             for seed in seeds[:1] if r.rule else seeds:
-                ckpt = None if r.rule else out / "runs" / f"seed{seed}" / r.key / "best.pt"
-                if ckpt is not None and not ckpt.exists():
+                ckpts = [] if r.rule else [out / "runs" / f"seed{seed}" / r.key / "best.pt"]
+                if not all(c.exists() for c in ckpts):
                     continue
                 dest = out / "extra" / cohort.name / f"seed{seed}" / r.key
-                saved = dest / EXTRA_RESULT
-                if saved.exists() and (ckpt is None or saved.stat().st_mtime > ckpt.stat().st_mtime):
-                    rows = json.loads(saved.read_text())
-                else:
-                    s = evaluate_whole_patients(ckpt, cohort, dest, wcfg, device, progress=False, threshold_rule=r.rule)
-                    rows = [{k: x[k] for k in _KEEP} for x in s["rows"]]
-                    write_text_atomic(saved, json.dumps(rows, default=float))
-                    scored = [x["dice_3d"] for x in rows if x["lesions_true"]]
-                    print(f"[table2] {cohort.name} seed {seed} {r.label}: whole patient 3D Dice "
-                          f"{np.mean(scored) * 100:.2f} over {len(scored)} patients")  # fmt: skip
-                named = [{**x, "patient": f"{cohort.name}/{x['patient']}"} for x in rows if x["lesions_true"]]
-                found.setdefault(r.key, {}).setdefault(seed, []).extend(named)
+                rows = _cohort_rows(ckpts, cohort, dest, device, b, bootstrap, f"seed {seed} {r.label}", r.rule)
+                found.setdefault(r.key, {}).setdefault(seed, []).extend(rows)
     return found
 
 
 def score_extra_ensembles(selected, out: Path, seeds, cohorts: list[Path], b, bootstrap: int, device: str) -> dict:
     """Each learnt row's seeds as one ensemble (the mean of their probabilities) on every patient of ``cohorts``:
-    ``row key -> [patient rows]``, named ``<cohort>/<patient>``, patients with no QC-kept ROI left out. The members'
-    maps were kept when :func:`score_extra` scored them; a result newer than every member checkpoint is reused."""
-    from igtv.experiments.whole_patient import WholePatientConfig, evaluate_whole_patients
-    from igtv.io import write_text_atomic
-
+    ``row key -> [patient rows]``, as :func:`score_extra` names them. The members' maps were kept when
+    :func:`score_extra` scored them, so this costs the post-processing."""
     found: dict[str, list[dict]] = {}
     if len(seeds) < 2:
         return found
-    wcfg = WholePatientConfig(split="all", overlap=b.overlap, bootstrap=bootstrap, cache_probabilities=True)
     for cohort in cohorts:
         for r in selected:
             ckpts = [out / "runs" / f"seed{s}" / r.key / "best.pt" for s in seeds]
             if r.rule or not all(c.exists() for c in ckpts):
                 continue
-            saved = out / "extra" / cohort.name / "ensemble" / r.key / EXTRA_RESULT
-            if saved.exists() and saved.stat().st_mtime > max(c.stat().st_mtime for c in ckpts):
-                rows = json.loads(saved.read_text())
-            else:
-                s = evaluate_whole_patients(ckpts, cohort, saved.parent, wcfg, device, progress=False)
-                rows = [{k: x[k] for k in _KEEP} for x in s["rows"]]
-                write_text_atomic(saved, json.dumps(rows, default=float))
+            dest = out / "extra" / cohort.name / "ensemble" / r.key
             found.setdefault(r.key, []).extend(
-                {**x, "patient": f"{cohort.name}/{x['patient']}"} for x in rows if x["lesions_true"]
+                _cohort_rows(ckpts, cohort, dest, device, b, bootstrap, f"{r.label}, ensemble of seeds {list(seeds)}")
             )
     return found
 
