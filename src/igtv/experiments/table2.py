@@ -1,8 +1,9 @@
 """``igtv table2``: the paper's Table II ablation, end to end, by one command.
 
 Per seed: 2D CIPA pre-training on the GTV data; then every row below trained (or not) on the IGTV training split
-with the same seed, epochs and batch, and scored on the IGTV test split (per slice, both conventions, and per
-patient in 3D). The paper's "no fine-tune" has two readings; both are produced and labelled:
+with the same seed, epochs and batch (:mod:`igtv.experiments.table2_budgets`), and scored on the IGTV test split
+(per slice, both conventions, and per patient in 3D). The paper's "no fine-tune" has two readings; both are
+produced and labelled:
 
 - *applied*: the GTV-pretrained weights evaluated on IGTV with no IGTV training (2.5D: the 2D weights carried
   into the 2.5D network, whose three input channels take slices t-1, t, t+1 instead of one slice repeated);
@@ -33,85 +34,18 @@ from __future__ import annotations
 import json
 import logging
 import time
-from dataclasses import dataclass
 from dataclasses import replace as dc_replace
 from pathlib import Path
 
 import numpy as np
 
+from igtv.experiments.table2_budgets import BUDGETS, Budget, run_config, select_rows
 from igtv.experiments.table2_ensembles import score_ensembles
 from igtv.experiments.table2_extra import check_cohorts, extra_lines, extra_reading, score_extra, score_extra_ensembles
 from igtv.experiments.table2_finetune import finetune_readings
-from igtv.experiments.table2_report import ROWS, Row, aggregate, ensemble_rows, fig4, write_outputs
-from igtv.inference.sliding import DEFAULT_OVERLAP
+from igtv.experiments.table2_report import Row, aggregate, ensemble_rows, fig4, write_outputs
 
 log = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class Budget:
-    """How much data and training a Table II run gets."""
-
-    width: str  # registered model width: tiny, s or t
-    size: int  # input side (0: the PNGs' own)
-    pretrain_epochs: int
-    finetune_epochs: int
-    max_steps: int  # per epoch (0: all)
-    batch_size: int
-    pretrain_lr: float
-    finetune_lr: float
-    scratch_lr: float
-    seeds: tuple[int, ...]
-    gtv_patients: int
-    igtv_patients: int
-    matrix_scale: float
-    patience: int = 0
-    sampler: str = "slices"  # "patches": patches of `patch` px at `spacing_mm` from the volumes (igtv.data.sampling)
-    spacing_mm: float = 2.0
-    patch: int = 96
-    samples_per_epoch: int = 512
-    overlap: float = DEFAULT_OVERLAP  # sliding-window overlap of the whole-patient prediction
-    whole_patient: bool = True  # add the whole-patient reading when the dataset has volumes
-    z_extent_mm: float = 250.0  # head-foot length of each phantom patient
-    default_rows: tuple[str, ...] = ()  # the rows run when none are named (empty: every row)
-
-
-# the MONAI U-Net runs only when named (`--rows all` or a list with `unet`): at this budget it fails (session 26:
-# whole-patient Dice 7 % per seed, 21 % as a seed ensemble with 326 cc false volume per patient) and costs ~8 min
-_QUICK = Budget(
-    "s", 0, 5, 8, 0, 8, 2e-3, 1e-3, 2e-3, (0, 1, 2), 24, 90, 1.0, 0, "patches", 2.0, 96, 320, 0.25,
-    default_rows=tuple(r.key for r in ROWS if r.key != "unet"),
-)  # fmt: skip
-BUDGETS = {
-    # 2-core CPU, phantom v2, small CIPA on 96 px patches at 2 mm, 12 test patients, 3 seeds; `--seeds` runs them
-    # apart. Each extra IGTV epoch costs ~6 min over 3 seeds; 8 IGTV epochs since session 30, chosen on validation
-    # and 25 fresh phantom patients before the test split was read (README *Evaluation*, with the earlier budgets).
-    "quick": _QUICK,
-    # quick with 3x the IGTV epochs, 4x before session 30 (a workstation CPU overnight: ~2.5 h on 2 cores for
-    # every row). Session 17 measured +SIM seed 0 at 6 / 12 / 24 epochs: whole-patient Dice 0.586 / 0.646 / 0.707
-    # on the test split.
-    "long": dc_replace(_QUICK, finetune_epochs=24),
-    # the paper's settings (Sec. IV-E): CIPA-T at 512 px, lr 1e-3 pre-training, 6e-5 fine-tuning, 3 seeds; a GPU.
-    "paper": Budget("t", 0, 50, 30, 0, 16, 1e-3, 6e-5, 1e-3, (0, 1, 2), 60, 60, 1.0, 10),
-    # tests and a first look: tiny CIPA at 32 px, one step per epoch.
-    "smoke": Budget("tiny", 32, 1, 1, 1, 2, 1e-3, 1e-3, 1e-3, (0,), 3, 8, 0.25, z_extent_mm=200.0),
-    # tests of the patch path: tiny CIPA on 32 px patches at the CT's own pixel size.
-    "smoke_patches": Budget(
-        "tiny", 0, 1, 1, 1, 2, 1e-3, 1e-3, 1e-3, (0,), 3, 8, 0.25, 0, "patches", 0.0, 32, 4, z_extent_mm=200.0
-    ),
-}
-
-
-def select_rows(rows: tuple[str, ...] | None, budget: Budget) -> list[Row]:
-    """The rows to run, in Table II's order: ``rows`` by key, ``("all",)`` for every row, ``None`` for the budget's
-    default rows. An unknown key is refused with the valid ones, before any work."""
-    if rows is not None and tuple(rows) == ("all",):
-        return list(ROWS)
-    keys = set(rows) if rows is not None else set(budget.default_rows or (r.key for r in ROWS))
-    unknown = sorted(keys - {r.key for r in ROWS})
-    if unknown:
-        raise ValueError(f"unknown Table II row(s) {unknown}; the rows are {[r.key for r in ROWS]} (or all)")
-    return [r for r in ROWS if r.key in keys]
 
 
 def make_data(out: Path, budget: Budget, workers: int) -> tuple[Path, Path]:
@@ -156,52 +90,6 @@ def _train_once(cfg, run_dir: Path, label: str = "") -> None:
     if label:
         print(label)
     train(cfg, run_dir, resume=(run_dir / "last.pt").exists(), progress=False)
-
-
-def _run_config(budget: Budget, model: str, root: Path, stage: str, seed: int, init: str, device: str):
-    from igtv.config import load_config, replace, shipped_config
-    from igtv.training.config import RunConfig
-
-    base = load_config(RunConfig, shipped_config("pretrain_gtv.yaml" if stage == "pretrain" else "finetune_igtv.yaml"))
-    lr = {"pretrain": budget.pretrain_lr, "finetune": budget.finetune_lr, "scratch": budget.scratch_lr}[stage]
-    epochs = budget.pretrain_epochs if stage == "pretrain" else budget.finetune_epochs
-    from igtv.models import create_model
-
-    mode = "25d" if create_model(model).in_slices == 3 else "2d"
-    return replace(
-        base,
-        stage="pretrain" if stage == "pretrain" else "finetune",
-        model=model,
-        seed=seed,
-        device=device,
-        init=init,
-        evaluate_test=False,
-        data=replace(
-            base.data,
-            root=str(root),
-            mode=mode,
-            size=budget.size,
-            num_workers=0,
-            sampler=budget.sampler,
-            spacing_mm=budget.spacing_mm,
-            patch=budget.patch,
-            samples_per_epoch=budget.samples_per_epoch,
-            eval_samples=min(128, budget.samples_per_epoch),
-            pet_gain_p=0.4,
-            pet_gain_range=(0.3, 1.3),
-        ),  # fmt: skip
-        train=replace(
-            base.train,
-            lr=lr,
-            min_lr=lr / 10,
-            epochs=epochs,
-            batch_size=budget.batch_size,
-            max_steps_per_epoch=budget.max_steps,
-            patience=budget.patience,
-            grad_clip=1.0,
-            batch_dice=budget.sampler == "patches",
-        ),
-    )
 
 
 def _applied_checkpoint(pretrain_ckpt: Path, model: str, out: Path, igtv_root: Path, size: int) -> Path:
@@ -343,7 +231,7 @@ def run_table2(
         pre_ckpt = runs / "pretrain" / "best.pt"
         if any(r.init for r in selected):
             _train_once(
-                _run_config(b, f"cipa_2d_{b.width}", pretrain_data, "pretrain", seed, "", device),
+                run_config(b, f"cipa_2d_{b.width}", pretrain_data, "pretrain", seed, "", device),
                 runs / "pretrain",
                 f"[table2] seed {seed}: 2D pre-training on {pretrain_data.name}",
             )
@@ -366,7 +254,7 @@ def run_table2(
                 else:
                     stage = "finetune" if r.init == "pretrain" else "scratch"
                     init = str(pre_ckpt) if r.init == "pretrain" else ""
-                    _train_once(_run_config(b, model, data, stage, seed, init, device), run_dir)
+                    _train_once(run_config(b, model, data, stage, seed, init, device), run_dir)
             res = _evaluate_row(r, ckpt, data, run_dir, b, cfg, device)
             res["cipa"] = headline(res["_slice_rows"], "cipa")
             res["seconds"] = time.perf_counter() - t_row

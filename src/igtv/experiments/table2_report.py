@@ -246,7 +246,9 @@ def write_outputs(out: Path, table: dict, tail: list[str] = ()) -> None:
         f"Budget `{table['budget']}`: CIPA width `{s['width']}`, input {s['size'] or 'native'} px, "
         f"{s['pretrain_epochs']} pre-training / {s['finetune_epochs']} IGTV epochs"
         + (f" of at most {s['max_steps']} steps" if s["max_steps"] else "")
-        + f", batch {s['batch_size']}, seeds {table.get('seeds', list(s['seeds']))}; "
+        + f", batch {s['batch_size']}"
+        + (f" (IGTV {s['igtv_batch_size']})" if s.get("igtv_batch_size") else "")
+        + f", seeds {table.get('seeds', list(s['seeds']))}; "
         + f"{table['seconds'] / 60:.1f} min for this run; the rows, as they were run (a re-run reuses saved rows), "
         + f"{sum(r['seconds'] for r in table['rows']) / 60:.1f} min.",
         "IoU, Dice, Acc, HD95: the paper's protocol, per-slice means (Eqs. 9-12) over the ROI slices of the IGTV "

@@ -1,0 +1,58 @@
+"""Table II budgets: ``paper`` trains each stage with the paper's settings (Sec. IV-E), ``quick`` keeps its recipe."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from igtv.config import load_config, shipped_config
+from igtv.experiments.table2_budgets import BUDGETS, run_config
+from igtv.training.config import RunConfig
+
+
+def _cfg(budget: str, ablation: str, stage: str) -> RunConfig:
+    b = BUDGETS[budget]
+    init = "runs/seed0/pretrain/best.pt" if stage == "finetune" else ""
+    return run_config(b, f"{ablation}_{b.width}", Path("/data/igtv"), stage, 0, init, "cpu")
+
+
+def _schedule(cfg: RunConfig) -> tuple:
+    t = cfg.train
+    return t.batch_size, t.lr, t.min_lr, t.grad_clip, t.epochs
+
+
+def test_paper_budget_trains_each_stage_as_the_paper_and_the_shipped_configs_say():
+    shipped_pre = load_config(RunConfig, shipped_config("pretrain_gtv.yaml"))
+    shipped_ft = load_config(RunConfig, shipped_config("finetune_igtv.yaml"))
+
+    pre = _cfg("paper", "cipa_2d", "pretrain")
+    # Sec. IV-E: lr 1e-3 with cosine annealing, batch 16; no early stopping is stated for pre-training
+    assert _schedule(pre) == (16, 1e-3, 0.0, 0.0, 50) == _schedule(shipped_pre)
+    assert pre.train.patience == 0 and pre.data.mode == "2d" and pre.stage == "pretrain"
+
+    ft = _cfg("paper", "cipa_25d_sim", "finetune")
+    # Sec. IV-E: lr 6e-5, batch 4, 30 epochs with early stopping on validation IoU
+    assert _schedule(ft) == (4, 6e-5, 0.0, 0.0, 30) == _schedule(shipped_ft)
+    assert ft.train.patience == 10 and ft.data.mode == "25d" and ft.init == "runs/seed0/pretrain/best.pt"
+    assert ft.data.sampler == "slices" and ft.data.size == 0  # the PNGs' whole 512 px slices
+
+    scratch = _cfg("paper", "cipa_25d", "scratch")
+    assert _schedule(scratch) == (4, 1e-3, 0.0, 0.0, 30)  # every IGTV training of a table at one batch
+    assert scratch.init == "" and scratch.stage == "finetune"
+
+
+@pytest.mark.parametrize(
+    ("ablation", "stage", "lr"),
+    [("cipa_2d", "pretrain", 2e-3), ("cipa_25d_sim", "finetune", 1e-3), ("cipa_25d", "scratch", 2e-3)],
+)
+def test_quick_budget_keeps_its_cpu_recipe(ablation, stage, lr):
+    cfg = _cfg("quick", ablation, stage)
+    assert _schedule(cfg) == (8, lr, pytest.approx(lr / 10), 1.0, 5 if stage == "pretrain" else 8)
+    assert cfg.train.patience == 0 and cfg.train.batch_dice
+    assert (cfg.data.sampler, cfg.data.patch, cfg.data.spacing_mm, cfg.data.samples_per_epoch) == (
+        "patches",
+        96,
+        2.0,
+        320,
+    )
