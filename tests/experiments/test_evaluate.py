@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
 
 from igtv.evaluation.baselines import neighbourhood, threshold_mask
 from igtv.evaluation.statistics import bootstrap_ci
@@ -102,6 +103,13 @@ def test_table2_and_evaluate_on_a_tiny_run(tmp_path, capsys):
     for r in table["rows"]:
         for conv in ("conv_paper", "conv_cipa"):
             assert 0.0 <= r[conv]["dice"]["mean"] <= 1.0
+    # the budget's per-stage settings reach the trainings (the paper budget's shape: another batch on IGTV)
+    trained = {
+        k: yaml.safe_load((out / "runs" / "seed0" / k / "config.yaml").read_text())["train"]
+        for k in ("pretrain", "sim_ft")
+    }
+    assert (trained["pretrain"]["batch_size"], trained["sim_ft"]["batch_size"]) == (2, 3)
+    assert trained["sim_ft"]["min_lr"] == 0.0 and trained["sim_ft"]["grad_clip"] == 0.0
     transfer = json.loads((out / "runs" / "seed0" / "sim_ft" / "transfer_report.json").read_text())
     assert transfer["loaded"] and transfer["new"]
     ckpt = out / "runs" / "seed0" / "sim_ft" / "best.pt"

@@ -52,6 +52,14 @@ _QUICK = Budget(
     "s", 0, 5, 8, 0, 8, 2e-3, 1e-3, 2e-3, (0, 1, 2), 24, 90, 1.0, 0, "patches", 2.0, 96, 320, 0.25,
     default_rows=tuple(r.key for r in ROWS if r.key != "unet"),
 )  # fmt: skip
+_PAPER = Budget(
+    "t", 0, 50, 30, 0, 16, 1e-3, 6e-5, 1e-3, (0, 1, 2), 60, 60, 1.0, 10,
+    igtv_batch_size=4, min_lr_fraction=0.0, grad_clip=0.0,
+)  # fmt: skip
+_SMOKE = Budget(
+    "tiny", 32, 1, 1, 1, 2, 1e-3, 1e-3, 1e-3, (0,), 3, 8, 0.25, z_extent_mm=200.0,
+    igtv_batch_size=3, min_lr_fraction=0.0, grad_clip=0.0,
+)  # fmt: skip
 BUDGETS = {
     # 2-core CPU, phantom v2, small CIPA on 96 px patches at 2 mm, 12 test patients, 3 seeds; `--seeds` runs them
     # apart. Each extra IGTV epoch costs ~6 min over 3 seeds; 8 IGTV epochs since session 30, chosen on validation
@@ -64,27 +72,10 @@ BUDGETS = {
     # the paper's settings (Sec. IV-E), as the shipped configs/pretrain_gtv.yaml and finetune_igtv.yaml have them:
     # CIPA-T at 512 px, lr 1e-3 and batch 16 pre-training, lr 6e-5 and batch 4 on IGTV, cosine annealing to 0, no
     # clipping; 3 seeds; a GPU. Scratch rows: lr 1e-3 at the IGTV batch.
-    "paper": Budget(
-        "t",
-        0,
-        50,
-        30,
-        0,
-        16,
-        1e-3,
-        6e-5,
-        1e-3,
-        (0, 1, 2),
-        60,
-        60,
-        1.0,
-        10,
-        igtv_batch_size=4,
-        min_lr_fraction=0.0,
-        grad_clip=0.0,
-    ),  # fmt: skip
-    # tests and a first look: tiny CIPA at 32 px, one step per epoch.
-    "smoke": Budget("tiny", 32, 1, 1, 1, 2, 1e-3, 1e-3, 1e-3, (0,), 3, 8, 0.25, z_extent_mm=200.0),
+    "paper": _PAPER,
+    # tests and a first look: tiny CIPA at 32 px, one step per epoch; the paper budget's whole-slice path with its
+    # per-stage settings (another batch on IGTV, no schedule floor, no clipping)
+    "smoke": _SMOKE,
     # tests of the patch path: tiny CIPA on 32 px patches at the CT's own pixel size.
     "smoke_patches": Budget(
         "tiny", 0, 1, 1, 1, 2, 1e-3, 1e-3, 1e-3, (0,), 3, 8, 0.25, 0, "patches", 0.0, 32, 4, z_extent_mm=200.0
