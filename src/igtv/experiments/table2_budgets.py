@@ -136,7 +136,8 @@ def run_config(budget: Budget, model: str, root: Path, stage: str, seed: int, in
             epochs=epochs,
             batch_size=budget.batch_size if stage == "pretrain" else budget.igtv_batch_size or budget.batch_size,
             max_steps_per_epoch=budget.max_steps,
-            patience=0 if stage == "pretrain" else budget.patience,  # Sec. IV-E stops early in fine-tuning only
+            # Sec. IV-E stops early in fine-tuning only: pre-training keeps the shipped config's (none)
+            patience=base.train.patience if stage == "pretrain" else budget.patience,
             grad_clip=budget.grad_clip,
             batch_dice=budget.sampler == "patches",
         ),
