@@ -98,7 +98,7 @@ def test_shape_and_spacing_errors():
 def test_label_lesions_in_the_bounding_box_equals_labelling_the_whole_volume():
     from scipy import ndimage
 
-    from igtv.evaluation.metrics import CONNECTIVITY, label_lesions
+    from igtv.evaluation.metrics import CONNECTIVITY, label_lesions, label_lesions_boxed
     from igtv.geometry import bounding_box
 
     rng = np.random.default_rng(0)
@@ -108,6 +108,9 @@ def test_label_lesions_in_the_bounding_box_equals_labelling_the_whole_volume():
         want, n = ndimage.label(mask, structure=CONNECTIVITY)
         got, m = label_lesions(mask)
         assert m == n and got.dtype == np.int32 and np.array_equal(got, want), trial
+        # the boxes, read on the mask's box, are the whole volume's: what find_objects gives
+        got_b, boxes = label_lesions_boxed(mask)
+        assert np.array_equal(got_b, want) and boxes == ndimage.find_objects(want), trial
     mask = np.zeros((9, 30, 40), bool)
     mask[2, 5, 7] = mask[6, 20, 33] = True
     assert bounding_box(mask) == (slice(2, 7), slice(5, 21), slice(7, 34))

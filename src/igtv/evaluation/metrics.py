@@ -183,6 +183,14 @@ def label_lesions(mask: np.ndarray) -> tuple[np.ndarray, int]:
 
     Only the mask's bounding box is labelled (lesions are small next to a whole-body volume: 0.13 s -> a few ms for
     512 x 512 x 125); raster order inside the box is the volume's, so the labels are those of the whole volume."""
+    labels, boxes = label_lesions_boxed(mask)
+    return labels, len(boxes)
+
+
+def label_lesions_boxed(mask: np.ndarray) -> tuple[np.ndarray, list[tuple[slice, ...]]]:
+    """:func:`label_lesions` with each component's bounding box in the volume (``boxes[k - 1]`` is label ``k``'s),
+    as ``scipy.ndimage.find_objects`` of the labels gives them, read on the mask's box only: find_objects over a
+    whole 512 x 512 x 130 label volume takes ~45 ms, and post-processing asks once per rule set."""
     from scipy import ndimage
 
     from igtv.geometry import bounding_box
@@ -191,10 +199,14 @@ def label_lesions(mask: np.ndarray) -> tuple[np.ndarray, int]:
     labels = np.zeros(mask.shape, dtype=np.int32)
     box = bounding_box(mask)
     if box is None:
-        return labels, 0
-    sub, n = ndimage.label(mask[box], structure=CONNECTIVITY)
+        return labels, []
+    sub, _ = ndimage.label(mask[box], structure=CONNECTIVITY)
     labels[box] = sub
-    return labels, int(n)
+    boxes = [  # labels are consecutive: find_objects has a box for every one
+        tuple(slice(b.start + o.start, b.stop + o.start) for b, o in zip(found, box, strict=True))
+        for found in ndimage.find_objects(sub)
+    ]
+    return labels, boxes
 
 
 def lesion_detection(pred: np.ndarray, truth: np.ndarray, voxel_cc: float) -> dict:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, replace
 import numpy as np
 
 from igtv.data.regions import LUNG_HU, body_mask, thorax_region  # noqa: F401 (re-exported)
-from igtv.evaluation.metrics import label_lesions
+from igtv.evaluation.metrics import label_lesions, label_lesions_boxed
 from igtv.geometry import Geometry
 from igtv.inference.completion import box_grown_mm, fill_hulls, grow_components  # noqa: F401 (re-exported)
 
@@ -159,17 +159,14 @@ def component_verdicts(
     """Label the components of ``mask`` and judge each by the rules of ``cfg``: (labels, one record per component
     with its label, bounding box, volume, SUVmax, mean HU, the rule that drops it ('' = kept) and the reason).
     ``region`` is a precomputed :func:`thorax_region` (else computed here when the rule is on)."""
-    from scipy import ndimage
 
-    labels, n = label_lesions(mask)
-    if cfg.thorax_margin_mm and ct_hu is not None and n and region is None:
+    labels, boxes = label_lesions_boxed(mask)
+    if cfg.thorax_margin_mm and ct_hu is not None and boxes and region is None:
         region = thorax_region(ct_hu, geom, cfg.thorax_margin_mm)
     use_region = bool(cfg.thorax_margin_mm) and region is not None
     min_suv = cfg.min_suv_max if cfg.min_suv_max >= 0 else FALLBACK_MIN_SUV_MAX  # auto without a model
     out = []
-    for lab, box in enumerate(ndimage.find_objects(labels), start=1):
-        if box is None:
-            continue
+    for lab, box in enumerate(boxes, start=1):
         comp = labels[box] == lab  # local: components are small next to the volume
         vol = float(comp.sum()) * geom.voxel_volume_cc
         suv_max = float(pet_suv[box][comp].max())
