@@ -115,3 +115,32 @@ def test_label_lesions_in_the_bounding_box_equals_labelling_the_whole_volume():
     mask[2, 5, 7] = mask[6, 20, 33] = True
     assert bounding_box(mask) == (slice(2, 7), slice(5, 21), slice(7, 34))
     assert bounding_box(np.zeros((4, 4), bool)) is None
+
+
+def test_hd95_on_the_masks_box_equals_monai_on_the_whole_volume():
+    """hd95 cuts both masks to their union's box first; MONAI on the uncut volumes gives the same value, for masks
+    in the middle and against every edge of the volume, 2D and 3D, with anisotropic spacing."""
+    import warnings
+
+    import torch
+    from monai.metrics import compute_hausdorff_distance
+
+    rng = np.random.default_rng(1)
+    for trial in range(24):
+        shape = (9, 40, 36) if trial % 3 else (30, 28)
+        spacing = (3.0, 0.9, 1.1)[-len(shape) :]
+        p, t = np.zeros(shape, bool), np.zeros(shape, bool)
+        for m in (p, t):
+            lo = [int(rng.integers(0, n - 2)) if trial % 4 else 0 for n in shape]  # every 4th: at the volume's edge
+            hi = [int(rng.integers(a + 1, n + 1)) for a, n in zip(lo, shape, strict=True)]
+            box = tuple(slice(a, b) for a, b in zip(lo, hi, strict=True))
+            m[box] = rng.random([s.stop - s.start for s in box]) < 0.7
+        if not (p.any() and t.any()):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            want = compute_hausdorff_distance(
+                torch.from_numpy(p)[None, None], torch.from_numpy(t)[None, None], include_background=True,
+                percentile=95, directed=False, spacing=list(spacing),
+            )  # fmt: skip
+        assert hd95(p, t, spacing) == float(want.reshape(-1)[0]), trial

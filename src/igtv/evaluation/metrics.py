@@ -105,6 +105,8 @@ def hd95(
     import torch
     from monai.metrics import compute_hausdorff_distance
 
+    from igtv.geometry import bounding_box
+
     p, t = np.asarray(pred, dtype=bool), np.asarray(truth, dtype=bool)
     if p.shape != t.shape:
         raise ValueError(f"prediction shape {p.shape} differs from truth shape {t.shape}")
@@ -115,6 +117,12 @@ def hd95(
         return float(both_empty)
     if not has_p or not has_t:
         return float(one_empty)
+    # both masks cut to their union's box + 2 voxels (clipped at the volume's edge) before MONAI, which crops to that
+    # box + 1 itself: the same borders and distances, without converting and scanning a whole-body volume
+    box = tuple(
+        slice(max(b.start - 2, 0), min(b.stop + 2, n)) for b, n in zip(bounding_box(p | t), p.shape, strict=True)
+    )
+    p, t = p[box], t[box]
     with warnings.catch_warnings():  # MONAI 1.5+ warns about its own internal use of a deprecated argument
         warnings.simplefilter("ignore", FutureWarning)
         value = compute_hausdorff_distance(
