@@ -77,7 +77,6 @@ def grow_components(
     *Post-processing*) against a check that only asks whether 3 mm more reach would add more than 5 %: that one let
     5-7 cc more false volume per validation patient through than this one for two of the three quick Table II +SIM
     models."""
-
     out = np.asarray(mask, dtype=bool).copy()
     if suv_fraction <= 0 or max_mm <= 0:
         return out

@@ -159,7 +159,6 @@ def component_verdicts(
     """Label the components of ``mask`` and judge each by the rules of ``cfg``: (labels, one record per component
     with its label, bounding box, volume, SUVmax, mean HU, the rule that drops it ('' = kept) and the reason).
     ``region`` is a precomputed :func:`thorax_region` (else computed here when the rule is on)."""
-
     labels, boxes = label_lesions_boxed(mask)
     if cfg.thorax_margin_mm and ct_hu is not None and boxes and region is None:
         region = thorax_region(ct_hu, geom, cfg.thorax_margin_mm)
