@@ -50,8 +50,9 @@ def test_reference_chunking_does_not_change_result():
 
 
 @pytest.mark.parametrize("impl", CPU_IMPLS)
-def test_fast_paths_match_reference(impl):
-    args = [t.clone().double().float().requires_grad_(True) for t in _inputs(length=70)]
+@pytest.mark.parametrize("n", [3, 4])  # 3: the generic kernels; 4: compiled with N fixed
+def test_fast_paths_match_reference(impl, n):
+    args = [t.clone().double().float().requires_grad_(True) for t in _inputs(length=70, n=n)]
     ref_args = [t.detach().clone().requires_grad_(True) for t in args]
     y = selective_scan(*args, impl=impl)
     y_ref = selective_scan_ref(*ref_args)
@@ -120,6 +121,37 @@ def test_numba_inference_path_blocks_and_bc_layout():
     torch.testing.assert_close(got.double(), want, atol=1e-5, rtol=1e-4)
     with_grad = selective_scan(u.requires_grad_(True), delta, a, bb, cc, dd, bias, impl="numba")
     torch.testing.assert_close(with_grad.detach(), got, atol=0, rtol=0)
+
+
+@pytest.mark.skipif("numba" not in CPU_IMPLS, reason="numba not installed")
+def test_numba_kernels_with_fixed_state_count_match_the_generic_ones():
+    """The kernels compiled with N = 8 a constant (the state loops unrolled) against the generic kernels that read N
+    at run time: training forward and its checkpoints, backward, and the inference scan of four orders."""
+    import numpy as np
+
+    from igtv.models.scan.numba_cpu import _make_kernels, kernels, scan_orders
+
+    assert kernels(8) is _make_kernels(8) and kernels(5) is _make_kernels(0)
+    fixed, generic = kernels(8), _make_kernels(0)
+    u, delta, a, bb, cc, dd, bias = (t.numpy() for t in _inputs(b=2, d=16, length=150, n=8, groups=2, seed=7))
+    bt, ct = (np.ascontiguousarray(x.transpose(0, 1, 3, 2)) for x in (bb, cc))
+    ckpts = [np.zeros((2, 16, 3, 8), np.float32) for _ in range(2)]
+    ys = [k[0](u, delta, bias, a, bt, ct, dd, ck, True) for k, ck in zip((fixed, generic), ckpts, strict=True)]
+    np.testing.assert_allclose(ys[0], ys[1], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(ckpts[0], ckpts[1], rtol=1e-5, atol=1e-6)
+    gy = np.random.default_rng(0).standard_normal(u.shape).astype(np.float32)
+    grads = [k[1](u, delta, bias, a, bt, ct, dd, ckpts[1], gy) for k in (fixed, generic)]
+    for got, want in zip(*grads, strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    h, w, chans = 6, 5, 4  # inference: x (B, C, H*W), delta (B, 4, C, H*W), B/C (B, 4, H*W, N), A (4C, N)
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal((2, chans, h * w)).astype(np.float32)
+    dl = (rng.standard_normal((2, 4, chans, h * w)) * 0.5).astype(np.float32)
+    b4, c4 = (rng.standard_normal((2, 4, h * w, 8)).astype(np.float32) for _ in range(2))
+    a4 = -np.exp(rng.standard_normal((4 * chans, 8)) * 0.3).astype(np.float32)
+    bias4, d4 = (rng.standard_normal(4 * chans).astype(np.float32) for _ in range(2))
+    merged = [k[2](x, dl, bias4, a4, b4, c4, d4, scan_orders(h, w)) for k in (fixed, generic)]
+    np.testing.assert_allclose(merged[0], merged[1], rtol=1e-5, atol=1e-6)
 
 
 def test_unknown_impl_is_an_error():
