@@ -14,6 +14,8 @@ PyTorch reference otherwise. Layout and work split, chosen by measurement on a 2
   chunk-major in the same way: for each chunk (last first), every channel of the group recomputes that chunk's
   states from its checkpoint, keeping the chunk's exp(Delta A) and Delta, so every exp is evaluated once per pass;
 - without gradients (inference) no checkpoints are written;
+- every kernel is compiled once per state count N of the registered models (4, 8, 16) with N a constant, so the
+  loops over the states are unrolled (:func:`kernels`), and generic for any other N;
 - for SS2D at inference, :func:`ss2d_scan_merged` scans the four orders (rows, columns, both reversed) of the
   row-major input in one kernel through index maps and sums them in place, so the cross-scan's four stacked
   copies, its flips and the cross-merge disappear (3.3-3.6 s -> 2.8-3.0 s for a 512 x 512 ``cipa_25d_sim_t``
@@ -134,11 +136,12 @@ def kernels(n_state: int) -> tuple:
     """(forward, backward, forward_orders) for ``n_state`` states: compiled with N a constant for
     :data:`SPECIALISED_STATES` (LLVM unrolls and vectorises the loops over the states), else the generic kernels.
 
-    Measured on the demo model's 25 training-step scans (batch 8, 96 px patches, 2-core Intel Xeon, medians of 5):
-    1.4x faster forwards and 1.3x faster backwards than the generic kernels; outputs within 2 ulp of them
-    (the order of every sum is unchanged, but LLVM fuses other multiply-adds). ``error_model="numpy"`` lets
-    division vectorise (numba's default Python error model checks every divisor for zero), which made the
-    softplus 5.7x faster, bit-identical."""
+    Measured on the 25 scans of a demo stage-2 training step (batch 8, 96 px patches, 2-core Intel Xeon, minimum
+    of 5 runs): 1.37x faster forwards and 1.32x faster backwards than the generic kernels, a whole training step 6 %
+    faster; outputs within 1.1e-7 of the generic kernels' (relative to each output's largest value: the order of
+    every sum is unchanged, but LLVM fuses other multiply-adds). ``error_model="numpy"`` lets division vectorise
+    (numba's default Python error model checks every divisor for zero), which made the softplus 5.7x faster,
+    bit-identical (docs/performance.md, session 37)."""
     return _make_kernels(n_state if n_state in SPECIALISED_STATES else 0)
 
 
