@@ -11,8 +11,9 @@
    positive / negative volume and false lesions against its true IGTV (all its lesions), ``report.html``;
 6. whole-patient evaluation of the IGTV test split (``igtv evaluate``'s default protocol).
 
-Small CIPA width so it ends in about 16-17 minutes on a 2-core CPU with phantom v2 (10-15 with v1; 36 min on a day
-its `torch.mm` peak was a third of usual); the paper-size runs use the other configs.
+Small CIPA width and short schedules (6 + 10 epochs of 512 patches) so it ends in about 15-19 minutes on a 2-core
+CPU, venv build included (18 min 57 s on the Intel VM of session 38 at a slow moment); the paper-size runs use the
+other configs.
 ``quick=True`` shrinks everything further for smoke tests.
 """
 
