@@ -82,6 +82,7 @@ def _postprocess_cfg(args: argparse.Namespace):
         cold_min_suv_max=args.cold_min_suv, hull_fill_suv_fraction=args.hull_fill_suv_fraction,
         grow_suv_fraction=args.grow_suv_fraction, grow_max_mm=args.grow_max_mm,
         grow_min_suv_fraction=args.grow_min_suv_fraction, grow_wide_mm=args.grow_wide_mm,
+        uptake_reach_mm=args.uptake_reach_mm,
     )  # fmt: skip
 
 
@@ -136,6 +137,9 @@ def _add_postprocess_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--grow-wide-mm", type=float, default=d.grow_wide_mm,
                    help="a component whose every growth runs into --grow-max-mm tries again within this reach (a "
                         "large mass of which the model found a part; 0: off)")  # fmt: skip
+    p.add_argument("--uptake-reach-mm", type=float, default=d.uptake_reach_mm,
+                   help="predict only tiles within this reach of uptake that --min-suv (or --cold-min-suv) can keep "
+                        "(0: every tile of the thorax region)")  # fmt: skip
 
 
 def _one_model(args: argparse.Namespace, what: str) -> str:

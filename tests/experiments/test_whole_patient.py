@@ -198,8 +198,8 @@ def test_thorax_region_is_computed_once_per_ct_file(tmp_path):
 
 @pytest.mark.slow
 def test_evaluation_limits_tiles_to_the_thorax_region_as_predict_does(prepared):
-    """With ``region_tiles`` the model sees the thorax rule's region (``igtv predict`` predicts only the tiles
-    that overlap it); the phantom's lesions lie inside it."""
+    """With ``region_tiles`` the model sees the region ``igtv predict`` predicts tiles of (the thorax rule's region
+    within reach of uptake the SUV rule keeps); the phantom's lesions lie inside it."""
     from pathlib import Path
 
     from igtv.experiments.whole_patient import evaluate_patient

@@ -13,6 +13,7 @@ from igtv.inference.lesions import (
     lesion_statistics,
     lung_contact,
     postprocess,
+    prediction_tiles,
     resolve_auto_rules,
     sphere_kernel,
     surround_suv,
@@ -126,6 +127,23 @@ def test_auto_rules_follow_the_model():
     assert resolve_auto_rules(auto, False, 0.0).min_suv_max == 2.5
     explicit = PostprocessConfig(cold_min_volume_cc=8.0, min_suv_max=2.0)
     assert resolve_auto_rules(explicit, False, 3.0) is explicit  # an explicit setting wins
+
+
+def test_prediction_tiles_look_near_the_lowest_suv_max_the_rules_keep():
+    """Tiles are limited to the reach of uptake at the SUVmax the SUV rule keeps (the training QC, or 2.5 when
+    unknown), of the cold-mass exception's floor when that is on, and not at all when the SUV rule is off."""
+    pet = np.zeros((12, 24, 48), np.float32)
+    pet[6, 12, 12] = 2.9  # a component here would be dropped by a QC of 3.0 ...
+    geom = Geometry(pet.shape, (2.0, 2.0, 3.0), (0.0, 0.0, 0.0))
+    thorax = np.ones(pet.shape, bool)
+    qc3 = resolve_auto_rules(PostprocessConfig(), False, 3.0)
+    assert not prediction_tiles(thorax, pet, geom, qc3).any()
+    assert prediction_tiles(thorax, pet, geom, resolve_auto_rules(PostprocessConfig(), False, 0.0))[6, 12, 12]
+    cold = resolve_auto_rules(PostprocessConfig(), True, 3.0)  # ... but kept as a cold mass if the CT backs it
+    tiles = prediction_tiles(thorax, pet, geom, cold)
+    assert tiles[6, 12, 12] and tiles[6, 12, 12 + 15] and not tiles[6, 12, 12 + 16]  # 30 mm at 2 mm pixels
+    assert prediction_tiles(thorax, pet, geom, replace(qc3, min_suv_max=0.0)) is thorax
+    assert prediction_tiles(None, pet, geom, replace(qc3, uptake_reach_mm=0.0)) is None
 
 
 def test_suv_rule_drops_blood_pool_uptake_below_the_training_qc():
@@ -490,5 +508,9 @@ def test_cli_post_processing_flags_reach_the_config():
 
     base = ["predict", "--dicom", "D", "--model", "M", "--out", "O"]
     assert _postprocess_cfg(build_parser().parse_args(base)) == PostprocessConfig()
-    args = build_parser().parse_args([*base, "--min-volume-cc", "1", "--grow-wide-mm", "0", "--min-suv", "2.5"])
-    assert _postprocess_cfg(args) == replace(PostprocessConfig(), min_volume_cc=1.0, grow_wide_mm=0.0, min_suv_max=2.5)
+    args = build_parser().parse_args(
+        [*base, "--min-volume-cc", "1", "--grow-wide-mm", "0", "--min-suv", "2.5", "--uptake-reach-mm", "0"]
+    )
+    assert _postprocess_cfg(args) == replace(
+        PostprocessConfig(), min_volume_cc=1.0, grow_wide_mm=0.0, min_suv_max=2.5, uptake_reach_mm=0.0
+    )

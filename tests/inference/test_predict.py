@@ -296,3 +296,26 @@ def test_patch_model_sliding_window_matches_whole_slices(qc_cohort, tmp_path):
     assert masks["whole"].any()
     assert dice(masks["tiles"], masks["whole"]) > 0.99
     assert dice(masks["coarse"], masks["whole"]) > 0.8
+
+
+def test_tiles_far_from_uptake_are_not_predicted_and_the_contour_stays(qc_cohort, tmp_path, monkeypatch):
+    """With the default ``uptake_reach_mm`` the sliding window skips the tiles farther than that from uptake the
+    SUV rule could keep; the contour is the one every tile of the thorax region gives, and it still finds the
+    lesion."""
+    import igtv.inference.sliding as sliding
+    from igtv.inference.lesions import PostprocessConfig
+
+    dicom = _hot_patient(qc_cohort)
+    ckpt = write_test_checkpoint(tmp_path / "t.pt", size=_ct(dicom).array.shape[1], patch=32, preset="pclt20k")
+    real, counted = sliding.tiles, []
+    monkeypatch.setattr(sliding, "tiles", lambda *a, **k: counted.append(len(t := real(*a, **k))) or t)
+    n, masks = {}, {}
+    for reach in (0.0, PostprocessConfig().uptake_reach_mm):
+        counted.clear()
+        post = PostprocessConfig(uptake_reach_mm=reach)
+        res = predict_dicom(dicom, ckpt, tmp_path / f"r{reach:g}", device="cpu", postprocess_cfg=post,
+                            compare=dicom / "RTSTRUCT_truth.dcm", progress=False)  # fmt: skip
+        n[reach], masks[reach] = sum(counted), load_nifti(res.files["mask"])[0] > 0
+    assert 30.0 in n and n[30.0] < 0.8 * n[0.0], n
+    assert masks[0.0].any() and np.array_equal(masks[0.0], masks[30.0])
+    assert res.stats["compare"]["dice"] > 0.3

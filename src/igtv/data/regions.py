@@ -73,3 +73,30 @@ def thorax_region(ct_hu: np.ndarray, geom: Geometry, margin_mm: float = 10.0, mi
         # grow by margin_mm with a distance transform (a dilation with a disk of ~20 px is 30x slower)
         region[z, y0:y1, x0:x1] = ndimage.distance_transform_edt(~hull, sampling=(sy, sx)) <= margin_mm
     return region
+
+
+def uptake_region(pet_suv: np.ndarray, geom: Geometry, min_suv: float, reach_mm: float) -> np.ndarray:
+    """Voxels within ``reach_mm`` of a voxel of SUV >= ``min_suv`` along every axis (a box around each hot voxel,
+    so a superset of the ball of that radius)."""
+    from scipy import ndimage
+
+    hot = (np.asarray(pet_suv) >= min_suv).view(np.uint8)
+    if not hot.any():
+        return np.zeros(hot.shape, dtype=bool)
+    sx, sy, sz = geom.spacing_mm
+    size = tuple(2 * int(np.ceil(reach_mm / s)) + 1 for s in (sz, sy, sx))
+    return ndimage.maximum_filter(hot, size=size).astype(bool)  # a box: three 1D passes
+
+
+def tile_region(
+    thorax: np.ndarray | None, pet_suv: np.ndarray, geom: Geometry, min_suv: float, reach_mm: float
+) -> np.ndarray | None:
+    """Where the sliding window must look (None: everywhere): ``thorax`` (None: no limit) and, with ``min_suv`` and
+    ``reach_mm`` > 0, within ``reach_mm`` of uptake of at least ``min_suv``. Post-processing drops every component
+    whose SUVmax is below ``min_suv`` (:func:`igtv.inference.lesions.lowest_kept_suv_max`), and each kept one
+    holds such a voxel, so tiles farther from all of them change only components that reach farther than
+    ``reach_mm`` from their own uptake."""
+    if min_suv <= 0 or reach_mm <= 0:
+        return thorax
+    near = uptake_region(pet_suv, geom, min_suv, reach_mm)
+    return near if thorax is None else thorax & near

@@ -98,8 +98,9 @@ class WholePatientConfig:
     keep_masks: bool = False  # return the predicted masks of the ROI slices (figures)
     precision: str = "auto"  # forward passes: auto (AMP on CUDA, fp32 on CPU), fp32 or bf16
     postprocess: PostprocessConfig = field(default_factory=PostprocessConfig)
-    # predict only the tiles that overlap the thorax rule's region, as `igtv predict` does (patch models; the rule's
-    # measured worth is then what it removes from the prediction a user gets)
+    # predict only the tiles `igtv predict` predicts: those overlapping the thorax rule's region within reach of
+    # uptake the SUV rules keep (patch models; the rules' measured worth is then what they remove from the prediction
+    # a user gets)
     region_tiles: bool = True
     # keep each checkpoint's probability maps beside it (probabilities/<split>/<patient>-<dataset>.npz, keyed on the
     # checkpoint and these settings) and reuse them: an ensemble of seeds already scored costs only its post-processing
@@ -235,14 +236,15 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
     ct, pet = ct.astype(np.float32), pet.astype(np.float32)
     excluded = qc_excluded_rois(root, volume_dir.name) if root is not None and cfg.ignore_qc_excluded else []
     truth = (labels > 0) & ~np.isin(labels, excluded)
-    from igtv.inference.lesions import drop_components, refine, thorax_region
+    from igtv.inference.lesions import drop_components, prediction_tiles, refine, thorax_region
 
     @functools.cache  # thorax region per margin, unpacked once for all the rule sets
     def region_of(margin_mm: float) -> np.ndarray:
         return _cached_region(volume_dir / "ct_hu.nii.gz", margin_mm, lambda: thorax_region(ct, geom, margin_mm))
 
     margin = cfg.postprocess.thorax_margin_mm
-    raw = predict_raw(ct, pet, geom, truth, region_of(margin) if cfg.region_tiles and margin else None)
+    tiles = prediction_tiles(region_of(margin) if margin else None, pet, geom, cfg.postprocess)
+    raw = predict_raw(ct, pet, geom, truth, tiles if cfg.region_tiles else None)
 
     def region(margin_mm: float) -> np.ndarray | None:
         return region_of(margin_mm) if margin_mm and raw.any() else None

@@ -1,9 +1,8 @@
 """``igtv predict``: a new patient's PET/CT DICOM -> RTSTRUCT, NIfTI, statistics and an HTML report.
 
 Reads the CT and the PET of one patient (no structure set needed), computes SUV, resamples the PET onto the CT,
-predicts every CT slice with the model's 2D or 2.5D input and its training windows (see
-:mod:`igtv.inference.predictor`), reassembles a 3D probability map and mask on the CT grid, cleans the mask
-(:mod:`igtv.inference.lesions`) and writes, into ``OUT``::
+predicts every CT slice with the model's 2D or 2.5D input and its training windows (:mod:`igtv.inference.predictor`),
+reassembles a 3D probability map and mask on the CT grid, cleans it (:mod:`igtv.inference.lesions`) and writes::
 
     RTSTRUCT_igtv.dcm   the ROI as closed planar contours on every contoured CT image (patient coordinates)
     mask.nii.gz         uint8 mask on the CT grid
@@ -283,13 +282,14 @@ def predict_dicom(
     """Contour one patient; see the module docstring for what is written. Several checkpoints in ``model_path``
     make an ensemble: the mean of their probabilities (:mod:`igtv.inference.ensemble`). Batch None: automatic."""
     import igtv
+    from igtv.data.regions import thorax_region
     from igtv.device import auto_batch_size, pick_device
     from igtv.dicom.rtstruct import CTReference, RoiMask, write_rtstruct
     from igtv.dicom.write import PatientStudy
     from igtv.geometry import save_nifti
     from igtv.inference.compare import compare_with_reference
     from igtv.inference.ensemble import describe_members, ensemble_probability, load_models
-    from igtv.inference.lesions import lesion_statistics, postprocess, resolve_auto_rules, thorax_region
+    from igtv.inference.lesions import lesion_statistics, postprocess, prediction_tiles, resolve_auto_rules
     from igtv.inference.predictor import apply_flips, canonical_flips
     from igtv.inference.report import render_report
     from igtv.io import write_text_atomic
@@ -323,7 +323,7 @@ def predict_dicom(
         log.warning(
             "no lungs found in the CT (air inside the body): nothing is contoured; --thorax-margin-mm 0 lifts this"
         )
-    region_c = None if region is None else apply_flips(region, flips)
+    region_c = None if (tiles := prediction_tiles(region, pet_suv, geom, post)) is None else apply_flips(tiles, flips)
     timings["read_s"], t_step = time.perf_counter() - t_step, time.perf_counter()
     prob_c, candidates = ensemble_probability(
         members,
