@@ -93,7 +93,7 @@ def tile_region(
 ) -> np.ndarray | None:
     """Where the sliding window must look (None: everywhere): ``thorax`` (None: no limit) and, with ``min_suv`` and
     ``reach_mm`` > 0, within ``reach_mm`` of uptake of at least ``min_suv``. Post-processing drops every component
-    whose SUVmax is below ``min_suv`` (:func:`igtv.inference.lesions.lowest_kept_suv_max`), and each kept one
+    whose SUVmax is below ``min_suv`` (:func:`igtv.inference.lesions.prediction_tiles`), and each kept one
     holds such a voxel, so tiles farther from all of them change only components that reach farther than
     ``reach_mm`` from their own uptake."""
     if min_suv <= 0 or reach_mm <= 0:

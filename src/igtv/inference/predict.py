@@ -2,7 +2,7 @@
 
 Reads the CT and the PET of one patient (no structure set needed), computes SUV, resamples the PET onto the CT,
 predicts every CT slice with the model's 2D or 2.5D input and its training windows (:mod:`igtv.inference.predictor`),
-reassembles a 3D probability map and mask on the CT grid, cleans it (:mod:`igtv.inference.lesions`) and writes::
+reassembles a 3D probability map and mask on the CT grid, cleans it (:mod:`igtv.inference.lesions`), writes to ``OUT``::
 
     RTSTRUCT_igtv.dcm   the ROI as closed planar contours on every contoured CT image (patient coordinates)
     mask.nii.gz         uint8 mask on the CT grid
