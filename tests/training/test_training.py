@@ -237,3 +237,20 @@ def test_a_killed_runs_temporary_files_are_removed_at_start(small_cohort, tmp_pa
     stale.write_bytes(b"half a checkpoint")
     train(tiny_cfg(small_cohort[1].out_dir / "pclt", epochs=1, max_steps_per_epoch=1), out, progress=False)
     assert not stale.exists() and (out / "last.pt").exists()
+
+
+def test_validation_every_other_epoch_leaves_training_alone(small_cohort, tmp_path):
+    _, cohort = small_cohort
+    root = cohort.out_dir / "pclt"
+    every = train(tiny_cfg(root, epochs=3, max_steps_per_epoch=2), tmp_path / "every", progress=False)
+    sparse = train(tiny_cfg(root, epochs=3, max_steps_per_epoch=2, val_every=2), tmp_path / "sparse", progress=False)
+    assert [r["train_loss"] for r in sparse.history] == [r["train_loss"] for r in every.history]
+    assert [r["val_iou"] is None for r in sparse.history] == [True, False, False]  # epoch 2, and the last one
+    for epoch in (2, 3):
+        assert sparse.history[epoch - 1]["val_iou"] == every.history[epoch - 1]["val_iou"]
+    ious = {r["epoch"]: r["val_iou"] for r in sparse.history if r["val_iou"] is not None}
+    assert sparse.best_epoch == max(ious, key=lambda e: (ious[e], -e))
+    assert load_checkpoint(tmp_path / "sparse" / "best.pt")["epoch"] + 1 == sparse.best_epoch
+    assert (tmp_path / "sparse" / "log.csv").read_text().splitlines()[1].split(",")[2] == ""  # no val_loss logged
+    with pytest.raises(ValueError, match="val_every"):
+        train(tiny_cfg(root, val_every=0), tmp_path / "bad", progress=False)

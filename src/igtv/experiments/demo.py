@@ -1,9 +1,11 @@
 """The README's first command: the whole pipeline on the embedded phantom.
 
-1. phantom GTV cohort (24 patients, PCLT20K-like scanner) and IGTV cohort (32 patients, LUCID-like mix), as DICOM
-   CT/PET/RTSTRUCT with ground truth, mirroring the paper's large GTV set and small IGTV set;
-2. ``igtv prepare`` of both cohorts' DICOM (SUV, PET->CT, QC, PNGs, volumes, patient-level split) and the IGTV
-   cohort's Fig. 2 report;
+1. phantom GTV cohort (24 patients, PCLT20K-like scanner), simulated straight into a prepared dataset (pre-training
+   data: :mod:`igtv.phantom.dataset`, no DICOM in between), and IGTV cohort (32 patients, LUCID-like mix) as DICOM
+   CT/PET/RTSTRUCT with ground truth, mirroring the paper's large GTV set and small IGTV set; meanwhile a background
+   process compiles the models' scan kernels (:mod:`igtv.models.warmup`);
+2. ``igtv prepare`` of the IGTV cohort's DICOM (SUV, PET->CT, QC, PNGs, volumes, patient-level split) and its Fig. 2
+   report;
 3. stage 1: 2D CIPA pre-training on the GTV volumes (``igtv/configs/demo_pretrain.yaml``): patches of 96 px at 2 mm,
    half centred on a tumour, a quarter on hot organs (negatives), the rest anywhere in the body;
 4. stage 2: 2.5D CIPA + SIM fine-tuning on the IGTV volumes from stage 1 (``igtv/configs/demo_finetune.yaml``);
@@ -49,6 +51,7 @@ def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool
     """Run the demo into ``out``; returns the paths it made. Re-running reuses finished phantoms and datasets."""
     from igtv.data.prepare import PrepareConfig, prepare_dataset
     from igtv.data.report import dataset_report
+    from igtv.phantom.dataset import write_prepared_cohort
 
     out = Path(out)
     start = time.monotonic()
@@ -59,12 +62,20 @@ def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool
 
     scale = 0.125 if quick else 1.0
     size = 64 if quick else 256
-    stage("[1/6] phantom cohorts (DICOM CT, PET, RTSTRUCT; ground truth)")
-    gtv = generate_cohort(
+    qc = 0.0 if quick else 3.0
+    warm = None
+    if train:  # the scan kernels compile in the background while the data is made (igtv.models.warmup)
+        from igtv.models.warmup import start_warm_up
+
+        warm = start_warm_up([_demo_config(n, out, quick).model for n in ("demo_pretrain.yaml", "demo_finetune.yaml")])
+    stage("[1/6] phantom cohorts: GTV straight into a dataset; IGTV as DICOM CT, PET, RTSTRUCT (ground truth)")
+    gtv_cfg = PrepareConfig(roi="GTV", size=size, workers=workers, min_suv_max=qc)
+    prep_gtv = write_prepared_cohort(
         PhantomConfig(
             cohort="gtv", patients=3 if quick else 24, seed=0, matrix_scale=scale, workers=workers, write_pclt=False
         ),
-        out / "phantom_gtv",
+        out / "dataset_gtv",
+        gtv_cfg,
     )
     igtv = generate_cohort(
         PhantomConfig(
@@ -73,11 +84,8 @@ def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool
         out / "phantom_igtv",
         preview=True,
     )
-    paths = {"gtv_cohort": gtv.out_dir, "igtv_cohort": igtv.out_dir, "preview": igtv.out_dir / "preview.png"}
-    stage("[2/6] igtv prepare: both cohorts' DICOM -> datasets (PNGs for the paper's protocol, volumes for patches)")
-    qc = 0.0 if quick else 3.0
-    gtv_cfg = PrepareConfig(roi="GTV", size=size, workers=workers, min_suv_max=qc)
-    prep_gtv = prepare_dataset(gtv.out_dir, out / "dataset_gtv", gtv_cfg, pseudonym_key=PHANTOM_PSEUDONYM_KEY)
+    paths = {"dataset_gtv": prep_gtv.out_dir, "igtv_cohort": igtv.out_dir, "preview": igtv.out_dir / "preview.png"}
+    stage("[2/6] igtv prepare: the IGTV cohort's DICOM -> dataset (PNGs for the paper's protocol, volumes for patches)")
     prep_cfg = PrepareConfig(size=size, workers=workers, min_suv_max=qc)
     prep = prepare_dataset(igtv.out_dir, out / "dataset_igtv", prep_cfg, pseudonym_key=PHANTOM_PSEUDONYM_KEY)
     for name, p in (("GTV", prep_gtv), ("IGTV", prep)):
@@ -87,6 +95,8 @@ def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool
     if train:
         from igtv.training.trainer import train as run_training
 
+        if warm is not None:
+            warm.join()
         stage("[3/6] stage 1: 2D pre-training on the GTV cohort")
         s1 = run_training(_demo_config("demo_pretrain.yaml", prep_gtv.out_dir, quick), out / "run_pretrain")
         stage("[4/6] stage 2: 2.5D + SIM fine-tuning on the IGTV cohort, weights transferred from stage 1")

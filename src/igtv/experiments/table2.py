@@ -218,7 +218,12 @@ def run_table2(
     out = Path(out)
     if data is None:
         print(f"[table2] phantom data: {b.gtv_patients} GTV + {b.igtv_patients} IGTV patients")
+        from igtv.models.warmup import start_warm_up
+
+        warm = start_warm_up([f"cipa_2d_{b.width}"])  # the scan kernels compile while the data is made
         gen_pre, data = make_data(out / "data", b, workers)
+        if warm is not None:
+            warm.join()
         pretrain_data = pretrain_data or gen_pre
     data = Path(data)
     pretrain_data = Path(pretrain_data or data)

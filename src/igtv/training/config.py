@@ -64,6 +64,9 @@ class OptimConfig:
     batch_size: int = 16  # global batch (all processes together)
     epochs: int = 50
     patience: int = 0  # early stopping after this many epochs without a better validation IoU (0 = off)
+    # validate (and choose best.pt) every this many epochs and after the last one (MONAI's val_interval); the
+    # epochs in between log no validation figures
+    val_every: int = 1
     grad_clip: float = 0.0  # max gradient norm (0 = off)
     # validate, select and save an exponential moving average of the weights, updated every step with this decay
     # (0 = off; igtv.training.ema)

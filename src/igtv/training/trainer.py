@@ -139,6 +139,8 @@ def _train(
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
 
+    if cfg.train.val_every < 1:
+        raise ValueError(f"train.val_every must be at least 1, got {cfg.train.val_every}")
     if cfg.train.batch_size % dist_info.world:
         raise ValueError(f"train.batch_size {cfg.train.batch_size} is not divisible by {dist_info.world} processes")
     local_batch = cfg.train.batch_size // dist_info.world
@@ -265,20 +267,19 @@ def _train(
         bar.close()
         train_seconds = time.perf_counter() - t0
         tl = all_reduce_sum(torch.tensor([loss_sum, seen / dist_info.world], dtype=torch.float64), dist_info)
-        judged = ema.module if ema is not None else model
-        val = evaluate_loader(judged, val_loader, device, loss_fn, cfg.train.threshold, amp, dist_info)
-        improved = val["iou"] > best[0]
-        if improved:
-            best, stale = (val["iou"], epoch), 0
-        else:
-            stale += 1
+        last_epoch = epoch + 1 == cfg.train.epochs or (stop_after_epoch is not None and epoch + 1 >= stop_after_epoch)
+        val, improved = None, False
+        if (epoch + 1) % cfg.train.val_every == 0 or last_epoch:
+            judged = ema.module if ema is not None else model
+            val = evaluate_loader(judged, val_loader, device, loss_fn, cfg.train.threshold, amp, dist_info)
+            improved = val["iou"] > best[0]
+            if improved:
+                best = (val["iou"], epoch)
+            stale = epoch - best[1]  # epochs since the best validation (patience counts epochs, not validations)
         row = {
             "epoch": epoch + 1,
             "train_loss": round(float(tl[0] / max(tl[1], 1)), 6),
-            "val_loss": round(val["loss"], 6),
-            "val_iou": round(val["iou"], 6),
-            "val_dice": round(val["dice"], 6),
-            "val_pooled_iou": round(val["pooled_iou"], 6),
+            **{f"val_{k}": None if val is None else round(val[k], 6) for k in ("loss", "iou", "dice", "pooled_iou")},
             "lr": sched.get_last_lr()[0],
             "seconds": round(time.perf_counter() - t0, 2),
             "train_img_per_s": round(seen / max(train_seconds, 1e-9), 3),
@@ -286,8 +287,12 @@ def _train(
         history.append(row)
         if dist_info.main:
             print(
-                f"epoch {epoch + 1}/{cfg.train.epochs}: train loss {row['train_loss']:.4f}, val loss "
-                f"{row['val_loss']:.4f}, val IoU {row['val_iou']:.4f}, Dice {row['val_dice']:.4f}"
+                f"epoch {epoch + 1}/{cfg.train.epochs}: train loss {row['train_loss']:.4f}, "
+                + (
+                    f"val loss {row['val_loss']:.4f}, val IoU {row['val_iou']:.4f}, Dice {row['val_dice']:.4f}"
+                    if val is not None
+                    else f"no validation (every {cfg.train.val_every} epochs)"
+                )
                 + (" (best)" if improved else "")
             )
             state = (cfg, model, card, opt, sched, scaler, epoch, best, history, stale, transfer, ema)
@@ -297,7 +302,7 @@ def _train(
             _write_log(out / "log.csv", history)
             if writer is not None:
                 for key, value in row.items():
-                    if key != "epoch":
+                    if key != "epoch" and value is not None:
                         writer.add_scalar(key, value, epoch + 1)
                 writer.flush()
         if cfg.train.patience and stale >= cfg.train.patience:
