@@ -1,9 +1,9 @@
 """The README's first command: the whole pipeline on the embedded phantom.
 
-1. phantom GTV cohort (24 patients, PCLT20K-like scanner, 256 x 256 CT), simulated straight into a prepared dataset
-   (pre-training data: :mod:`igtv.phantom.dataset`, no DICOM in between), and IGTV cohort (32 patients, LUCID-like
-   mix) as DICOM CT/PET/RTSTRUCT with ground truth, mirroring the paper's large GTV set and small IGTV set; meanwhile
-   a background process compiles the models' scan kernels (:mod:`igtv.models.warmup`);
+1. phantom GTV cohort (24 patients, PCLT20K-like scanner), simulated straight into a prepared dataset (pre-training
+   data: :mod:`igtv.phantom.dataset`, no DICOM in between), and IGTV cohort (32 patients, LUCID-like mix) as DICOM
+   CT/PET/RTSTRUCT with ground truth, mirroring the paper's large GTV set and small IGTV set; meanwhile a background
+   process compiles the models' scan kernels (:mod:`igtv.models.warmup`);
 2. ``igtv prepare`` of the IGTV cohort's DICOM (SUV, PET->CT, QC, PNGs, volumes, patient-level split) and its Fig. 2
    report;
 3. stage 1: 2D CIPA pre-training on the GTV volumes (``igtv/configs/demo_pretrain.yaml``): patches of 96 px at 2 mm,
@@ -72,8 +72,8 @@ def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool
     gtv_cfg = PrepareConfig(roi="GTV", size=size, workers=workers, min_suv_max=qc)
     prep_gtv = write_prepared_cohort(
         PhantomConfig(
-            cohort="gtv", patients=3 if quick else 24, seed=0, matrix_scale=scale / 2, workers=workers, write_pclt=False
-        ),  # 256 x 256 CT at ~2 mm, the pixel size training resamples to: 2.5x faster to simulate than 512 x 512
+            cohort="gtv", patients=3 if quick else 24, seed=0, matrix_scale=scale, workers=workers, write_pclt=False
+        ),
         out / "dataset_gtv",
         gtv_cfg,
     )
