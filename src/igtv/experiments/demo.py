@@ -13,9 +13,9 @@
    positive / negative volume and false lesions against its true IGTV (all its lesions), ``report.html``;
 6. whole-patient evaluation of the IGTV test split (``igtv evaluate``'s default protocol).
 
-Small CIPA width and short schedules (6 + 10 epochs of 512 patches) so it ends in about 15-19 minutes on a 2-core
-CPU, venv build included (18 min 57 s on the Intel VM of session 38 at a slow moment); the paper-size runs use the
-other configs.
+Small CIPA width and short schedules (6 + 10 epochs of 512 patches) so it ends in about 15-17 minutes on a 2-core
+CPU, venv build included (15 min 32 s on a clean clone on the Intel VM of session 40, ~17 min estimated at its slow
+moments); the paper-size runs use the other configs.
 ``quick=True`` shrinks everything further for smoke tests.
 """
 
@@ -64,7 +64,8 @@ def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool
     size = 64 if quick else 256
     qc = 0.0 if quick else 3.0
     warm = None
-    if train:  # the scan kernels compile in the background while the data is made (igtv.models.warmup)
+    if train and not quick:  # the scan kernels compile in the background while the data is made (igtv.models.warmup;
+        # not in --quick, the tests' mode: there the test processes compile the same kernels themselves)
         from igtv.models.warmup import start_warm_up
 
         warm = start_warm_up([_demo_config(n, out, quick).model for n in ("demo_pretrain.yaml", "demo_finetune.yaml")])
