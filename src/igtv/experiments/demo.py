@@ -13,9 +13,9 @@
    positive / negative volume and false lesions against its true IGTV (all its lesions), ``report.html``;
 6. whole-patient evaluation of the IGTV test split (``igtv evaluate``'s default protocol).
 
-Small CIPA width and short schedules (6 + 10 epochs of 512 patches) so it ends in about 15-17 minutes on a 2-core
-CPU, venv build included (15 min 32 s on a clean clone on the Intel VM of session 40, ~17 min estimated at its slow
-moments); the paper-size runs use the other configs.
+Small CIPA width and short schedules (6 + 10 epochs of 512 patches) so it ends in about 15-19 minutes on a 2-core
+CPU, venv build included (15 min 32 s on a clean clone on the Intel VM of session 40, 18 min 34 s at a slower
+moment of it); the paper-size runs use the other configs.
 ``quick=True`` shrinks everything further for smoke tests.
 """
 
