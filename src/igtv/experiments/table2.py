@@ -226,6 +226,7 @@ def run_table2(
         gen_pre, data = make_data(out / "data", b, workers)
         if warm is not None:
             warm.join()
+        print(f"[table2] phantom data ready ({time.perf_counter() - t0:.0f} s)")
         pretrain_data = pretrain_data or gen_pre
     data = Path(data)
     pretrain_data = Path(pretrain_data or data)
@@ -237,11 +238,13 @@ def run_table2(
         runs = out / "runs" / f"seed{seed}"
         pre_ckpt = runs / "pretrain" / "best.pt"
         if any(r.init for r in selected):
+            t_pre = time.perf_counter()
             _train_once(
                 run_config(b, f"cipa_2d_{b.width}", pretrain_data, "pretrain", seed, "", device),
                 runs / "pretrain",
                 f"[table2] seed {seed}: 2D pre-training on {pretrain_data.name}",
             )
+            print(f"[table2] seed {seed}: 2D pre-training ready ({time.perf_counter() - t_pre:.0f} s)")
         for r in selected:
             if r.rule and seed != seeds[0]:
                 continue  # deterministic: one evaluation
@@ -292,4 +295,5 @@ def run_table2(
     except Exception as exc:  # the figure is a nicety; the table stands without it
         log.warning("fig4.png not written: %s", exc)
     write_text_atomic(out / "table2.json", json.dumps(table, indent=1))
+    print(f"[table2] done in {(time.perf_counter() - t0) / 60:.1f} min")
     return table
