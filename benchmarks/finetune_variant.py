@@ -1,6 +1,7 @@
 """Fine-tune one Table II row again with a changed setting, and score it whole patient on validation and test.
 
     python benchmarks/finetune_variant.py TABLE_DIR OUT [--row sim_ft] [--seeds 0 1 2] [--set train.epochs=8 ...]
+        [--extra-data u99 u77]
 
 TABLE_DIR is a finished (or at least pre-trained) `igtv table2` output: each seed's run configuration
 (`runs/seed<N>/<row>/config.yaml`) is read from it, with its own 2D pre-training and data, and the ``--set``
@@ -10,9 +11,10 @@ A finished run already in OUT/seed<N> is scored without training: hard-link the 
 score its ``last.pt`` beside its ``best.pt``.
 
 Prints, per seed and split, the whole-patient 3D Dice (QC-kept ROIs, the Table II reading), FP / FN cc per patient,
-lesions found and false lesions, then the mean over seeds. A change is chosen on the validation split before the
-test split is read. Asserts nothing; writes each seed's scores to
-OUT/seed<N>/whole_<checkpoint>_<split>.json.
+lesions found and false lesions, then the mean over seeds. ``--extra-data``: also every patient of prepared cohorts
+no model saw (`igtv phantom --prepared --out u99 --patients 16 --seed 99`), pooled over the cohorts as the split
+"fresh". A change is chosen on the validation split (and such fresh cohorts) before the test split is read.
+Asserts nothing; writes each seed's scores to OUT/seed<N>/whole_<checkpoint>_<split>.json.
 """
 
 from __future__ import annotations
@@ -44,6 +46,15 @@ def _summary(res: dict) -> dict:
     }
 
 
+def _pooled(parts: list[dict]) -> dict:
+    """Cohorts' summaries as one: means over all their patients (weighted by patient count), counts summed."""
+    n = [len(p["per_patient"]) for p in parts]
+    out = {k: float(np.average([p[k] for p in parts], weights=n)) for k in ("dice_3d", "fp_cc", "fn_cc")}
+    out.update({k: sum(p[k] for p in parts) for k in ("found", "lesions", "false")})
+    out["per_patient"] = {k: v for p in parts for k, v in p["per_patient"].items()}
+    return out
+
+
 def run_variant(
     table_dir: Path,
     out: Path,
@@ -53,10 +64,14 @@ def run_variant(
     splits: tuple[str, ...] = ("val", "test"),
     checkpoints: tuple[str, ...] = ("best",),
     budget: str = "quick",
+    extra_data: tuple[Path, ...] = (),
 ) -> dict[tuple[str, str], list[dict]]:
-    """Train (unless finished) and score ``row`` for each seed; returns each (checkpoint, split)'s summaries."""
+    """Train (unless finished) and score ``row`` for each seed; returns each (checkpoint, split)'s summaries, with
+    the ``extra_data`` cohorts pooled as the split ``"fresh"``."""
     overlap = BUDGETS[budget].overlap
     means: dict[tuple[str, str], list[dict]] = {(c, s): [] for c in checkpoints for s in splits}
+    if extra_data:
+        means.update({(c, "fresh"): [] for c in checkpoints})
     for seed in seeds:
         cfg = load_config(RunConfig, table_dir / "runs" / f"seed{seed}" / row / "config.yaml")
         cfg = apply_overrides(cfg, list(sets)) if sets else cfg
@@ -64,10 +79,16 @@ def run_variant(
         # as the table trains: a finished run (e.g. the table's own, hard-linked into OUT) is scored as it is
         _train_once(cfg, run, f"seed {seed}: training {row} in {run}")
         for ckpt, split in means:
-            wcfg = WholePatientConfig(split=split, overlap=overlap, bootstrap=0)
-            where = run / f"whole_{ckpt}_{split}"
-            res = evaluate_whole_patients(run / f"{ckpt}.pt", cfg.data.root, where, wcfg, progress=False)
-            s = _summary(res)
+            cohorts = [(Path(cfg.data.root), split, split)]
+            if split == "fresh":
+                cohorts = [(Path(d), "all", f"{split}_{Path(d).name}") for d in extra_data]
+            parts = []
+            for root, which, name in cohorts:
+                wcfg = WholePatientConfig(split=which, overlap=overlap, bootstrap=0)
+                where = run / f"whole_{ckpt}_{name}"
+                res = evaluate_whole_patients(run / f"{ckpt}.pt", root, where, wcfg, progress=False)
+                parts.append(_summary(res))
+            s = parts[0] if len(parts) == 1 else _pooled(parts)
             write_text_atomic(run / f"whole_{ckpt}_{split}.json", json.dumps(s, indent=1))
             means[ckpt, split].append(s)
             print(
@@ -88,10 +109,11 @@ def main() -> None:
     ap.add_argument("--splits", nargs="+", default=["val", "test"])
     ap.add_argument("--checkpoints", nargs="+", default=["best"], choices=["best", "last"], help="which to score")
     ap.add_argument("--budget", default="quick", help="the table's budget (its sliding-window overlap)")
+    ap.add_argument("--extra-data", type=Path, nargs="+", default=[], help="prepared cohorts no model saw")
     args = ap.parse_args()
     means = run_variant(
         args.table_dir, args.out, args.row, tuple(args.seeds), tuple(args.set), tuple(args.splits),
-        tuple(args.checkpoints), args.budget,
+        tuple(args.checkpoints), args.budget, tuple(args.extra_data),
     )  # fmt: skip
     for (ckpt, split), ss in means.items():
         per_seed = " / ".join(f"{s['dice_3d']:.3f}" for s in ss)

@@ -186,3 +186,44 @@ def test_hot_regions_are_drawn_by_size_when_asked():
 
     assert heart_share(0.0) < 0.1  # 1 in 33 (jitter may move a centre out of the box, never a speck's into it)
     assert 0.17 < heart_share(0.5) < 0.30  # sqrt(21600) / (sqrt(21600) + 32 sqrt(243)) = 0.23
+
+
+def _lesion_case(name: str, radius: int) -> object:
+    """A 12 x 80 x 80 body at 1 mm with one spherical target of ``radius`` voxels at its centre."""
+    z, y, x = np.mgrid[0:12, 0:80, 0:80]
+    ct = np.full((12, 80, 80), 40.0, np.float32)
+    target = (z - 6) ** 2 + (y - 40) ** 2 + (x - 40) ** 2 <= radius**2
+    pet = np.where(target, 8.0, 1.0).astype(np.float32)
+    return build_case(name, ct, pet, target, (1.0, 1.0, 1.0), 0.0)
+
+
+def test_lesion_patches_are_drawn_across_patients_by_size_when_asked():
+    """lesion_size_power > 0: a lesion patch comes from a lesion drawn over all patients by size (one big lesion
+    among small ones gets its share), other kinds still from the patient drawn first; 0 keeps the earlier patches."""
+    cases = [_lesion_case("big", 5)] + [_lesion_case(f"small{i}", 1) for i in range(7)]
+    sizes = np.array([c.lesions[0].size for c in cases], dtype=float)
+    assert sizes[0] > 20 * sizes[1]
+
+    def shares(power: float) -> tuple[float, int]:
+        spec = PatchSpec(patch=16, in_slices=1, fg_fraction=0.5, hot_fraction=0.0, lesion_size_power=power)
+        ds = PatchDataset(cases, spec, 800, seed=3)
+        items = [ds[i]["item"].split("/") for i in range(len(ds))]
+        assert all(ds.patient_of(i) == items[i][0] for i in range(0, len(ds), 7))  # patient_of agrees with the draw
+        lesion = [name for name, kind, _ in items if kind == "lesion"]
+        assert 0.4 < len(lesion) / len(items) < 0.6  # the foreground share is unchanged
+        others = [name for name, kind, _ in items if kind != "lesion"]
+        return lesion.count("big") / len(lesion), others.count("big")
+
+    big_uniform, _ = shares(0.0)
+    big_by_size, big_negatives = shares(1.0)
+    assert 0.06 < big_uniform < 0.2  # 1 patient in 8
+    expected = sizes[0] / sizes.sum()
+    assert abs(big_by_size - expected) < 0.06 and big_by_size > 0.6
+    assert 20 < big_negatives < 80  # negatives still 1 patient in 8 (~50 of ~400)
+
+    spec = PatchSpec(patch=16, in_slices=1)  # power 0: the same patches as before the option existed
+    ds = PatchDataset(cases, spec, 4, seed=1)
+    rng = np.random.default_rng([1, 1, 2])
+    case = cases[rng.integers(len(cases))]
+    image, mask, item = sample_patch(case, spec, rng)
+    assert ds[2]["item"] == item and np.array_equal(ds[2]["image"].numpy(), image)

@@ -258,6 +258,9 @@ class PatchSpec:
     # hot regions drawn in proportion to size ** this: 0 draws all alike (with 30 sub-cc specks the heart gets ~1/34
     # of the hot patches); 0.5 shows big organs (heart, liver, kidneys) far more often while specks still appear
     hot_size_power: float = 0.0
+    # lesion patches drawn across the patients' lesions in proportion to size ** this (voxels), instead of a patient
+    # uniformly and then one of its lesions; 0 keeps the per-patient draw (and every earlier run's patches)
+    lesion_size_power: float = 0.0
     # where the remaining patches (neither lesion nor hot) are centred: "body", anywhere in the body (CT > BODY_HU:
     # arms, abdomen, the table), or "thorax", in the region whose components post-processing keeps (falls back to
     # the body on a patient without one)
@@ -265,16 +268,21 @@ class PatchSpec:
 
 
 def hot_weights(regions: Sequence[Region], power: float) -> np.ndarray:
-    """Probability of drawing each region: proportional to its size (voxels) ** ``power`` (0: uniform)."""
+    """Probability of drawing each region (hot regions, or lesions across patients): proportional to its size
+    (voxels) ** ``power`` (0: uniform)."""
     w = np.array([float(r.size) for r in regions]) ** power
     return w / w.sum()
 
 
-def draw_centre(case: VolumeCase, spec: PatchSpec, rng: np.random.Generator) -> tuple[str, np.ndarray, float | None]:
-    """(kind, voxel (z, y, x) float, reference SUVmax for the LUCID window) of one patch."""
+def draw_centre(
+    case: VolumeCase, spec: PatchSpec, rng: np.random.Generator, lesion: Region | None = None
+) -> tuple[str, np.ndarray, float | None]:
+    """(kind, voxel (z, y, x) float, reference SUVmax for the LUCID window) of one patch. ``lesion``: the region a
+    lesion patch is centred on, drawn beforehand (otherwise one of ``case``'s lesions uniformly)."""
     u = rng.random()
-    if u < spec.fg_fraction and case.lesions:
-        region, kind = case.lesions[rng.integers(len(case.lesions))], "lesion"
+    if u < spec.fg_fraction and (lesion is not None or case.lesions):
+        region = lesion if lesion is not None else case.lesions[rng.integers(len(case.lesions))]
+        kind = "lesion"
         v = region.voxels[rng.integers(len(region.voxels))].astype(float)
         v[1:] += rng.uniform(-1, 1, 2) * spec.jitter * spec.patch / 2
         return kind, v, region.suv_max
@@ -291,9 +299,16 @@ def draw_centre(case: VolumeCase, spec: PatchSpec, rng: np.random.Generator) -> 
     return spec.negatives, v, (refs[rng.integers(len(refs))] if refs else None)
 
 
-def sample_patch(case: VolumeCase, spec: PatchSpec, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, str]:
-    """One training sample: grey levels (2S, P, P), mask (1, P, P) in {0, 1}, and a short description."""
-    kind, v, ref = draw_centre(case, spec, rng)
+def sample_patch(
+    case: VolumeCase,
+    spec: PatchSpec,
+    rng: np.random.Generator,
+    lesion: tuple[VolumeCase, Region] | None = None,
+) -> tuple[np.ndarray, np.ndarray, str]:
+    """One training sample: grey levels (2S, P, P), mask (1, P, P) in {0, 1}, and a short description. ``lesion``:
+    (its patient, the region) a lesion patch is centred on, drawn beforehand; other kinds come from ``case``."""
+    kind, v, ref = draw_centre(case, spec, rng, None if lesion is None else lesion[1])
+    case = lesion[0] if kind == "lesion" and lesion is not None else case
     nz = case.ct_hu.shape[0]
     z = int(np.clip(round(v[0]), 0, nz - 1))
     scale, angle, flip, pet_gain, dropout = 1.0, 0.0, False, 1.0, 1.0
@@ -323,13 +338,20 @@ def sample_patch(case: VolumeCase, spec: PatchSpec, rng: np.random.Generator) ->
 
 class PatchDataset:
     """A ``torch.utils.data.Dataset`` of ``n`` patches per epoch drawn from ``cases`` (one patient uniformly, then
-    a centre as :func:`draw_centre`). ``fixed=True`` gives the same patches every epoch (validation, test)."""
+    a centre as :func:`draw_centre`; with ``spec.lesion_size_power`` > 0 lesion patches come from a lesion drawn
+    across all patients by size). ``fixed=True`` gives the same patches every epoch (validation, test)."""
 
     def __init__(self, cases: Sequence[VolumeCase], spec: PatchSpec, n: int, seed: int = 0, fixed: bool = False):
         if not cases:
             raise ValueError("no volumes to sample patches from")
         self.cases, self.spec, self.n, self.seed, self.fixed = list(cases), spec, int(n), seed, fixed
         self.epoch = 0
+        self._lesions = [(c, r) for c in self.cases for r in c.lesions]
+        self._lesion_p = (
+            hot_weights([r for _, r in self._lesions], spec.lesion_size_power)
+            if spec.lesion_size_power > 0 and self._lesions
+            else None
+        )
 
     def __len__(self) -> int:
         return self.n
@@ -342,9 +364,18 @@ class PatchDataset:
 
         rng = np.random.default_rng([self.seed, 0 if self.fixed else self.epoch + 1, index])
         case = self.cases[rng.integers(len(self.cases))]
-        image, mask, item = sample_patch(case, self.spec, rng)
+        lesion = None
+        if self._lesion_p is not None:  # drawn for every patch, so a patch's draws do not depend on its kind
+            lesion = self._lesions[rng.choice(len(self._lesions), p=self._lesion_p)]
+        image, mask, item = sample_patch(case, self.spec, rng, lesion)
         return {"image": torch.from_numpy(image), "mask": torch.from_numpy(mask), "item": item}
 
     def patient_of(self, index: int) -> str:
+        """The patient patch ``index`` comes from, without drawing the patch (the same draws as ``__getitem__``)."""
         rng = np.random.default_rng([self.seed, 0 if self.fixed else self.epoch + 1, index])
-        return self.cases[rng.integers(len(self.cases))].name
+        case = self.cases[rng.integers(len(self.cases))]
+        if self._lesion_p is not None:
+            lesion_case = self._lesions[rng.choice(len(self._lesions), p=self._lesion_p)][0]
+            if rng.random() < self.spec.fg_fraction:  # draw_centre's first draw: a lesion patch
+                return lesion_case.name
+        return case.name

@@ -55,6 +55,7 @@ def build_datasets(cfg: RunConfig, splits: tuple[str, ...] = ("train", "val")) -
         fg_fraction=d.fg_fraction,
         hot_fraction=d.hot_fraction,
         hot_size_power=d.hot_size_power,
+        lesion_size_power=d.lesion_size_power,
         jitter=d.jitter,
         negatives=d.negatives,
         augment=d.augment,
@@ -71,8 +72,9 @@ def build_datasets(cfg: RunConfig, splits: tuple[str, ...] = ("train", "val")) -
             out.append([])
         elif s == "train":
             out.append(PatchDataset(cases, spec, d.samples_per_epoch, cfg.seed))
-        else:  # fixed patches, no augmentation, seeded apart from training
-            out.append(PatchDataset(cases, dc_replace(spec, augment=False), d.eval_samples, cfg.seed + 7919, True))
+        else:  # fixed patches, no augmentation, seeded apart from training, drawn as always (runs compare on them)
+            fixed = dc_replace(spec, augment=False, lesion_size_power=0.0)
+            out.append(PatchDataset(cases, fixed, d.eval_samples, cfg.seed + 7919, True))
     return out
 
 

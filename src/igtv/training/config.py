@@ -34,6 +34,9 @@ class DataConfig:
     fg_fraction: float = 0.5  # patches: share centred on the target (with jitter)
     hot_fraction: float = 0.25  # patches: share centred on PET-avid regions that are not target (hot organs)
     hot_size_power: float = 0.0  # patches: hot regions drawn in proportion to size ** this (0: all alike)
+    # patches: lesion patches drawn across all patients' lesions in proportion to size ** this (0: a patient
+    # uniformly, then one of its lesions)
+    lesion_size_power: float = 0.0
     jitter: float = 0.8  # patches: lesion centres move by up to jitter * patch / 2 pixels
     # patches: where the rest are centred: "body" (anywhere, CT > -400 HU) or "thorax" (lungs + mediastinum, the
     # region whose components post-processing keeps)
