@@ -87,7 +87,10 @@ def run_variant(
                 wcfg = WholePatientConfig(split=which, overlap=overlap, bootstrap=0)
                 where = run / f"whole_{ckpt}_{name}"
                 res = evaluate_whole_patients(run / f"{ckpt}.pt", root, where, wcfg, progress=False)
-                parts.append(_summary(res))
+                part = _summary(res)
+                if split == "fresh":  # phantom cohorts reuse pseudonyms (patient i of any seed): name the cohort
+                    part["per_patient"] = {f"{root.name}/{k}": v for k, v in part["per_patient"].items()}
+                parts.append(part)
             s = parts[0] if len(parts) == 1 else _pooled(parts)
             write_text_atomic(run / f"whole_{ckpt}_{split}.json", json.dumps(s, indent=1))
             means[ckpt, split].append(s)

@@ -252,5 +252,43 @@ def test_validation_every_other_epoch_leaves_training_alone(small_cohort, tmp_pa
     assert sparse.best_epoch == max(ious, key=lambda e: (ious[e], -e))
     assert load_checkpoint(tmp_path / "sparse" / "best.pt")["epoch"] + 1 == sparse.best_epoch
     assert (tmp_path / "sparse" / "log.csv").read_text().splitlines()[1].split(",")[2] == ""  # no val_loss logged
+    # val_from: no validation before that epoch, the same figures from it on (every's later epochs read the kept
+    # validation batches, late's first validation draws them: the same numbers)
+    late = train(tiny_cfg(root, epochs=3, max_steps_per_epoch=2, val_from=2), tmp_path / "late", progress=False)
+    assert [r["train_loss"] for r in late.history] == [r["train_loss"] for r in every.history]
+    assert [r["val_iou"] is None for r in late.history] == [True, False, False]
+    assert [r["val_loss"] for r in late.history[1:]] == [r["val_loss"] for r in every.history[1:]]
+    assert late.best_epoch >= 2
     with pytest.raises(ValueError, match="val_every"):
         train(tiny_cfg(root, val_every=0), tmp_path / "bad", progress=False)
+    with pytest.raises(ValueError, match="val_from"):
+        train(tiny_cfg(root, val_from=0), tmp_path / "bad", progress=False)
+
+
+def test_fixed_batches_are_kept_after_a_full_pass_only_while_they_fit():
+    from igtv.training.builders import FixedBatches
+
+    reads = []
+
+    class Loader:
+        def __len__(self):
+            return 3
+
+        def __iter__(self):
+            reads.append(1)
+            for i in range(3):
+                yield {"image": torch.full((2, 4), float(i)), "item": [f"p{i}", f"q{i}"]}
+
+    kept = FixedBatches(Loader())
+    first = list(kept)
+    assert [b["image"][0, 0].item() for b in first] == [0.0, 1.0, 2.0] and len(kept) == 3
+    again = list(kept)
+    assert len(reads) == 1 and all(a is b for a, b in zip(first, again, strict=True))  # the same tensors, no re-read
+    part = FixedBatches(Loader())
+    next(iter(part))  # a pass cut short keeps nothing
+    list(part)
+    assert part.batches is not None and len(reads) == 3
+    small = FixedBatches(Loader(), max_bytes=40)  # one batch is 32 bytes: the pass does not fit, nothing is kept
+    assert len(list(small)) == 3 and small.batches is None
+    list(small)
+    assert len(reads) == 5

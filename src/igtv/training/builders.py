@@ -18,6 +18,34 @@ def make_loader(ds, batch: int, sampler, num_workers: int, drop_last: bool):
     )
 
 
+class FixedBatches:
+    """The batches of a loader whose items never change (validation: fixed patches, or slices without
+    augmentation), kept after the first full pass while they fit in ``max_bytes`` and read again otherwise. The
+    same tensors either way; a kept pass saves re-drawing them (~0.8 s of the quick table's ~3 s validation)."""
+
+    def __init__(self, loader, max_bytes: int = 256 * 2**20):
+        self.loader, self.max_bytes, self.batches = loader, max_bytes, None
+
+    def __len__(self) -> int:
+        return len(self.loader)
+
+    def __iter__(self):
+        if self.batches is not None:
+            yield from self.batches
+            return
+        kept: list | None = []
+        size = 0
+        for batch in self.loader:
+            if kept is not None:
+                size += sum(v.numel() * v.element_size() for v in batch.values() if torch.is_tensor(v))
+                if size <= self.max_bytes:
+                    kept.append(batch)
+                else:
+                    kept = None
+            yield batch
+        self.batches = kept  # only after a full pass (an interrupted one keeps nothing)
+
+
 def preprocessing_of(cfg: RunConfig) -> dict:
     """What prediction must reproduce: windows, and for patch-trained models the pixel size and patch side."""
     pre = dataset_preprocessing(cfg.data.root)

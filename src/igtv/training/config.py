@@ -70,6 +70,9 @@ class OptimConfig:
     # validate (and choose best.pt) every this many epochs and after the last one (MONAI's val_interval); the
     # epochs in between log no validation figures
     val_every: int = 1
+    # the first epoch (1-based) validated: earlier ones log no validation and cannot become best.pt (the last epoch
+    # always validates); for short schedules whose best epoch is never early (Table II's quick budget)
+    val_from: int = 1
     grad_clip: float = 0.0  # max gradient norm (0 = off)
     # validate, select and save an exponential moving average of the weights, updated every step with this decay
     # (0 = off; igtv.training.ema)

@@ -26,7 +26,7 @@ from igtv.checkpoint import CheckpointError, load_checkpoint, save_model
 from igtv.config import dump_yaml, replace, to_dict
 from igtv.device import pick_device
 from igtv.io import remove_stale_temporaries, write_csv_atomic, write_text_atomic
-from igtv.training.builders import build_datasets, build_model, make_loader, model_card
+from igtv.training.builders import FixedBatches, build_datasets, build_model, make_loader, model_card
 from igtv.training.config import RunConfig
 from igtv.training.distributed import EpochSampler, all_reduce_sum, init_distributed, shutdown_distributed
 from igtv.training.ema import WeightEMA
@@ -139,8 +139,9 @@ def _train(
     if device.type == "cpu":
         torch.use_deterministic_algorithms(True, warn_only=True)
 
-    if cfg.train.val_every < 1:
-        raise ValueError(f"train.val_every must be at least 1, got {cfg.train.val_every}")
+    if cfg.train.val_every < 1 or cfg.train.val_from < 1:
+        raise ValueError(f"train.val_every and train.val_from must be at least 1, got {cfg.train.val_every} and "
+                         f"{cfg.train.val_from}")  # fmt: skip
     if cfg.train.batch_size % dist_info.world:
         raise ValueError(f"train.batch_size {cfg.train.batch_size} is not divisible by {dist_info.world} processes")
     local_batch = cfg.train.batch_size // dist_info.world
@@ -193,7 +194,7 @@ def _train(
     drop_last = len(train_ds) >= cfg.train.batch_size
     train_loader = make_loader(train_ds, local_batch, sampler, cfg.data.num_workers, drop_last)
     val_sampler = EpochSampler(len(val_ds), cfg.seed, dist_info.rank, dist_info.world, shuffle=False)
-    val_loader = make_loader(val_ds, max(local_batch, 1), val_sampler, cfg.data.num_workers, False)
+    val_loader = FixedBatches(make_loader(val_ds, max(local_batch, 1), val_sampler, cfg.data.num_workers, False))
     steps = len(train_loader)
     if cfg.train.max_steps_per_epoch:
         steps = min(steps, cfg.train.max_steps_per_epoch)
@@ -269,7 +270,7 @@ def _train(
         tl = all_reduce_sum(torch.tensor([loss_sum, seen / dist_info.world], dtype=torch.float64), dist_info)
         last_epoch = epoch + 1 == cfg.train.epochs or (stop_after_epoch is not None and epoch + 1 >= stop_after_epoch)
         val, improved = None, False
-        if (epoch + 1) % cfg.train.val_every == 0 or last_epoch:
+        if ((epoch + 1) % cfg.train.val_every == 0 and epoch + 1 >= cfg.train.val_from) or last_epoch:
             judged = ema.module if ema is not None else model
             val = evaluate_loader(judged, val_loader, device, loss_fn, cfg.train.threshold, amp, dist_info)
             improved = val["iou"] > best[0]
@@ -291,7 +292,7 @@ def _train(
                 + (
                     f"val loss {row['val_loss']:.4f}, val IoU {row['val_iou']:.4f}, Dice {row['val_dice']:.4f}"
                     if val is not None
-                    else f"no validation (every {cfg.train.val_every} epochs)"
+                    else f"no validation (every {cfg.train.val_every} epochs from epoch {cfg.train.val_from})"
                 )
                 + (" (best)" if improved else "")
             )
