@@ -172,28 +172,38 @@ def test_candidate_rules_are_measured_alone():
         assert changed == [name.split("=")[0]], name
 
 
-def test_thorax_region_is_computed_once_per_ct_file(tmp_path):
+def test_masks_of_a_patients_files_are_computed_once_per_process(tmp_path):
+    """The thorax region and the tile region (igtv.experiments.mask_cache): once per files and parameters; a file
+    rewritten at the same path, or other parameters, compute again; None is returned and not kept."""
     import os
 
-    from igtv.experiments import whole_patient as wp
+    from igtv.experiments.mask_cache import cached_mask
 
-    ct = tmp_path / "ct_hu.nii.gz"
+    ct, pet = tmp_path / "ct_hu.nii.gz", tmp_path / "pet_suv.nii.gz"
     ct.write_bytes(b"first")
+    pet.write_bytes(b"pet")
     calls = []
 
     def compute():
         calls.append(1)
         return np.arange(60).reshape(3, 4, 5) % 3 == 0
 
-    first = wp._cached_region(ct, 10.0, compute)
-    again = wp._cached_region(ct, 10.0, compute)
+    first = cached_mask([ct], ("thorax", 10.0), compute)
+    again = cached_mask([ct], ("thorax", 10.0), compute)
     assert len(calls) == 1 and again.dtype == bool and np.array_equal(first, again)
-    wp._cached_region(ct, 5.0, compute)  # another margin is another region
-    assert len(calls) == 2
+    cached_mask([ct], ("thorax", 5.0), compute)  # another margin is another region
+    cached_mask([ct, pet], ("thorax", 10.0), compute)  # other files, another mask
+    assert len(calls) == 3
     ct.write_bytes(b"second, longer")  # a new CT at the same path is not served the old region
     os.utime(ct, ns=(1, 1))
-    wp._cached_region(ct, 10.0, compute)
-    assert len(calls) == 3
+    cached_mask([ct], ("thorax", 10.0), compute)
+    assert len(calls) == 4
+    pet.write_bytes(b"another pet")
+    os.utime(pet, ns=(2, 2))
+    cached_mask([ct, pet], ("thorax", 10.0), compute)
+    assert len(calls) == 5
+    assert cached_mask([ct], ("none",), lambda: calls.append(1)) is None
+    assert cached_mask([ct], ("none",), lambda: calls.append(1)) is None and len(calls) == 7
 
 
 @pytest.mark.slow

@@ -21,7 +21,6 @@ import functools
 import json
 import logging
 import time
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -30,6 +29,7 @@ import numpy as np
 
 from igtv.evaluation import metrics as M
 from igtv.evaluation.metrics import lesion_detection
+from igtv.experiments.mask_cache import cached_mask
 from igtv.inference.lesions import PostprocessConfig, resolve_auto_rules
 from igtv.inference.sliding import DEFAULT_OVERLAP
 
@@ -202,26 +202,6 @@ def threshold_raw_mask(rule: str):
     return lambda ct, pet, geom, truth, region=None: threshold_volume(pet, truth, tuple(geom.spacing_mm[::-1]), rule)
 
 
-_REGION_CACHE: OrderedDict[tuple, tuple[np.ndarray, tuple[int, ...]]] = OrderedDict()
-_REGION_CACHE_SIZE = 16  # bit-packed: 4 MB each for 512 x 512 x 125
-
-
-def _cached_region(ct_path: Path, margin_mm: float, compute) -> np.ndarray:
-    """The thorax region of a prepared CT, computed once per process (Table II scores every row on the same test
-    patients: 1.3 s per patient per row otherwise); keyed by the file's path, size and mtime."""
-    st = ct_path.stat()
-    key = (str(ct_path.resolve()), st.st_size, st.st_mtime_ns, float(margin_mm))
-    if key in _REGION_CACHE:
-        _REGION_CACHE.move_to_end(key)
-        bits, shape = _REGION_CACHE[key]
-        return np.unpackbits(bits, count=int(np.prod(shape))).view(bool).reshape(shape)
-    region = compute()
-    _REGION_CACHE[key] = (np.packbits(region), region.shape)
-    while len(_REGION_CACHE) > _REGION_CACHE_SIZE:
-        _REGION_CACHE.popitem(last=False)
-    return region
-
-
 def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, root: Path | None = None) -> dict:
     """Contour one prepared patient with ``predict_raw`` (see :func:`model_raw_mask`), post-process and score it;
     returns its row, the post-processing rules' effects and the paper-protocol slice rows."""
@@ -238,12 +218,18 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
     truth = (labels > 0) & ~np.isin(labels, excluded)
     from igtv.inference.lesions import drop_components, prediction_tiles, refine, thorax_region
 
-    @functools.cache  # thorax region per margin, unpacked once for all the rule sets
-    def region_of(margin_mm: float) -> np.ndarray:
-        return _cached_region(volume_dir / "ct_hu.nii.gz", margin_mm, lambda: thorax_region(ct, geom, margin_mm))
+    ct_file, pet_file = volume_dir / "ct_hu.nii.gz", volume_dir / "pet_suv.nii.gz"
 
-    margin = cfg.postprocess.thorax_margin_mm
-    tiles = prediction_tiles(region_of(margin) if margin else None, pet, geom, cfg.postprocess)
+    @functools.cache  # thorax region per margin (once per process: Table II scores ten rows on the same patients)
+    def region_of(margin_mm: float) -> np.ndarray:
+        return cached_mask([ct_file], ("thorax", float(margin_mm)), lambda: thorax_region(ct, geom, margin_mm))
+
+    margin, post = cfg.postprocess.thorax_margin_mm, cfg.postprocess
+
+    def tiles_of() -> np.ndarray | None:
+        return prediction_tiles(region_of(margin) if margin else None, pet, geom, post)
+
+    tiles = cached_mask([ct_file, pet_file], ("tiles", post), tiles_of)  # the files' and the rules' only
     raw = predict_raw(ct, pet, geom, truth, tiles if cfg.region_tiles else None)
 
     def region(margin_mm: float) -> np.ndarray | None:
