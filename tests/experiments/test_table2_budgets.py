@@ -35,6 +35,7 @@ def test_paper_budget_trains_each_stage_as_the_paper_and_the_shipped_configs_say
     # Sec. IV-E: lr 6e-5, batch 4, 30 epochs with early stopping on validation IoU
     assert _schedule(ft) == (4, 6e-5, 0.0, 0.0, 30) == _schedule(shipped_ft)
     assert ft.train.patience == 10 and ft.data.mode == "25d" and ft.init == "runs/seed0/pretrain/best.pt"
+    assert ft.train.val_from == 1 == pre.train.val_from  # early stopping reads every epoch's validation
     assert ft.data.sampler == "slices" and ft.data.size == 0  # the PNGs' whole 512 px slices
 
     scratch = _cfg("paper", "cipa_25d", "scratch")
@@ -50,6 +51,8 @@ def test_quick_budget_keeps_its_cpu_recipe(ablation, stage, lr):
     cfg = _cfg("quick", ablation, stage)
     assert _schedule(cfg) == (8, lr, pytest.approx(lr / 10), 1.0, 5 if stage == "pretrain" else 8)
     assert cfg.train.patience == 0 and cfg.train.batch_dice
+    # the IGTV trainings validate from epoch 5 of 8 (where session 41's best epochs all were); pre-training every epoch
+    assert cfg.train.val_from == (1 if stage == "pretrain" else 5) and cfg.train.val_every == 1
     assert (cfg.data.sampler, cfg.data.patch, cfg.data.spacing_mm, cfg.data.samples_per_epoch) == (
         "patches",
         96,
