@@ -227,6 +227,23 @@ def test_table2_patch_budget_reads_both_protocols(tmp_path):
     assert pool["patients"] == len(ens_rows) + len(test_ens["patient_dice_3d"])
     md = (out / "table2.md").read_text()
     assert "seed ensemble: extra (%)" in md and "test + extra patients, seed ensemble" in md
+    # one pre-training shared by the seeds (Budget.shared_pretrain): both seeds fine-tune from it, and seed 1's
+    # applied row is seed 0's model and reading, carried over (its checkpoint byte for byte, its kept maps valid)
+    runs = out / "runs"
+    assert (runs / "pretrain" / "best.pt").exists() and not list(runs.glob("seed*/pretrain"))
+    for s in (0, 1):
+        assert yaml.safe_load((runs / f"seed{s}" / "sim_ft" / "config.yaml").read_text())["init"] == str(
+            runs / "pretrain" / "best.pt"
+        )
+    a0, a1 = (json.loads((runs / f"seed{s}" / "25d_applied" / "row_result.json").read_text()) for s in (0, 1))
+    assert a0["seed"] == 0 and "same_model_as_seed" not in a0
+    assert (a1["seed"], a1["same_model_as_seed"], a1["seconds"]) == (1, 0, 0.0)
+    assert json.dumps(a1["whole_rows"]) == json.dumps(a0["whole_rows"])
+    ckpts = [runs / f"seed{s}" / "25d_applied" / "best.pt" for s in (0, 1)]
+    assert ckpts[0].read_bytes() == ckpts[1].read_bytes()
+    applied = next(r for r in two["rows"] if r["key"] == "25d_applied")
+    assert applied["seeds"] == 2 and applied["whole_patient"]["dice_3d"]["std"] == 0.0
+    assert "one pre-training, seed 0, fine-tuned by each" in md
 
 
 def _finetune_variant():

@@ -36,6 +36,7 @@ def test_paper_budget_trains_each_stage_as_the_paper_and_the_shipped_configs_say
     assert _schedule(ft) == (4, 6e-5, 0.0, 0.0, 30) == _schedule(shipped_ft)
     assert ft.train.patience == 10 and ft.data.mode == "25d" and ft.init == "runs/seed0/pretrain/best.pt"
     assert ft.train.val_from == 1 == pre.train.val_from  # early stopping reads every epoch's validation
+    assert not BUDGETS["paper"].shared_pretrain  # a pre-training per seed (a GPU affords it)
     assert ft.data.sampler == "slices" and ft.data.size == 0  # the PNGs' whole 512 px slices
 
     scratch = _cfg("paper", "cipa_25d", "scratch")
@@ -53,6 +54,7 @@ def test_quick_budget_keeps_its_cpu_recipe(ablation, stage, lr):
     assert cfg.train.patience == 0 and cfg.train.batch_dice
     # the IGTV trainings validate from epoch 5 of 8 (where session 41's best epochs all were); pre-training every epoch
     assert cfg.train.val_from == (1 if stage == "pretrain" else 5) and cfg.train.val_every == 1
+    assert BUDGETS["quick"].shared_pretrain  # one pre-training, fine-tuned by every seed
     assert (cfg.data.sampler, cfg.data.patch, cfg.data.spacing_mm, cfg.data.samples_per_epoch) == (
         "patches",
         96,

@@ -1,8 +1,10 @@
 """``igtv table2``: the paper's Table II ablation, end to end, by one command.
 
-Per seed: 2D CIPA pre-training on the GTV data; then every row below trained (or not) on the IGTV training split
-with the same seed, epochs and batch (:mod:`igtv.experiments.table2_budgets`), and scored on the IGTV test split
-(per slice, both conventions, and per patient in 3D). The paper's "no fine-tune" has two readings; both are
+2D CIPA pre-training on the GTV data (one shared by every seed, ``Budget.shared_pretrain``, or one per seed); then
+per seed every row below trained (or not) on the IGTV training split with the same seed, epochs and batch
+(:mod:`igtv.experiments.table2_budgets`), and scored on the IGTV test split (per slice, both conventions, and per
+patient in 3D). With a shared pre-training the *applied* rows are one model: scored once, the result carried to the
+other seeds. The paper's "no fine-tune" has two readings; both are
 produced and labelled:
 
 - *applied*: the GTV-pretrained weights evaluated on IGTV with no IGTV training (2.5D: the 2D weights carried
@@ -33,6 +35,8 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import time
 from dataclasses import replace as dc_replace
 from pathlib import Path
@@ -78,18 +82,38 @@ def make_data(out: Path, budget: Budget, workers: int) -> tuple[Path, Path]:
     return gtv.out_dir / "pclt", prep.out_dir
 
 
-def _train_once(cfg, run_dir: Path, label: str = "") -> None:
+def _train_once(cfg, run_dir: Path, label: str = "") -> bool:
     """Train into ``run_dir`` unless a finished run is there (``log.csv`` holds every epoch); an interrupted run
-    (``last.pt`` without every epoch) is resumed, not restarted, and never taken for a finished one."""
+    (``last.pt`` without every epoch) is resumed, not restarted, and never taken for a finished one. True if it
+    trained."""
     from igtv.training.trainer import train
 
     log_csv = run_dir / "log.csv"
     done = len(log_csv.read_text().splitlines()) - 1 if log_csv.exists() else 0
     if (run_dir / "best.pt").exists() and done >= cfg.train.epochs:
-        return
+        return False
     if label:
         print(label)
     train(cfg, run_dir, resume=(run_dir / "last.pt").exists(), progress=False)
+    return True
+
+
+def _share_row(src: Path, dst: Path, seed: int, first_seed: int) -> None:
+    """An applied row of the shared pre-training for another seed: ``src``'s checkpoint, kept maps and result under
+    ``dst`` (hard links where the file system allows, else copies with their times), the result marked as seed
+    ``first_seed``'s model. The checkpoint keeps its size and mtime, so its kept maps stay valid for the ensembles."""
+    from igtv.io import write_text_atomic
+
+    def link_or_copy(a: str, b: str) -> None:
+        try:
+            os.link(a, b)
+        except OSError:
+            shutil.copy2(a, b)
+
+    shutil.copytree(src, dst, copy_function=link_or_copy, dirs_exist_ok=True)
+    res = json.loads((src / ROW_RESULT).read_text())
+    res.update(seed=seed, seconds=0.0, same_model_as_seed=first_seed)
+    write_text_atomic(dst / ROW_RESULT, json.dumps(res, default=_jsonable))  # a new file: the link to src's goes
 
 
 def _applied_checkpoint(pretrain_ckpt: Path, model: str, out: Path, igtv_root: Path, size: int) -> Path:
@@ -236,21 +260,25 @@ def run_table2(
     seeds = tuple(seeds) if seeds else b.seeds
     for seed in seeds:
         runs = out / "runs" / f"seed{seed}"
-        pre_ckpt = runs / "pretrain" / "best.pt"
+        pre_dir = out / "runs" / "pretrain" if b.shared_pretrain else runs / "pretrain"
+        pre_ckpt = pre_dir / "best.pt"
         if any(r.init for r in selected):
             t_pre = time.perf_counter()
-            _train_once(
-                run_config(b, f"cipa_2d_{b.width}", pretrain_data, "pretrain", seed, "", device),
-                runs / "pretrain",
-                f"[table2] seed {seed}: 2D pre-training on {pretrain_data.name}",
-            )
-            print(f"[table2] seed {seed}: 2D pre-training ready ({time.perf_counter() - t_pre:.0f} s)")
+            pre_seed = b.seeds[0] if b.shared_pretrain else seed  # shared: the budget's first seed, whichever are run
+            who = f"seed {pre_seed}, shared by every seed" if b.shared_pretrain else f"seed {seed}"
+            cfg_pre = run_config(b, f"cipa_2d_{b.width}", pretrain_data, "pretrain", pre_seed, "", device)
+            if _train_once(cfg_pre, pre_dir, f"[table2] {who}: 2D pre-training on {pretrain_data.name}"):
+                print(f"[table2] {who}: 2D pre-training ready ({time.perf_counter() - t_pre:.0f} s)")
         for r in selected:
             if r.rule and seed != seeds[0]:
                 continue  # deterministic: one evaluation
             t_row = time.perf_counter()
             run_dir = runs / r.key
             ckpt = None if r.rule else run_dir / "best.pt"
+            first = out / "runs" / f"seed{seeds[0]}" / r.key
+            if r.init == "applied" and b.shared_pretrain and seed != seeds[0] and (first / ROW_RESULT).exists():
+                if _cached_row(run_dir, ckpt) is None:  # the same model as the first seed's: its reading, carried
+                    _share_row(first, run_dir, seed, seeds[0])
             cached = _cached_row(run_dir, ckpt)
             if cached is not None:
                 results[r.key].append(cached)

@@ -45,6 +45,10 @@ class Budget:
     min_lr_fraction: float = 0.1  # the cosine schedule's floor, as a fraction of the row's learning rate
     grad_clip: float = 1.0  # gradient norm clipping (0: off)
     val_from: int = 1  # the IGTV trainings' first validated epoch (train.val_from; pre-training validates every one)
+    # one 2D pre-training (seeded with the budget's first seed, in OUT/runs/pretrain) that every seed fine-tunes from,
+    # as one published pre-trained model is fine-tuned: the seeds then vary the IGTV trainings only, and the
+    # "applied" rows (the pre-training itself) are one model, scored once (False: a pre-training per seed)
+    shared_pretrain: bool = False
 
 
 # the MONAI U-Net runs only when named (`--rows all` or a list with `unet`): at this budget it fails (session 26:
@@ -55,6 +59,7 @@ _QUICK = Budget(
     # validation from epoch 5 of 8: every learnt row of session 41's table (3 seeds x 6 rows) had its best validation
     # epoch at 5-8, so the same models at ~4 min less (README *Evaluation and Table II*)
     val_from=5,
+    shared_pretrain=True,
 )  # fmt: skip
 _PAPER = Budget(
     "t", 0, 50, 30, 0, 16, 1e-3, 6e-5, 1e-3, (0, 1, 2), 60, 60, 1.0, 10,
@@ -63,6 +68,11 @@ _PAPER = Budget(
 _SMOKE = Budget(
     "tiny", 32, 1, 1, 1, 2, 1e-3, 1e-3, 1e-3, (0,), 3, 8, 0.25, z_extent_mm=200.0,
     igtv_batch_size=3, min_lr_fraction=0.0, grad_clip=0.0,
+)  # fmt: skip
+# tests of the patch path: tiny CIPA on 32 px patches at the CT's own pixel size, one pre-training as in quick.
+_SMOKE_PATCHES = Budget(
+    "tiny", 0, 1, 1, 1, 2, 1e-3, 1e-3, 1e-3, (0,), 3, 8, 0.25, 0, "patches", 0.0, 32, 4, z_extent_mm=200.0,
+    shared_pretrain=True,
 )  # fmt: skip
 BUDGETS = {
     # 2-core CPU, phantom v2, small CIPA on 96 px patches at 2 mm, 12 test patients, 3 seeds; `--seeds` runs them
@@ -80,10 +90,7 @@ BUDGETS = {
     # tests and a first look: tiny CIPA at 32 px, one step per epoch; the paper budget's whole-slice path with its
     # per-stage settings (another batch on IGTV, no schedule floor, no clipping)
     "smoke": _SMOKE,
-    # tests of the patch path: tiny CIPA on 32 px patches at the CT's own pixel size.
-    "smoke_patches": Budget(
-        "tiny", 0, 1, 1, 1, 2, 1e-3, 1e-3, 1e-3, (0,), 3, 8, 0.25, 0, "patches", 0.0, 32, 4, z_extent_mm=200.0
-    ),
+    "smoke_patches": _SMOKE_PATCHES,
 }
 
 

@@ -248,7 +248,13 @@ def write_outputs(out: Path, table: dict, tail: list[str] = ()) -> None:
         + (f" of at most {s['max_steps']} steps" if s["max_steps"] else "")
         + f", batch {s['batch_size']}"
         + (f" (IGTV {s['igtv_batch_size']})" if s.get("igtv_batch_size") else "")
-        + f", seeds {table.get('seeds', list(s['seeds']))}; "
+        + f", seeds {table.get('seeds', list(s['seeds']))}"
+        + (
+            f" (one pre-training, seed {s['seeds'][0]}, fine-tuned by each; the applied rows scored once)"
+            if s.get("shared_pretrain")
+            else ""
+        )
+        + "; "
         + f"{table['seconds'] / 60:.1f} min for this run; the rows, as they were run (a re-run reuses saved rows), "
         + f"{sum(r['seconds'] for r in table['rows']) / 60:.1f} min.",
         "IoU, Dice, Acc, HD95: the paper's protocol, per-slice means (Eqs. 9-12) over the ROI slices of the IGTV "
