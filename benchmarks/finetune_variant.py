@@ -4,7 +4,8 @@
         [--extra-data u99 u77]
 
 TABLE_DIR is a finished (or at least pre-trained) `igtv table2` output: each seed's run configuration
-(`runs/seed<N>/<row>/config.yaml`) is read from it, with its own 2D pre-training and data, and the ``--set``
+(`runs/seed<N>/<row>/config.yaml`) is read from it, with the 2D pre-training it names (``runs/pretrain``, shared by
+the seeds, since session 43; ``runs/seed<N>/pretrain`` before) and its data, and the ``--set``
 overrides are applied on top (the same syntax as `igtv train --set`). With no override the run reproduces the
 table's own row (fine-tuning is deterministic on one host), which is how a change is told from run-to-run noise.
 A finished run already in OUT/seed<N> is scored without training: hard-link the table's own there (`cp -al`) to

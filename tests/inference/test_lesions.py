@@ -5,6 +5,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
+from igtv.evaluation.metrics import label_lesions_boxed
 from igtv.geometry import Geometry
 from igtv.inference.lesions import (
     SPHERE_1CC_RADIUS_MM,
@@ -406,6 +407,10 @@ def test_cold_core_rule_drops_a_myocardium_ring_and_keeps_tumours_with_a_cold_ce
     assert "myocardium" in by_place[(15, 13)]["reason"]
     _, off = component_verdicts(mask, pet, geom, replace(cfg, max_cold_core_share=0.0), ct)
     assert not any(v["rule"] for v in off)
+    # the components labelled once and passed in (the whole-patient evaluation's rule sets): the same verdicts
+    components = label_lesions_boxed(mask)
+    labels, given = component_verdicts(mask, pet, geom, cfg, ct, None, components)
+    assert given == verdicts and labels is components[0]
 
 
 def test_cold_core_rule_reads_the_pet_object_of_a_myocardium_arc_and_its_floor_keeps_a_faint_tumour():

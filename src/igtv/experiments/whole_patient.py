@@ -235,8 +235,9 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
     def region(margin_mm: float) -> np.ndarray | None:
         return region_of(margin_mm) if margin_mm and raw.any() else None
 
+    components = M.label_lesions_boxed(raw)  # one labelling for the applied rules and each rule measured alone
     comp_labels, verdicts = component_verdicts(
-        raw, pet, geom, cfg.postprocess, ct, region(cfg.postprocess.thorax_margin_mm)
+        raw, pet, geom, cfg.postprocess, ct, region(cfg.postprocess.thorax_margin_mm), components
     )
     kept = drop_components(raw, comp_labels, verdicts)
     pred = refine(kept, pet, geom, cfg.postprocess)
@@ -269,7 +270,7 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
                     masks[item] = pred[z].copy()
     measured = {}
     for name, single in CANDIDATE_RULES.items():
-        lab_s, ver_s = component_verdicts(raw, pet, geom, single, ct, region(single.thorax_margin_mm))
+        lab_s, ver_s = component_verdicts(raw, pet, geom, single, ct, region(single.thorax_margin_mm), components)
         eff = rule_effects(raw, truth, lab_s, ver_s, vcc, ignore)
         measured[name] = next(iter(eff.values()), {"components": 0, "fp_removed_cc": 0.0, "tp_removed_cc": 0.0})
     rules = rule_effects(raw, truth, comp_labels, verdicts, vcc, ignore)

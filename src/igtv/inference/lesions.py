@@ -168,11 +168,12 @@ def component_verdicts(
     cfg: PostprocessConfig,
     ct_hu: np.ndarray | None = None,
     region: np.ndarray | None = None,
+    components: tuple[np.ndarray, list] | None = None,
 ) -> tuple[np.ndarray, list[dict]]:
-    """Label the components of ``mask`` and judge each by the rules of ``cfg``: (labels, one record per component
-    with its label, bounding box, volume, SUVmax, mean HU, the rule that drops it ('' = kept) and the reason).
-    ``region`` is a precomputed :func:`thorax_region` (else computed here when the rule is on)."""
-    labels, boxes = label_lesions_boxed(mask)
+    """Label the components of ``mask`` (or take ``components``, ``label_lesions_boxed(mask)``, read only) and judge
+    each by the rules of ``cfg``: (labels, one record per component with its label, bounding box, volume, SUVmax,
+    mean HU, the rule that drops it ('' = kept) and the reason). ``region``: a precomputed :func:`thorax_region`."""
+    labels, boxes = components if components is not None else label_lesions_boxed(mask)
     if cfg.thorax_margin_mm and ct_hu is not None and boxes and region is None:
         region = thorax_region(ct_hu, geom, cfg.thorax_margin_mm)
     use_region = bool(cfg.thorax_margin_mm) and region is not None
@@ -395,6 +396,4 @@ def lesion_statistics(mask: np.ndarray, pet_suv: np.ndarray, geom: Geometry) -> 
             }
         )
     out.sort(key=lambda r: -r["volume_cc"])
-    for i, r in enumerate(out, start=1):
-        r["lesion"] = i
-    return out
+    return [{**r, "lesion": i} for i, r in enumerate(out, start=1)]
