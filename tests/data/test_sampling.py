@@ -12,6 +12,7 @@ from igtv.data.sampling import (
     draw_centre,
     extract,
     hot_weights,
+    is_crop,
     patch_matrix,
     resample_inplane,
     resample_to_shape,
@@ -54,6 +55,11 @@ def test_patch_matrix_centres_and_flips():
     assert np.allclose(flipped, p[:, ::-1])
     edge = extract(img, patch_matrix((2.0, 2.0), 16), 16, 1, -7.0)  # outside the slice: the fill value
     assert (edge[:4, :4] == -7.0).all()
+    # a pure integer shift is cut out, anything else interpolated; the caller may decide once for several slices
+    rotated = patch_matrix((50.0, 60.0), 16, angle_rad=0.3)
+    assert is_crop(patch_matrix((50.5, 60.5), 16)) and not is_crop(rotated) and not is_crop(m)
+    for mat in (patch_matrix((50.5, 60.5), 16), rotated):
+        assert np.array_equal(extract(img, mat, 16, 1, -1.0, is_crop(mat)), extract(img, mat, 16, 1, -1.0))
 
 
 def test_foreground_share_negatives_and_geometry():
