@@ -1,7 +1,7 @@
 """Fine-tune one Table II row again with a changed setting, and score it whole patient on validation and test.
 
     python benchmarks/finetune_variant.py TABLE_DIR OUT [--row sim_ft] [--seeds 0 1 2] [--set train.epochs=8 ...]
-        [--extra-data u99 u77]
+        [--extra-data u99 u77] [--gtv-patients 72] [--pretrain-set train.epochs=15 ...]
 
 TABLE_DIR is a finished (or at least pre-trained) `igtv table2` output: each seed's run configuration
 (`runs/seed<N>/<row>/config.yaml`) is read from it, with the 2D pre-training it names (``runs/pretrain``, shared by
@@ -16,6 +16,11 @@ lesions found and false lesions, then the mean over seeds. ``--extra-data``: als
 no model saw (`igtv phantom --prepared --out u99 --patients 16 --seed 99`), pooled over the cohorts as the split
 "fresh". A change is chosen on the validation split (and such fresh cohorts) before the test split is read.
 Asserts nothing; writes each seed's scores to OUT/seed<N>/whole_<checkpoint>_<split>.json.
+
+``--gtv-patients`` / ``--pretrain-set``: the rows fine-tune from a 2D pre-training made again first, in OUT/pretrain,
+from the table's own pre-training configuration with these changes: a GTV phantom cohort of that many patients (the
+table's seed and scanner, simulated into OUT/dataset_gtv<N>) and ``--set`` overrides of its own. With neither it
+reproduces the table's pre-training. Session 44 ran ``--gtv-patients 72 --pretrain-set train.epochs=15``.
 """
 
 from __future__ import annotations
@@ -27,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from igtv.config import load_config
-from igtv.experiments.table2 import BUDGETS, _train_once
+from igtv.experiments.table2 import BUDGETS, _train_once, make_gtv_dataset
 from igtv.experiments.whole_patient import WholePatientConfig, evaluate_whole_patients
 from igtv.io import write_text_atomic
 from igtv.training.config import RunConfig, apply_overrides
@@ -54,6 +59,31 @@ def _pooled(parts: list[dict]) -> dict:
     out.update({k: sum(p[k] for p in parts) for k in ("found", "lesions", "false")})
     out["per_patient"] = {k: v for p in parts for k, v in p["per_patient"].items()}
     return out
+
+
+def pretrain_variant(
+    table_dir: Path,
+    out: Path,
+    sets: tuple[str, ...] = (),
+    gtv_patients: int = 0,
+    budget: str = "quick",
+    workers: int = 2,
+) -> Path:
+    """The table's 2D pre-training made again in OUT/pretrain (unless finished there) with ``sets`` on top, on a GTV
+    phantom cohort of ``gtv_patients`` (0: the table's own GTV data); returns its ``best.pt``."""
+    from dataclasses import replace
+
+    shared = table_dir / "runs" / "pretrain"
+    table_run = shared if shared.exists() else table_dir / "runs" / "seed0" / "pretrain"  # before session 43
+    cfg = load_config(RunConfig, table_run / "config.yaml")
+    overrides = list(sets)
+    if gtv_patients:
+        b = replace(BUDGETS[budget], gtv_patients=gtv_patients)
+        overrides.insert(0, f"data.root={make_gtv_dataset(out / f'dataset_gtv{gtv_patients}', b, workers)}")
+    cfg = apply_overrides(cfg, overrides) if overrides else cfg
+    what = ", ".join(overrides) or "as the table"
+    _train_once(cfg, out / "pretrain", f"2D pre-training in {out / 'pretrain'} ({what})")
+    return out / "pretrain" / "best.pt"
 
 
 def run_variant(
@@ -110,11 +140,16 @@ def main() -> None:
     ap.add_argument("--row", default="sim_ft")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
-    ap.add_argument("--splits", nargs="+", default=["val", "test"])
+    ap.add_argument("--splits", nargs="*", default=["val", "test"], help="none: only the --extra-data cohorts")
     ap.add_argument("--checkpoints", nargs="+", default=["best"], choices=["best", "last"], help="which to score")
     ap.add_argument("--budget", default="quick", help="the table's budget (its sliding-window overlap)")
     ap.add_argument("--extra-data", type=Path, nargs="+", default=[], help="prepared cohorts no model saw")
+    ap.add_argument("--gtv-patients", type=int, default=0, help="pre-train again on a GTV phantom cohort this large")
+    ap.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE", help="pre-train again with it")
     args = ap.parse_args()
+    if args.gtv_patients or args.pretrain_set:
+        init = pretrain_variant(args.table_dir, args.out, tuple(args.pretrain_set), args.gtv_patients, args.budget)
+        args.set = [f"init={init}", *args.set]
     means = run_variant(
         args.table_dir, args.out, args.row, tuple(args.seeds), tuple(args.set), tuple(args.splits),
         tuple(args.checkpoints), args.budget, tuple(args.extra_data),

@@ -177,6 +177,20 @@ def test_table2_patch_budget_reads_both_protocols(tmp_path):
     again_dice = fv.run_variant(out, tmp_path / "fv", "sim_ft", (0,), (), ("test",), ("best",), "smoke_patches")
     assert again_dice["best", "test"][0]["per_patient"] == table_dice
     assert (tmp_path / "fv" / "seed0" / "best.pt").stat().st_mtime == trained
+    # its pre-training made again: with no change it is the table's own, weight for weight; on a GTV cohort of another
+    # size it reads that cohort, made with the table's generator
+    import torch
+
+    from igtv.checkpoint import load_checkpoint
+
+    same = load_checkpoint(fv.pretrain_variant(out, tmp_path / "pv", budget="smoke_patches", workers=1))["model"]
+    table_pre = load_checkpoint(out / "runs" / "pretrain" / "best.pt")["model"]
+    assert same.keys() == table_pre.keys() and all(torch.equal(same[k], table_pre[k]) for k in same)
+    fv.pretrain_variant(out, tmp_path / "pv4", ("train.lr=0.002",), 4, "smoke_patches", 1)
+    pv4 = yaml.safe_load((tmp_path / "pv4" / "pretrain" / "config.yaml").read_text())
+    assert pv4["data"]["root"] == str(tmp_path / "pv4" / "dataset_gtv4") and pv4["train"]["lr"] == 0.002
+    split = json.loads((tmp_path / "pv4" / "dataset_gtv4" / "splits.json").read_text())
+    assert sum(len(split[k]) for k in ("train", "val", "test")) == 4
     # a second seed makes each learnt row an ensemble too: seed 0's kept maps are read back, not recomputed
     maps = sorted((out / "runs" / "seed0" / "sim_ft" / "probabilities" / "test").glob("*.npz"))
     assert len(maps) == len(table_dice)

@@ -52,6 +52,28 @@ from igtv.experiments.table2_report import Row, aggregate, ensemble_rows, fig4, 
 log = logging.getLogger(__name__)
 
 
+def gtv_cohort_config(budget: Budget, workers: int):
+    """The PhantomConfig of the budget's GTV (pre-training) cohort: ``budget.gtv_patients`` PCLT20K-like patients,
+    seed 10."""
+    from igtv.phantom.config import PhantomConfig
+
+    return PhantomConfig(
+        cohort="gtv", patients=budget.gtv_patients, seed=10, matrix_scale=budget.matrix_scale,
+        z_extent_mm=budget.z_extent_mm, workers=workers, pclt_size=budget.size or 512,
+        write_pclt=budget.sampler != "patches",
+    )  # fmt: skip
+
+
+def make_gtv_dataset(out_dir: Path, budget: Budget, workers: int) -> Path:
+    """The budget's GTV cohort simulated straight into a prepared dataset at ``out_dir`` (the patch budgets'
+    pre-training data); patients already there are kept."""
+    from igtv.data.prepare import PrepareConfig
+    from igtv.phantom.dataset import write_prepared_cohort
+
+    prep = PrepareConfig(roi="GTV", size=budget.size or 512, workers=workers)
+    return write_prepared_cohort(gtv_cohort_config(budget, workers), out_dir, prep).out_dir
+
+
 def make_data(out: Path, budget: Budget, workers: int) -> tuple[Path, Path]:
     """Phantom GTV and IGTV cohorts, prepared. Patch budgets read only the prepared volumes, so both cohorts are
     simulated straight into prepared datasets (:mod:`igtv.phantom.dataset`: same pseudonyms, split and samples as
@@ -63,19 +85,15 @@ def make_data(out: Path, budget: Budget, workers: int) -> tuple[Path, Path]:
     from igtv.phantom.dataset import write_prepared_cohort
 
     size = budget.size or 512
-    gtv_cfg = PhantomConfig(
-        cohort="gtv", patients=budget.gtv_patients, seed=10, matrix_scale=budget.matrix_scale,
-        z_extent_mm=budget.z_extent_mm, workers=workers, pclt_size=size, write_pclt=budget.sampler != "patches",
-    )  # fmt: skip
     igtv_cfg = PhantomConfig(
         cohort="igtv", patients=budget.igtv_patients, seed=11, matrix_scale=budget.matrix_scale,
         z_extent_mm=budget.z_extent_mm, workers=workers, write_pclt=False,
     )  # fmt: skip
     igtv_prep = PrepareConfig(size=size, workers=workers, seed=0)
     if budget.sampler == "patches":
-        pre = write_prepared_cohort(gtv_cfg, out / "dataset_gtv", PrepareConfig(roi="GTV", size=size, workers=workers))
-        return pre.out_dir, write_prepared_cohort(igtv_cfg, out / "dataset_igtv", igtv_prep).out_dir
-    gtv = generate_cohort(gtv_cfg, out / "phantom_gtv")
+        pre = make_gtv_dataset(out / "dataset_gtv", budget, workers)
+        return pre, write_prepared_cohort(igtv_cfg, out / "dataset_igtv", igtv_prep).out_dir
+    gtv = generate_cohort(gtv_cohort_config(budget, workers), out / "phantom_gtv")
     igtv = generate_cohort(igtv_cfg, out / "phantom_igtv")
     key = PHANTOM_PSEUDONYM_KEY  # synthetic patients: a rerun gives the same pseudonyms, sample order and models
     prep = prepare_dataset(igtv.out_dir, out / "dataset_igtv", igtv_prep, pseudonym_key=key)
