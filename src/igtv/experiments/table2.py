@@ -40,6 +40,7 @@ import shutil
 import time
 from dataclasses import replace as dc_replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -49,10 +50,13 @@ from igtv.experiments.table2_extra import check_cohorts, extra_lines, extra_read
 from igtv.experiments.table2_finetune import finetune_readings
 from igtv.experiments.table2_report import Row, aggregate, ensemble_rows, fig4, write_outputs
 
+if TYPE_CHECKING:
+    from igtv.phantom.config import PhantomConfig
+
 log = logging.getLogger(__name__)
 
 
-def gtv_cohort_config(budget: Budget, workers: int):
+def gtv_cohort_config(budget: Budget, workers: int) -> PhantomConfig:
     """The PhantomConfig of the budget's GTV (pre-training) cohort: ``budget.gtv_patients`` PCLT20K-like patients,
     seed 10."""
     from igtv.phantom.config import PhantomConfig
