@@ -194,6 +194,33 @@ def test_hot_regions_are_drawn_by_size_when_asked():
     assert 0.17 < heart_share(0.5) < 0.30  # sqrt(21600) / (sqrt(21600) + 32 sqrt(243)) = 0.23
 
 
+def test_hot_regions_below_an_suv_floor_are_not_drawn_when_asked():
+    """hot_min_suv_max 3: hot patches go only to regions post-processing can keep (the heart, a node), never to the
+    faint specks (SUVmax 2.5-3) that outnumber them; 0 draws every region, and a patient with none left gets the
+    body negative instead."""
+    ct = np.full((10, 200, 200), 40.0, np.float32)
+    pet = np.full(ct.shape, 1.0, np.float32)
+    pet[2:8, 20:80, 20:80] = 6.0  # the "heart"
+    pet[3:6, 120:130, 30:40] = 4.0  # an avid "node"
+    for y in range(110, 190, 20):  # 4 faint specks
+        pet[6:9, y : y + 9, 150:159] = 2.8
+    case = build_case("P", ct, pet, np.zeros(ct.shape, bool), (1.0, 1.0, 1.0), 0.0)
+    assert sorted(r.suv_max for r in case.hot) == pytest.approx([2.8] * 4 + [4.0, 6.0])
+
+    def kinds_and_speck_share(floor: float, c=case) -> tuple[set, float]:
+        spec = PatchSpec(patch=32, in_slices=1, fg_fraction=0.0, hot_fraction=1.0, hot_min_suv_max=floor)
+        rng = np.random.default_rng(0)
+        draws = [draw_centre(c, spec, rng) for _ in range(400)]
+        specks = [v[2] >= 140 and v[1] >= 100 for _, v, _ in draws]
+        return {k for k, _, _ in draws}, float(np.mean(specks))
+
+    assert kinds_and_speck_share(0.0) == ({"hot"}, pytest.approx(4 / 6, abs=0.08))
+    assert kinds_and_speck_share(3.0) == ({"hot"}, 0.0)
+    faint = build_case("F", ct, np.minimum(pet, 2.8), np.zeros(ct.shape, bool), (1.0, 1.0, 1.0), 0.0)
+    assert kinds_and_speck_share(3.0, faint)[0] == {"body"}
+    assert kinds_and_speck_share(0.0, faint)[0] == {"hot"}
+
+
 def _lesion_case(name: str, radius: int) -> object:
     """A 12 x 80 x 80 body at 1 mm with one spherical target of ``radius`` voxels at its centre."""
     z, y, x = np.mgrid[0:12, 0:80, 0:80]

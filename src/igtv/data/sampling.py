@@ -266,6 +266,11 @@ class PatchSpec:
     # hot regions drawn in proportion to size ** this: 0 draws all alike (with 30 sub-cc specks the heart gets ~1/34
     # of the hot patches); 0.5 shows big organs (heart, liver, kidneys) far more often while specks still appear
     hot_size_power: float = 0.0
+    # hot regions drawn only among those whose SUVmax reaches this (0: every region, SUV >= HOT_SUV): the regions
+    # post-processing can keep (its SUV rule, the training data's QC: 3.0 for the paper's). Below it lie the
+    # patient's dozens of faint PET specks (SUVmax 2.5-3), which would otherwise take most hot patches from the
+    # organs and the avid lymph nodes that prediction meets
+    hot_min_suv_max: float = 0.0
     # lesion patches drawn across the patients' lesions in proportion to size ** this (voxels), instead of a patient
     # uniformly and then one of its lesions; 0 keeps the per-patient draw (and every earlier run's patches)
     lesion_size_power: float = 0.0
@@ -294,9 +299,10 @@ def draw_centre(
         v = region.voxels[rng.integers(len(region.voxels))].astype(float)
         v[1:] += rng.uniform(-1, 1, 2) * spec.jitter * spec.patch / 2
         return kind, v, region.suv_max
-    if u < spec.fg_fraction + spec.hot_fraction and case.hot:
-        n, power = len(case.hot), spec.hot_size_power  # power 0: the historic uniform draw, so old runs replay
-        region = case.hot[rng.integers(n) if power == 0 else rng.choice(n, p=hot_weights(case.hot, power))]
+    hot = case.hot if spec.hot_min_suv_max <= 0 else [r for r in case.hot if r.suv_max >= spec.hot_min_suv_max]
+    if u < spec.fg_fraction + spec.hot_fraction and hot:
+        n, power = len(hot), spec.hot_size_power  # power 0: the historic uniform draw, so old runs replay
+        region = hot[rng.integers(n) if power == 0 else rng.choice(n, p=hot_weights(hot, power))]
         v = region.voxels[rng.integers(len(region.voxels))].astype(float)
         v[1:] += rng.uniform(-0.25, 0.25, 2) * spec.patch / 2
         return "hot", v, region.suv_max

@@ -34,6 +34,8 @@ class DataConfig:
     fg_fraction: float = 0.5  # patches: share centred on the target (with jitter)
     hot_fraction: float = 0.25  # patches: share centred on PET-avid regions that are not target (hot organs)
     hot_size_power: float = 0.0  # patches: hot regions drawn in proportion to size ** this (0: all alike)
+    # patches: hot regions drawn only among those with SUVmax >= this (0: all; 3.0: those post-processing can keep)
+    hot_min_suv_max: float = 0.0
     # patches: lesion patches drawn across all patients' lesions in proportion to size ** this (0: a patient
     # uniformly, then one of its lesions)
     lesion_size_power: float = 0.0
