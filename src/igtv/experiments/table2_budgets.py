@@ -63,6 +63,7 @@ _QUICK = Budget(
 )  # fmt: skip
 # 24 GTV patients x 5 pre-training epochs: session 44 measured 72 x 15 (~6 min more) on validation and 75 fresh
 # patients: +3 to +5 points of +SIM Dice, but false lesions 10 -> 19; rejected (README *A stronger 2D pre-training*)
+# session 45: its false lesions are avid lymph nodes; with data.hot_min_suv_max=3.0 still 4 -> 5, not adopted
 _PAPER = Budget(
     "t", 0, 50, 30, 0, 16, 1e-3, 6e-5, 1e-3, (0, 1, 2), 60, 60, 1.0, 10,
     igtv_batch_size=4, min_lr_fraction=0.0, grad_clip=0.0,
