@@ -5,15 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from igtv.data.affine import extract, is_crop, patch_matrix
 from igtv.data.sampling import (
     PatchDataset,
     PatchSpec,
     build_case,
     draw_centre,
-    extract,
     hot_weights,
-    is_crop,
-    patch_matrix,
     resample_inplane,
     resample_to_shape,
     sample_patch,
@@ -219,6 +217,40 @@ def test_hot_regions_below_an_suv_floor_are_not_drawn_when_asked():
     faint = build_case("F", ct, np.minimum(pet, 2.8), np.zeros(ct.shape, bool), (1.0, 1.0, 1.0), 0.0)
     assert kinds_and_speck_share(3.0, faint)[0] == {"body"}
     assert kinds_and_speck_share(0.0, faint)[0] == {"hot"}
+
+
+def test_avoid_regions_get_their_share_and_change_nothing_at_zero():
+    """avoid_fraction 0.3: 30 % of patches are centred on the avid part of the structures marked to leave out (a
+    node), none on its cold part; a patient with no avid one, or avoid_fraction 0, draws exactly what it drew
+    before the option existed."""
+    ct = np.full((10, 200, 200), 40.0, np.float32)
+    pet = np.full(ct.shape, 1.0, np.float32)
+    pet[2:8, 20:80, 20:80] = 6.0  # the "heart"
+    pet[3:6, 120:130, 30:40] = 4.0  # an avid node
+    avoid = np.zeros(ct.shape, bool)
+    avoid[3:6, 118:132, 28:42] = True  # marked with a margin; the margin (SUV 1) is no avoid region
+    avoid[3:6, 150:160, 150:160] = True  # a cold node: marked, never drawn
+    target = np.zeros(ct.shape, bool)
+    args = ("P", ct, pet, target, (1.0, 1.0, 1.0), 0.0)
+    case, plain = build_case(*args, avoid), build_case(*args)
+    assert [r.suv_max for r in case.avoid] == [4.0] and case.avoid[0].size == 3 * 10 * 10 and plain.avoid == []
+
+    def draws(c, share: float, n: int = 1000) -> list:
+        spec = PatchSpec(patch=32, in_slices=1, fg_fraction=0.0, hot_fraction=0.3, avoid_fraction=share)
+        rng = np.random.default_rng(0)
+        return [draw_centre(c, spec, rng) for _ in range(n)]
+
+    got = draws(case, 0.3)
+    kinds = [k for k, _, _ in got]
+    assert kinds.count("avoid") / len(kinds) == pytest.approx(0.3, abs=0.04)
+    assert all(3 <= v[0] < 6 and 112 <= v[1] < 138 and 22 <= v[2] < 48 for k, v, _ in got if k == "avoid")
+    assert all(ref == 4.0 for k, _, ref in got if k == "avoid")  # windowed by the node's own SUVmax (LUCID)
+    same = [(k, tuple(v), r) for k, v, r in draws(plain, 0.0)]
+    assert (
+        [(k, tuple(v), r) for k, v, r in draws(case, 0.0)]
+        == same
+        == [(k, tuple(v), r) for k, v, r in draws(plain, 0.3)]
+    )
 
 
 def _lesion_case(name: str, radius: int) -> object:

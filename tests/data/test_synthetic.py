@@ -39,6 +39,6 @@ def test_train_generates_caches_and_reuses_a_randomised_phantom_cohort(tmp_path)
     assert run_cfg["data"]["root"] == str(cache / "dataset")
     assert result.history and (tmp_path / "run" / "best.pt").exists()
     before = {p: p.stat().st_mtime_ns for p in (cache / "dataset" / "volumes").rglob("*.nii.gz")}
-    assert len(before) == 9
+    assert len(before) == 12  # ct_hu, pet_suv, labels and avoid (the nodes) of 3 patients
     train(cfg, tmp_path / "run", resume=True, progress=False)  # a resumed run reuses its cache
     assert {p: p.stat().st_mtime_ns for p in (cache / "dataset" / "volumes").rglob("*.nii.gz")} == before

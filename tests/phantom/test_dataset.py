@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from igtv.cli import main
-from igtv.data.prepare import PrepareConfig, prepare_dataset
+from igtv.data.prepare import PrepareConfig, prepare_dataset, pseudonym
 from igtv.geometry import load_nifti
 from igtv.phantom.cohort import generate_cohort
 from igtv.phantom.config import PHANTOM_PSEUDONYM_KEY, PhantomConfig
@@ -63,3 +63,33 @@ def test_cli_phantom_prepared(tmp_path, capsys):
     rois = (out / "rois.csv").read_text()
     assert "GTV" in rois and "IGTV" not in rois  # the GTV cohort's dataset holds the GTVs
     assert len(list((out / "volumes").iterdir())) == 2 and (out / "dataset.json").exists()
+
+
+def test_prepared_cohort_marks_the_lymph_nodes(tmp_path):
+    """avoid.nii.gz holds a patient's nodes (none for a patient without), on no tumour, on the CT grid, and the
+    sampler reads it back; at a resolution where the PET resolves a node, its SUV is there (the node's own, through
+    the PET's blur)."""
+    from igtv.data.cases import load_case
+    from igtv.geometry import resample_to
+    from igtv.phantom.cohort import patient_folder, patient_id
+    from igtv.phantom.dataset import node_mask
+    from igtv.phantom.patient import simulate_patient
+
+    cfg = PhantomConfig(cohort="igtv", patients=4, seed=3, write_pclt=False, **SMALL)
+    write_prepared_cohort(cfg, tmp_path, PrepareConfig(preset="pclt20k", roi="IGTV", size=64), progress=False)
+    with_nodes = 0
+    for i in range(cfg.patients):
+        p = simulate_patient(cfg, i)
+        folder = tmp_path / "volumes" / pseudonym(patient_id(patient_folder(cfg.cohort, i)), PHANTOM_PSEUDONYM_KEY)
+        avoid, geom = load_nifti(folder / "avoid.nii.gz")
+        labels = load_nifti(folder / "labels.nii.gz")[0]
+        assert avoid.shape == labels.shape and np.allclose(geom.origin_mm, p.ct_geom.origin_mm)
+        assert (avoid > 0).any() == bool(p.anatomy.nodes) and not ((avoid > 0) & (labels > 0)).any()
+        with_nodes += bool(p.anatomy.nodes)
+        assert load_case(folder, 0.0).avoid is not None
+    assert with_nodes >= 2  # the seed gives the test nodes to check
+
+    p = simulate_patient(PhantomConfig(cohort="igtv", patients=2, seed=3, matrix_scale=0.5, z_extent_mm=200.0), 1)
+    pet = resample_to(p.pet_suv, p.pet_geom, p.ct_geom, order=1)
+    hottest = max(nd.suv for nd in p.anatomy.nodes)
+    assert hottest >= 4.0 and 0.8 * hottest <= pet[node_mask(p)].max() <= 1.3 * hottest

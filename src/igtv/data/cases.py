@@ -17,7 +17,8 @@ LOAD_THREADS = min(8, os.cpu_count() or 1)  # reading, resampling and labelling 
 
 
 def load_case(volume_dir: str | Path, target_mm: float) -> VolumeCase:
-    """A prepared patient's ``{ct_hu,pet_suv,labels}.nii.gz`` (every labelled ROI is target) at ``target_mm``.
+    """A prepared patient's ``{ct_hu,pet_suv,labels}.nii.gz`` (every labelled ROI is target) at ``target_mm``, with
+    ``avoid.nii.gz`` (structures the contour must leave out, which the sampler can show as negatives) if present.
 
     Cases are cached per process by (folder, spacing, labels file time), so the runs of one Table II or demo
     read each patient once. Safe to call from several threads."""
@@ -47,7 +48,10 @@ def _load_case(d: Path, target_mm: float) -> VolumeCase:
     labels, _ = load_nifti(d / "labels.nii.gz")
     if ct.shape != pet.shape or ct.shape != labels.shape:
         raise ValueError(f"{d}: ct_hu {ct.shape}, pet_suv {pet.shape} and labels {labels.shape} differ")
-    return build_case(d.name, ct, pet, labels > 0, tuple(geom.spacing_mm[::-1]), target_mm)
+    avoid = load_nifti(d / "avoid.nii.gz")[0] > 0 if (d / "avoid.nii.gz").exists() else None
+    if avoid is not None and avoid.shape != ct.shape:
+        raise ValueError(f"{d / 'avoid.nii.gz'}: shape {avoid.shape} differs from ct_hu {ct.shape}")
+    return build_case(d.name, ct, pet, labels > 0, tuple(geom.spacing_mm[::-1]), target_mm, avoid)
 
 
 def split_patients(root: str | Path, split: str, val_fraction: float = 0.15, seed: int = 0) -> list[str]:

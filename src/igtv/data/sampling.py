@@ -10,6 +10,8 @@ are the CT's own slices), and draws square patches of ``patch`` pixels:
   jitter of up to ``jitter`` x patch/2, so the lesion is seen at every position in the patch;
 - ``hot_fraction`` centred on a PET-avid region that is *not* target (heart, liver, kidneys, nodes: SUV >=
   ``HOT_SUV``), one region drawn uniformly, so the hot organs prediction will meet are shown as negatives;
+- ``avoid_fraction`` centred on a structure the contour must leave out, where the dataset marks them
+  (``volumes/<P>/avoid.nii.gz``: the phantom's FDG-avid lymph nodes), so the few a cohort has are seen often;
 - the rest anywhere in the body (CT > ``BODY_HU``).
 
 Windows are applied on the fly, exactly as prediction applies them: CT window of the preset, PET either the fixed
@@ -28,6 +30,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from igtv.data.affine import extract, is_crop, patch_matrix
 
 log = logging.getLogger(__name__)
 
@@ -79,47 +83,6 @@ def resample_to_shape(slices_zyx: np.ndarray, shape_yx: tuple[int, int]) -> np.n
         return slices_zyx.astype(np.float32)
     t = torch.from_numpy(np.ascontiguousarray(slices_zyx, dtype=np.float32))[:, None]
     return F.interpolate(t, size=tuple(shape_yx), mode="bilinear", align_corners=False)[:, 0].numpy()
-
-
-def patch_matrix(
-    centre_yx: tuple[float, float], patch: int, scale: float = 1.0, angle_rad: float = 0.0, flip: bool = False
-) -> np.ndarray:
-    """3x3 matrix mapping patch (row, col, 1) to slice coordinates: the patch centre lands on ``centre_yx``,
-    the patch is magnified by ``scale`` (> 1 zooms in), rotated by ``angle_rad`` and mirrored left-right."""
-    c = (patch - 1) / 2.0
-    to_centre = np.array([[1.0, 0.0, -c], [0.0, 1.0, -c], [0.0, 0.0, 1.0]])
-    f = np.diag([1.0, -1.0 if flip else 1.0, 1.0])
-    cos, sin = np.cos(angle_rad), np.sin(angle_rad)
-    rot = np.array([[cos, -sin, 0.0], [sin, cos, 0.0], [0.0, 0.0, 1.0]])
-    sc = np.diag([1.0 / scale, 1.0 / scale, 1.0])
-    back = np.array([[1.0, 0.0, centre_yx[0]], [0.0, 1.0, centre_yx[1]], [0.0, 0.0, 1.0]])
-    return back @ rot @ sc @ f @ to_centre
-
-
-def is_crop(m: np.ndarray) -> bool:
-    """Whether patch matrix ``m`` is a pure integer shift, which :func:`extract` cuts out with no interpolation."""
-    return bool(np.allclose(m[:2, :2], np.eye(2)) and np.allclose(m[:2, 2], np.round(m[:2, 2])))
-
-
-def extract(
-    slice_yx: np.ndarray, m: np.ndarray, patch: int, order: int, cval: float, crop: bool | None = None
-) -> np.ndarray:
-    """Resample ``slice_yx`` on the patch grid given by matrix ``m`` (see :func:`patch_matrix`); ``crop`` is
-    ``is_crop(m)`` when the caller extracts several slices with one matrix (else it is computed here)."""
-    from scipy.ndimage import affine_transform
-
-    if is_crop(m) if crop is None else crop:
-        y0, x0 = int(round(m[0, 2])), int(round(m[1, 2]))  # pure integer shift: a crop, no interpolation
-        out = np.full((patch, patch), cval, dtype=np.float32)
-        ys = slice(max(y0, 0), min(y0 + patch, slice_yx.shape[0]))
-        xs = slice(max(x0, 0), min(x0 + patch, slice_yx.shape[1]))
-        if ys.stop > ys.start and xs.stop > xs.start:
-            out[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = slice_yx[ys, xs]
-        return out
-    return affine_transform(
-        np.asarray(slice_yx, dtype=np.float32), m[:2, :2], m[:2, 2], output_shape=(patch, patch), order=order,
-        mode="constant", cval=cval,
-    )  # fmt: skip
 
 
 def window_patch(ct_hu: np.ndarray, pet_suv: np.ndarray, preset: str, reference_suv: float | None) -> np.ndarray:
@@ -187,6 +150,7 @@ class VolumeCase:
     lesions: list[Region] = field(default_factory=list)
     hot: list[Region] = field(default_factory=list)
     body: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.int32))
+    avoid: list[Region] = field(default_factory=list)  # avid structures the contour must leave out (nodes)
     _thorax: np.ndarray | None = None
 
     def thorax(self) -> np.ndarray:
@@ -229,8 +193,10 @@ def build_case(
     target: np.ndarray,
     spacing_zyx_mm: tuple[float, float, float],
     target_mm: float,
+    avoid: np.ndarray | None = None,
 ) -> VolumeCase:
-    """Resample a patient's arrays in-plane to ``target_mm`` and find its lesions, hot regions and body."""
+    """Resample a patient's arrays in-plane to ``target_mm`` and find its lesions, hot regions and body, and the
+    PET-avid parts (SUV >= HOT_SUV) of ``avoid`` (structures the contour must leave out), if given."""
     from scipy import ndimage
 
     sp_yx = (float(spacing_zyx_mm[1]), float(spacing_zyx_mm[2]))
@@ -244,7 +210,9 @@ def build_case(
     min_hot = max(4, int(np.ceil(0.2 / (np.prod(out_sp) / 1000.0))))  # noise specks below 0.2 cc are not organs
     hot = _regions((pet >= HOT_SUV) & ~near_target, pet, rng, min_voxels=min_hot)
     body = _subsample(np.argwhere(ct > BODY_HU), rng, 4 * MAX_VOXELS)
-    return VolumeCase(name, ct, pet, tgt, out_sp, lesions, hot, body)
+    av = None if avoid is None else resample_inplane(np.asarray(avoid, np.float32), sp_yx, target_mm, kind="mask")
+    avoid_regions = [] if av is None else _regions(av & (pet >= HOT_SUV) & ~tgt, pet, rng, min_voxels=1)
+    return VolumeCase(name, ct, pet, tgt, out_sp, lesions, hot, body, avoid_regions)
 
 
 @dataclass(frozen=True)
@@ -271,6 +239,9 @@ class PatchSpec:
     # patient's dozens of faint PET specks (SUVmax 2.5-3), which would otherwise take most hot patches from the
     # organs and the avid lymph nodes that prediction meets
     hot_min_suv_max: float = 0.0
+    # share centred on the patient's ``avoid`` regions (avid nodes), taken from the body/thorax share; a patient
+    # without any gives a body/thorax patch instead. 0 draws none (and every earlier run's patches)
+    avoid_fraction: float = 0.0
     # lesion patches drawn across the patients' lesions in proportion to size ** this (voxels), instead of a patient
     # uniformly and then one of its lesions; 0 keeps the per-patient draw (and every earlier run's patches)
     lesion_size_power: float = 0.0
@@ -306,6 +277,11 @@ def draw_centre(
         v = region.voxels[rng.integers(len(region.voxels))].astype(float)
         v[1:] += rng.uniform(-0.25, 0.25, 2) * spec.patch / 2
         return "hot", v, region.suv_max
+    if u < spec.fg_fraction + spec.hot_fraction + spec.avoid_fraction and case.avoid:
+        region = case.avoid[rng.integers(len(case.avoid))]
+        v = region.voxels[rng.integers(len(region.voxels))].astype(float)
+        v[1:] += rng.uniform(-0.25, 0.25, 2) * spec.patch / 2
+        return "avoid", v, region.suv_max
     pool = case.thorax() if spec.negatives == "thorax" else case.body
     pool = pool if len(pool) else case.body if len(case.body) else np.argwhere(np.ones(case.ct_hu.shape, bool))[:1]
     v = pool[rng.integers(len(pool))].astype(float)

@@ -84,6 +84,7 @@ def build_datasets(cfg: RunConfig, splits: tuple[str, ...] = ("train", "val")) -
         hot_fraction=d.hot_fraction,
         hot_size_power=d.hot_size_power,
         hot_min_suv_max=d.hot_min_suv_max,
+        avoid_fraction=d.avoid_fraction,
         lesion_size_power=d.lesion_size_power,
         jitter=d.jitter,
         negatives=d.negatives,

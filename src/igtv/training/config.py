@@ -36,6 +36,8 @@ class DataConfig:
     hot_size_power: float = 0.0  # patches: hot regions drawn in proportion to size ** this (0: all alike)
     # patches: hot regions drawn only among those with SUVmax >= this (0: all; 3.0: those post-processing can keep)
     hot_min_suv_max: float = 0.0
+    # patches: share centred on structures the contour must leave out (volumes/<P>/avoid.nii.gz: avid nodes)
+    avoid_fraction: float = 0.0
     # patches: lesion patches drawn across all patients' lesions in proportion to size ** this (0: a patient
     # uniformly, then one of its lesions)
     lesion_size_power: float = 0.0
