@@ -33,6 +33,7 @@ import numpy as np
 
 from igtv.config import load_config
 from igtv.experiments.table2 import BUDGETS, _train_once, make_gtv_dataset
+from igtv.experiments.table2_report import avoid_sum, false_cell
 from igtv.experiments.whole_patient import WholePatientConfig, evaluate_whole_patients
 from igtv.io import write_text_atomic
 from igtv.training.config import RunConfig, apply_overrides
@@ -48,6 +49,7 @@ def _summary(res: dict) -> dict:
         "found": w["lesions_hit"],
         "lesions": w["lesions_true"],
         "false": w["false_lesions"],
+        "false_avoid": w.get("false_lesions_avoid"),  # of them on marked structures (the phantom's nodes), if known
         "per_patient": {r["patient"]: round(float(r["dice_3d"]), 4) for r in res["rows"]},
     }
 
@@ -57,6 +59,7 @@ def _pooled(parts: list[dict]) -> dict:
     n = [len(p["per_patient"]) for p in parts]
     out = {k: float(np.average([p[k] for p in parts], weights=n)) for k in ("dice_3d", "fp_cc", "fn_cc")}
     out.update({k: sum(p[k] for p in parts) for k in ("found", "lesions", "false")})
+    out["false_avoid"] = avoid_sum(p.get("false_avoid") for p in parts)
     out["per_patient"] = {k: v for p in parts for k, v in p["per_patient"].items()}
     return out
 
@@ -125,9 +128,10 @@ def run_variant(
             s = parts[0] if len(parts) == 1 else _pooled(parts)
             write_text_atomic(run / f"whole_{ckpt}_{split}.json", json.dumps(s, indent=1))
             means[ckpt, split].append(s)
+            false = false_cell(s["false"], s.get("false_avoid"))
             print(
                 f"seed {seed} {ckpt}.pt {split}: Dice {s['dice_3d']:.4f}  FP {s['fp_cc']:.1f} cc  "
-                f"FN {s['fn_cc']:.1f} cc  found {s['found']}/{s['lesions']}  false {s['false']}",
+                f"FN {s['fn_cc']:.1f} cc  found {s['found']}/{s['lesions']}  false {false}",
                 flush=True,
             )
     return means

@@ -197,7 +197,9 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"(all ROIs, QC-excluded ones too: mean {w['dice_3d_all_lesions']['mean']:.4f}); "
             f"HD95 median {w['hd95_3d_mm'].get('median', float('nan')):.1f} mm; FP {w['false_positive_cc']['mean']:.1f}"
             f" cc, FN {w['false_negative_cc']['mean']:.1f} cc per patient; lesions hit {w['lesions_hit']}/"
-            f"{w['lesions_true']}, false lesions {w['false_lesions']}; written to {args.out}"
+            f"{w['lesions_true']}, false lesions {w['false_lesions']}"
+            + ("" if w.get("false_lesions_avoid") is None else f" ({w['false_lesions_avoid']} on marked nodes)")
+            + f"; written to {args.out}"
         )
         return 0
     cfg = EvalConfig(convention=args.convention, bootstrap=args.bootstrap, seed=args.seed, tta=args.tta)

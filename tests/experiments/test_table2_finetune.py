@@ -7,7 +7,7 @@ import pytest
 from scipy.stats import wilcoxon
 
 from igtv.experiments.table2_finetune import finetune_effect, finetune_lines, finetune_rows, paired
-from igtv.experiments.table2_report import ROWS
+from igtv.experiments.table2_report import ROWS, avoid_sum, false_cell
 
 
 def test_groups_are_the_cipa_rows_by_initialisation():
@@ -64,3 +64,8 @@ def test_markdown_gives_each_pair_and_the_pooled_line():
     assert "| Tuned | +15.0 (2/1, p 0.500) |" in md  # (0.4 - 0.05 + 0.1) / 3 = +15 points
     assert "| fine-tuned row | Other |" in md and "seed ensemble" not in md
     assert "better on 2 of 3 patients, worse on 1" in md
+
+
+def test_false_lesion_cells_show_the_marked_ones_only_where_every_part_knows():
+    assert avoid_sum([1, 0, 2]) == 3 and avoid_sum([1, None]) is None and avoid_sum([]) is None
+    assert false_cell(4, 3) == "4 (3)" and false_cell(4, None) == "4" and false_cell(0, 0) == "0 (0)"

@@ -10,10 +10,13 @@ import pytest
 from igtv.evaluation.baselines import threshold_volume
 from igtv.evaluation.metrics import lesion_detection
 from igtv.experiments.whole_patient import (
+    NO_RULES,
     WholePatientConfig,
+    evaluate_patient,
     evaluate_whole_patients,
     refine_effects,
     rule_effects,
+    summarize_patients,
 )
 from igtv.geometry import Geometry
 from igtv.inference.lesions import PostprocessConfig, component_verdicts, postprocess, thorax_region
@@ -28,7 +31,41 @@ def test_lesion_detection_counts():
     pred[7, 2:4, 15:18] = True  # touches nothing: false lesion of 6 voxels
     d = lesion_detection(pred, truth, voxel_cc=0.5)
     assert d == {"lesions_true": 2, "lesions_hit": 1, "lesions_missed": 1, "lesions_predicted": 2,
-                 "false_lesions": 1, "false_lesion_cc": 3.0}  # fmt: skip
+                 "false_lesions": 1, "false_lesion_cc": 3.0, "false_lesions_avoid": None}  # fmt: skip
+    node = np.zeros_like(truth)
+    node[7:9, 0:3, 16:19] = True  # a marked node under the false lesion's corner
+    assert lesion_detection(pred, truth, 0.5, node)["false_lesions_avoid"] == 1
+    node[:] = False
+    node[3, 3, 3] = True  # marked voxels under a true lesion's component count nothing: it is no false lesion
+    assert lesion_detection(pred, truth, 0.5, node)["false_lesions_avoid"] == 0
+
+
+def test_whole_patient_counts_false_lesions_on_marked_nodes(tmp_path):
+    """A prepared patient with avoid.nii.gz: each false lesion touching a marked node is counted apart, summed over
+    patients; without the file the count is unknown (None), not 0."""
+    from igtv.geometry import save_nifti
+
+    geom = Geometry((8, 32, 32), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    labels = np.zeros(geom.shape_zyx, np.uint8)
+    labels[2:6, 4:10, 4:10] = 1
+    node = np.zeros(geom.shape_zyx, bool)
+    node[2:5, 20:25, 20:25] = True
+    vol = tmp_path / "volumes" / "P1"
+    vol.mkdir(parents=True)
+    save_nifti(vol / "ct_hu.nii.gz", np.full(geom.shape_zyx, 40.0, np.float32), geom)
+    save_nifti(vol / "pet_suv.nii.gz", np.where((labels > 0) | node, 8.0, 1.0).astype(np.float32), geom)
+    save_nifti(vol / "labels.nii.gz", labels, geom)
+    pred = (labels > 0) | node
+    pred[0, 28:30, 28:30] = True  # a false lesion on no node
+    cfg = WholePatientConfig(postprocess=NO_RULES)
+    unknown = evaluate_patient(lambda *a, **k: pred.copy(), vol, cfg)["row"]
+    save_nifti(vol / "avoid.nii.gz", node, geom)
+    row = evaluate_patient(lambda *a, **k: pred.copy(), vol, cfg)["row"]
+    assert (unknown["false_lesions"], unknown["false_lesions_avoid"]) == (2, None)
+    assert (row["false_lesions"], row["false_lesions_avoid"]) == (2, 1)
+    assert summarize_patients([row, row], [{}, {}], n_boot=10)["false_lesions_avoid"] == 2
+    assert summarize_patients([row, unknown], [{}, {}], n_boot=10)["false_lesions_avoid"] == 1
+    assert summarize_patients([unknown], [{}], n_boot=10)["false_lesions_avoid"] is None
 
 
 def _thorax(shape=(12, 64, 64)):
@@ -81,7 +118,6 @@ def test_rois_the_qc_excluded_are_ignored_and_all_rois_are_scored_beside(tmp_pat
     one is neither missed nor, when contoured, false), and the all-ROI Dice beside it counts the excluded ROI."""
     import json
 
-    from igtv.experiments.whole_patient import NO_RULES, evaluate_patient
     from igtv.geometry import save_nifti
 
     geom = Geometry((8, 32, 32), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))

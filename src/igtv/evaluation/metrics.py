@@ -217,9 +217,10 @@ def label_lesions_boxed(mask: np.ndarray) -> tuple[np.ndarray, list[tuple[slice,
     return labels, boxes
 
 
-def lesion_detection(pred: np.ndarray, truth: np.ndarray, voxel_cc: float) -> dict:
+def lesion_detection(pred: np.ndarray, truth: np.ndarray, voxel_cc: float, avoid: np.ndarray | None = None) -> dict:
     """Lesion-level counts: true lesions hit / missed, false lesions (predicted components touching no true
-    lesion) and their volume in cc. Components are 26-connected."""
+    lesion) and their volume in cc. Components are 26-connected. With ``avoid`` (structures marked to be left out:
+    the phantom's lymph nodes), ``false_lesions_avoid`` counts the false lesions touching one (else None)."""
     t_lab, n_t = label_lesions(truth)
     p_lab, n_p = label_lesions(pred)
     hit = np.unique(t_lab[(t_lab > 0) & (p_lab > 0)]).size
@@ -233,4 +234,5 @@ def lesion_detection(pred: np.ndarray, truth: np.ndarray, voxel_cc: float) -> di
         "lesions_predicted": int(n_p),
         "false_lesions": len(false),
         "false_lesion_cc": false_cc,
+        "false_lesions_avoid": None if avoid is None else len(set(false) & set(np.unique(p_lab[avoid]).tolist())),
     }

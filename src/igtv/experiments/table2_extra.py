@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 
 from igtv.experiments.table2_finetune import finetune_effect, finetune_lines, finetune_rows, format_p, paired
-from igtv.experiments.table2_report import REFERENCE_ROW
+from igtv.experiments.table2_report import REFERENCE_ROW, avoid_sum, false_cell
 
 EXTRA_RESULT = "extra_result.json"
-_KEEP = ("patient", "dice_3d", "false_positive_cc", "false_negative_cc", "lesions_true", "lesions_hit", "false_lesions")
+_KEEP = ("patient", "dice_3d", "false_positive_cc", "false_negative_cc", "lesions_true", "lesions_hit", "false_lesions",
+         "false_lesions_avoid")  # fmt: skip
 
 
 def check_cohorts(cohorts) -> list[Path]:
@@ -56,7 +57,7 @@ def _cohort_rows(
         wcfg = WholePatientConfig(split="all", overlap=b.overlap, bootstrap=bootstrap, cache_probabilities=True)
         model = None if rule else ckpts if len(ckpts) > 1 else ckpts[0]
         s = evaluate_whole_patients(model, cohort, dest, wcfg, device, progress=False, threshold_rule=rule)
-        rows = [{k: x[k] for k in _KEEP} for x in s["rows"]]
+        rows = [{k: x.get(k) for k in _KEEP} for x in s["rows"]]
         write_text_atomic(saved, json.dumps(rows, default=float))
         scored = [x["dice_3d"] for x in rows if x["lesions_true"]]
         print(f"[table2] {cohort.name} {what}: whole patient 3D Dice {np.mean(scored) * 100:.2f} over "
@@ -125,6 +126,7 @@ def extra_reading(selected, table: dict, extra: dict, cohorts: list[Path], ensem
             "lesions_hit": int(sum(x["lesions_hit"] for x in flat)),
             "lesions_true": int(sum(x["lesions_true"] for x in flat)),
             "false_lesions": int(sum(x["false_lesions"] for x in flat)),
+            "false_lesions_avoid": avoid_sum(x.get("false_lesions_avoid") for x in flat),
             "dice_3d_test_and_extra": float(np.mean(list(both[r.key].values()))),
         })  # fmt: skip
     ref = both.get(REFERENCE_ROW, {})
@@ -168,12 +170,12 @@ def extra_lines(reading: dict | None) -> list[str]:
     ]
     for r in reading["rows"]:
         seeds = r["dice_3d_per_seed"]
-        p = r["wilcoxon_p_vs_sim"]
+        p, false = r["wilcoxon_p_vs_sim"], false_cell(r["false_lesions"], r.get("false_lesions_avoid"))
         lines.append(
             f"| {r['label']} | {r['patients']} | {np.mean(seeds) * 100:.2f} ("
             + " / ".join(f"{d * 100:.1f}" for d in seeds)
             + f") | {r['false_positive_cc']:.1f} | {r['false_negative_cc']:.1f} | {r['lesions_hit']}/"
-            f"{r['lesions_true']} | {r['false_lesions']} | {r['patients'] + r['test_patients']} | "
+            f"{r['lesions_true']} | {false} | {r['patients'] + r['test_patients']} | "
             f"{r['dice_3d_test_and_extra'] * 100:.2f} | " + format_p(p) + " |" + (_ensemble_cells(r) if ens else "")
         )
     labels = {r["key"]: r["label"] for r in reading["rows"]}

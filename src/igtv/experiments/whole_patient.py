@@ -216,6 +216,7 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
     ct, pet = ct.astype(np.float32), pet.astype(np.float32)
     excluded = qc_excluded_rois(root, volume_dir.name) if root is not None and cfg.ignore_qc_excluded else []
     truth = (labels > 0) & ~np.isin(labels, excluded)
+    avoid = load_nifti(volume_dir / "avoid.nii.gz")[0] > 0 if (volume_dir / "avoid.nii.gz").exists() else None
     from igtv.inference.lesions import drop_components, prediction_tiles, refine, thorax_region
 
     ct_file, pet_file = volume_dir / "ct_hu.nii.gz", volume_dir / "pet_suv.nii.gz"
@@ -254,7 +255,7 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
         "dice_3d_all_lesions": M.dice(pred, labels > 0),
         "qc_excluded_rois": len(excluded),
         **M.overlap_volumes_cc(scored, truth, spacing),
-        **lesion_detection(scored, truth, vcc),
+        **lesion_detection(scored, truth, vcc, avoid),
         **refine_effects(scored_kept, scored, truth, vcc),
         "seconds": round(time.perf_counter() - t0, 2),
     }
@@ -312,6 +313,8 @@ def summarize_patients(rows: list[dict], rules: list[dict], n_boot: int = 1000, 
         out["dice_3d"]["ci95"] = list(ci)
     for k in ("lesions_true", "lesions_hit", "lesions_missed", "false_lesions"):
         out[k] = int(sum(r[k] for r in rows))
+    known = [r["false_lesions_avoid"] for r in rows if r.get("false_lesions_avoid") is not None]
+    out["false_lesions_avoid"] = int(sum(known)) if known else None  # on the marked structures (nodes), where known
     for k in ("refine_tp_added_cc", "refine_fp_added_cc"):  # totals over the patients
         out[k] = float(sum(r.get(k, 0.0) for r in rows))
     out["postprocess_rules"] = _sum_effects(rules)
