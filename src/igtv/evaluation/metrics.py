@@ -220,19 +220,21 @@ def label_lesions_boxed(mask: np.ndarray) -> tuple[np.ndarray, list[tuple[slice,
 def lesion_detection(pred: np.ndarray, truth: np.ndarray, voxel_cc: float, avoid: np.ndarray | None = None) -> dict:
     """Lesion-level counts: true lesions hit / missed, false lesions (predicted components touching no true
     lesion) and their volume in cc. Components are 26-connected. With ``avoid`` (structures marked to be left out:
-    the phantom's lymph nodes), ``false_lesions_avoid`` counts the false lesions touching one (else None)."""
+    the phantom's lymph nodes), ``false_lesions_avoid`` counts the false lesions touching one."""
     t_lab, n_t = label_lesions(truth)
     p_lab, n_p = label_lesions(pred)
     hit = np.unique(t_lab[(t_lab > 0) & (p_lab > 0)]).size
     touching = set(np.unique(p_lab[(t_lab > 0) & (p_lab > 0)]).tolist())
     false = [k for k in range(1, n_p + 1) if k not in touching]
     false_cc = float(np.isin(p_lab, false).sum()) * voxel_cc if false else 0.0
-    return {
+    out = {
         "lesions_true": int(n_t),
         "lesions_hit": int(hit),
         "lesions_missed": int(n_t - hit),
         "lesions_predicted": int(n_p),
         "false_lesions": len(false),
         "false_lesion_cc": false_cc,
-        "false_lesions_avoid": None if avoid is None else len(set(false) & set(np.unique(p_lab[avoid]).tolist())),
     }
+    if avoid is not None:
+        out["false_lesions_avoid"] = len(set(false) & set(np.unique(p_lab[avoid]).tolist()))
+    return out

@@ -255,6 +255,7 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
         "dice_3d_all_lesions": M.dice(pred, labels > 0),
         "qc_excluded_rois": len(excluded),
         **M.overlap_volumes_cc(scored, truth, spacing),
+        "false_lesions_avoid": None,  # unknown without avoid.nii.gz; lesion_detection counts it with one
         **lesion_detection(scored, truth, vcc, avoid),
         **refine_effects(scored_kept, scored, truth, vcc),
         "seconds": round(time.perf_counter() - t0, 2),
