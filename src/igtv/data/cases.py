@@ -48,10 +48,21 @@ def _load_case(d: Path, target_mm: float) -> VolumeCase:
     labels, _ = load_nifti(d / "labels.nii.gz")
     if ct.shape != pet.shape or ct.shape != labels.shape:
         raise ValueError(f"{d}: ct_hu {ct.shape}, pet_suv {pet.shape} and labels {labels.shape} differ")
-    avoid = load_nifti(d / "avoid.nii.gz")[0] > 0 if (d / "avoid.nii.gz").exists() else None
-    if avoid is not None and avoid.shape != ct.shape:
-        raise ValueError(f"{d / 'avoid.nii.gz'}: shape {avoid.shape} differs from ct_hu {ct.shape}")
-    return build_case(d.name, ct, pet, labels > 0, tuple(geom.spacing_mm[::-1]), target_mm, avoid)
+    return build_case(d.name, ct, pet, labels > 0, tuple(geom.spacing_mm[::-1]), target_mm, load_avoid(d, ct.shape))
+
+
+def load_avoid(volume_dir: Path, shape_zyx: tuple[int, ...]):
+    """``avoid.nii.gz`` of a prepared patient (structures the contour must leave out: the phantom's nodes) as a bool
+    array, or None without the file; refused, naming the file, when its shape is not the CT's."""
+    from igtv.geometry import load_nifti
+
+    f = Path(volume_dir) / "avoid.nii.gz"
+    if not f.exists():
+        return None
+    avoid = load_nifti(f)[0] > 0
+    if avoid.shape != tuple(shape_zyx):
+        raise ValueError(f"{f}: shape {avoid.shape} differs from ct_hu {tuple(shape_zyx)}")
+    return avoid
 
 
 def split_patients(root: str | Path, split: str, val_fraction: float = 0.15, seed: int = 0) -> list[str]:

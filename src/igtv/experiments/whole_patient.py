@@ -205,6 +205,7 @@ def threshold_raw_mask(rule: str):
 def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, root: Path | None = None) -> dict:
     """Contour one prepared patient with ``predict_raw`` (see :func:`model_raw_mask`), post-process and score it;
     returns its row, the post-processing rules' effects and the paper-protocol slice rows."""
+    from igtv.data.cases import load_avoid
     from igtv.experiments.evaluate import slice_row
     from igtv.geometry import load_nifti
     from igtv.inference.lesions import component_verdicts
@@ -216,7 +217,7 @@ def evaluate_patient(predict_raw, volume_dir: Path, cfg: WholePatientConfig, roo
     ct, pet = ct.astype(np.float32), pet.astype(np.float32)
     excluded = qc_excluded_rois(root, volume_dir.name) if root is not None and cfg.ignore_qc_excluded else []
     truth = (labels > 0) & ~np.isin(labels, excluded)
-    avoid = load_nifti(volume_dir / "avoid.nii.gz")[0] > 0 if (volume_dir / "avoid.nii.gz").exists() else None
+    avoid = load_avoid(volume_dir, ct.shape)
     from igtv.inference.lesions import drop_components, prediction_tiles, refine, thorax_region
 
     ct_file, pet_file = volume_dir / "ct_hu.nii.gz", volume_dir / "pet_suv.nii.gz"
