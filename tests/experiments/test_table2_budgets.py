@@ -50,7 +50,7 @@ def test_paper_budget_trains_each_stage_as_the_paper_and_the_shipped_configs_say
 )
 def test_quick_budget_keeps_its_cpu_recipe(ablation, stage, lr):
     cfg = _cfg("quick", ablation, stage)
-    assert _schedule(cfg) == (8, lr, pytest.approx(lr / 10), 1.0, 5 if stage == "pretrain" else 8)
+    assert _schedule(cfg) == (8, lr, pytest.approx(lr / 10), 1.0, 15 if stage == "pretrain" else 8)
     assert cfg.train.patience == 0 and cfg.train.batch_dice
     # the IGTV trainings validate from epoch 5 of 8 (where session 41's best epochs all were); pre-training every epoch
     assert cfg.train.val_from == (1 if stage == "pretrain" else 5) and cfg.train.val_every == 1
@@ -61,3 +61,6 @@ def test_quick_budget_keeps_its_cpu_recipe(ablation, stage, lr):
         2.0,
         320,
     )
+    # 72 GTV patients; hot negatives among SUVmax >= 3 in the IGTV trainings only (session 45's rule B)
+    assert BUDGETS["quick"].gtv_patients == 72
+    assert cfg.data.hot_min_suv_max == (0.0 if stage == "pretrain" else 3.0)
