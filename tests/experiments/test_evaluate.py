@@ -154,6 +154,13 @@ def test_table2_patch_budget_reads_both_protocols(tmp_path):
         saved = json.loads((out / "runs" / "seed0" / key / "row_result.json").read_text())
         raw = [p["dice_3d_raw"] for p in saved["whole_rows"] if np.isfinite(p["dice_3d_raw"])]
         assert rows[key]["whole_patient"]["dice_3d_raw"]["mean"] == pytest.approx(float(np.mean(raw)))
+    # the fine-tuning reading is made on the networks' own masks too, from the same saved rows
+    raw_reading = table["finetune_vs_not"]["test split, per-seed mean, network output before post-processing"]
+    sim_raw = {p["patient"]: p["dice_3d_raw"] for p in json.loads(
+        (out / "runs" / "seed0" / "sim_ft" / "row_result.json").read_text())["whole_rows"]}  # fmt: skip
+    assert raw_reading["pooled"]["other_rows"] == ["25d_applied"]
+    assert raw_reading["pooled"]["mean_a"] == pytest.approx(float(np.mean(list(sim_raw.values()))))
+    assert "network output before post-processing" in md
     ckpt = json.loads((out / "runs" / "seed0" / "sim_ft" / "whole_patient" / "whole_patient.json").read_text())
     assert ckpt["model"]["sampling"].startswith("patches")
     # a second run reuses every saved row (nothing retrained or re-evaluated) and gives the same table
@@ -222,9 +229,19 @@ def test_table2_patch_budget_reads_both_protocols(tmp_path):
     pool = ext["finetune_vs_not"]["pooled"]
     assert pool["other_rows"] == ["25d_applied"] and pool["patients"] == len(scored) + len(table_dice)
     assert "More patients (extra cohorts dataset_igtv" in (out / "table2.md").read_text()
+    raw_pool = ext["finetune_vs_not_raw"]["pooled"]  # the networks' own masks, over the same patients
+    assert raw_pool["patients"] == pool["patients"]
+    assert raw_pool["mean_a"] == pytest.approx(
+        float(np.mean([by_patient[p]["dice_3d_raw"] for p in by_patient if by_patient[p]["lesions_true"]]
+                      + [sim_raw[p] for p in table_dice])))  # fmt: skip
     stamp = saved_extra.stat().st_mtime_ns  # saved: a re-run reuses it
     run_table2(out, budget="smoke_patches", workers=1, device="cpu", rows=rows3, extra_data=(data,))
     assert saved_extra.stat().st_mtime_ns == stamp
+    # a result saved before the raw field existed is scored again (from the kept maps), not read short of it
+    old = [{k: v for k, v in x.items() if k != "dice_3d_raw"} for x in json.loads(saved_extra.read_text())]
+    saved_extra.write_text(json.dumps(old))
+    run_table2(out, budget="smoke_patches", workers=1, device="cpu", rows=rows3, extra_data=(data,))
+    assert all("dice_3d_raw" in x for x in json.loads(saved_extra.read_text()))
     # two seeds: the extra patients are read by the seed ensemble too; on the test patients it scores exactly as the
     # test split's ensemble (the same kept maps, the same post-processing)
     two = run_table2(out, budget="smoke_patches", workers=1, device="cpu", rows=rows3, seeds=(0, 1), extra_data=(data,))

@@ -6,7 +6,14 @@ import numpy as np
 import pytest
 from scipy.stats import wilcoxon
 
-from igtv.experiments.table2_finetune import finetune_effect, finetune_lines, finetune_rows, paired
+from igtv.experiments.table2_finetune import (
+    RAW_READING,
+    finetune_effect,
+    finetune_lines,
+    finetune_readings,
+    finetune_rows,
+    paired,
+)
 from igtv.experiments.table2_report import ROWS, avoid_sum, false_cell
 
 
@@ -69,3 +76,28 @@ def test_markdown_gives_each_pair_and_the_pooled_line():
 def test_false_lesion_cells_show_the_marked_ones_only_where_every_part_knows():
     assert avoid_sum([1, 0, 2]) == 3 and avoid_sum([1, None]) is None and avoid_sum([]) is None
     assert false_cell(4, 3) == "4 (3)" and false_cell(4, None) == "4" and false_cell(0, 0) == "0 (0)"
+
+
+def test_readings_score_the_networks_own_masks_apart_from_the_post_processed_ones():
+    """Fine-tuning that shows in the networks' masks and is evened out by post-processing: the raw reading finds it,
+    the post-processed one does not."""
+    rng = np.random.default_rng(1)
+    patients = [f"P{i}" for i in range(12)]
+    post = {p: float(rng.uniform(0.7, 0.9)) for p in patients}
+    rows = []
+    for key in ("25d_ft", "sim_ft", "2d_applied", "25d_applied"):
+        gap = 0.1 if key.endswith("_ft") else 0.2  # what the post-processing adds to each network's mask
+        rows.append({
+            "key": key,
+            "patient_dice_3d": {p: v + float(rng.normal(0, 0.02)) for p, v in post.items()},
+            "patient_dice_3d_raw": {p: v - gap + float(rng.normal(0, 0.01)) for p, v in post.items()},
+        })  # fmt: skip
+    selected = [r for r in ROWS if r.key in {x["key"] for x in rows}]
+    readings = finetune_readings(selected, {"rows": rows, "ensembles": []})
+    raw = readings[f"test split, per-seed mean, {RAW_READING}"]["pooled"]
+    assert raw["better"] == 12 and raw["diff"] == pytest.approx(0.1, abs=0.02) and raw["p"] < 0.001
+    assert readings["test split, per-seed mean"]["pooled"]["p"] > 0.01
+    assert readings["test split, seed ensemble"] is None  # no ensembles: no reading
+    # a run saved before the raw field (rows without it) gives no raw reading rather than a wrong one
+    old = [{k: v for k, v in r.items() if k != "patient_dice_3d_raw"} for r in rows]
+    assert finetune_readings(selected, {"rows": old})[f"test split, per-seed mean, {RAW_READING}"] is None

@@ -19,12 +19,19 @@ from pathlib import Path
 
 import numpy as np
 
-from igtv.experiments.table2_finetune import finetune_effect, finetune_lines, finetune_rows, format_p, paired
+from igtv.experiments.table2_finetune import (
+    RAW_READING,
+    finetune_effect,
+    finetune_lines,
+    finetune_rows,
+    format_p,
+    paired,
+)
 from igtv.experiments.table2_report import REFERENCE_ROW, avoid_sum, false_cell
 
 EXTRA_RESULT = "extra_result.json"
-_KEEP = ("patient", "dice_3d", "false_positive_cc", "false_negative_cc", "lesions_true", "lesions_hit", "false_lesions",
-         "false_lesions_avoid")  # fmt: skip
+_KEEP = ("patient", "dice_3d", "dice_3d_raw", "false_positive_cc", "false_negative_cc", "lesions_true", "lesions_hit",
+         "false_lesions", "false_lesions_avoid")  # fmt: skip
 
 
 def check_cohorts(cohorts) -> list[Path]:
@@ -46,14 +53,15 @@ def _cohort_rows(
 ):
     """One model's (or ensemble's, or threshold row's) rows on every patient of ``cohort``, named
     ``<cohort>/<patient>``, patients with no QC-kept ROI left out. Scored whole patient from the kept probability maps
-    where there are any, saved at ``dest`` and reused while newer than every checkpoint."""
+    where there are any, saved at ``dest`` and reused while newer than every checkpoint and holding every field of
+    ``_KEEP`` (a result saved before a field was added is scored again)."""
     from igtv.experiments.whole_patient import WholePatientConfig, evaluate_whole_patients
     from igtv.io import write_text_atomic
 
     saved = dest / EXTRA_RESULT
-    if saved.exists() and all(saved.stat().st_mtime > c.stat().st_mtime for c in ckpts):
-        rows = json.loads(saved.read_text())
-    else:
+    rows = json.loads(saved.read_text()) if saved.exists() else None
+    fresh = rows is not None and all(saved.stat().st_mtime > c.stat().st_mtime for c in ckpts)
+    if not (fresh and all(k in x for x in rows for k in _KEEP)):
         wcfg = WholePatientConfig(split="all", overlap=b.overlap, bootstrap=bootstrap, cache_probabilities=True)
         model = None if rule else ckpts if len(ckpts) > 1 else ckpts[0]
         s = evaluate_whole_patients(model, cohort, dest, wcfg, device, progress=False, threshold_rule=rule)
@@ -100,6 +108,16 @@ def score_extra_ensembles(selected, out: Path, seeds, cohorts: list[Path], b, bo
     return found
 
 
+def _per_patient_mean(by_seed: dict[int, list[dict]], key: str) -> dict[str, float]:
+    """``{patient: mean over seeds of key}`` from the seeds' rows, rows without ``key`` left out."""
+    acc: dict[str, list[float]] = {}
+    for seed_rows in by_seed.values():
+        for x in seed_rows:
+            if x.get(key) is not None:
+                acc.setdefault(x["patient"], []).append(x[key])
+    return {p: float(np.mean(v)) for p, v in acc.items()}
+
+
 def extra_reading(selected, table: dict, extra: dict, cohorts: list[Path], ensembles: dict | None = None) -> dict:
     """Each row on the extra patients (per-seed means, FP / FN cc, lesions) and on the test and extra patients
     together (per-patient means over seeds, paired Wilcoxon against +SIM), and the fine-tuning reading over both;
@@ -136,6 +154,9 @@ def extra_reading(selected, table: dict, extra: dict, cohorts: list[Path], ensem
     tuned, other = finetune_rows(selected)
     reading = {"cohorts": [c.name for c in cohorts], "rows": rows}
     reading["finetune_vs_not"] = finetune_effect(both, tuned, other)
+    test_raw = {r["key"]: r.get("patient_dice_3d_raw") or {} for r in table.get("rows", [])}
+    both_raw = {k: {**test_raw.get(k, {}), **_per_patient_mean(extra[k], "dice_3d_raw")} for k in both}
+    reading["finetune_vs_not_raw"] = finetune_effect(both_raw, tuned, other)
     if ensembles:
         test_ens = {e["key"]: e.get("patient_dice_3d") or {} for e in table.get("ensembles") or []}
         both_ens = {k: {**test_ens.get(k, {}), **{x["patient"]: x["dice_3d"] for x in v}} for k, v in ensembles.items()}
@@ -180,7 +201,8 @@ def extra_lines(reading: dict | None) -> list[str]:
         )
     labels = {r["key"]: r["label"] for r in reading["rows"]}
     effects = {"test + extra patients, per-seed mean": reading.get("finetune_vs_not"),
-               "test + extra patients, seed ensemble": reading.get("finetune_vs_not_ensemble")}  # fmt: skip
+               "test + extra patients, seed ensemble": reading.get("finetune_vs_not_ensemble"),
+               f"test + extra patients, per-seed mean, {RAW_READING}": reading.get("finetune_vs_not_raw")}  # fmt: skip
     return lines + finetune_lines(effects, labels)
 
 

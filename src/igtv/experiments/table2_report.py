@@ -79,6 +79,7 @@ def aggregate(selected, results, settings: dict, budget: str, seconds: float) ->
         row["hd95_undefined"] = runs[0].get("hd95_undefined", 0)
         pats = _patient_dice(runs)
         row["patient_dice_3d"] = pats
+        row["patient_dice_3d_raw"] = _patient_dice(runs, "dice_3d_raw")
         common = sorted(set(pats) & set(ref_patients))
         row["wilcoxon_p_vs_sim"] = (
             wilcoxon_p([pats[p] for p in common], [ref_patients[p] for p in common]) if r.key != REFERENCE_ROW else None
@@ -186,14 +187,18 @@ def _raw_dice(runs: list[dict]) -> dict:
     return _over_seeds(per_seed)
 
 
-def _patient_dice(runs: list[dict]) -> dict[str, float]:
-    """Per-patient 3D Dice averaged over seeds (falls back to per-patient mean slice Dice for PCLT20K)."""
+def _patient_dice(runs: list[dict], key: str = "dice_3d") -> dict[str, float]:
+    """Per-patient 3D Dice (``key``: ``dice_3d``, or ``dice_3d_raw`` for the raw output) averaged over seeds (falls
+    back to per-patient mean slice Dice for PCLT20K, for ``dice_3d`` only; patients without ``key`` are left out)."""
     acc: dict[str, list[float]] = {}
     for x in runs:
         prow = x.get("whole_rows") or x.get("_patient_rows") or []
         if prow:
             for p in prow:
-                acc.setdefault(p["patient"], []).append(p["dice_3d"])
+                if p.get(key) is not None and np.isfinite(p[key]):
+                    acc.setdefault(p["patient"], []).append(p[key])
+        elif key != "dice_3d":
+            continue
         else:
             by: dict[str, list[float]] = {}
             for s in x["_slice_rows"]:
