@@ -12,6 +12,7 @@ from igtv.experiments.table2_finetune import (
     finetune_lines,
     finetune_readings,
     finetune_rows,
+    format_p,
     paired,
 )
 from igtv.experiments.table2_report import ROWS, avoid_sum, false_cell
@@ -70,7 +71,8 @@ def test_markdown_gives_each_pair_and_the_pooled_line():
     md = "\n".join(finetune_lines({"per-seed mean": eff, "seed ensemble": None}, {"t": "Tuned", "o": "Other"}))
     assert "| Tuned | +15.0 (2/1, p 0.500) |" in md  # (0.4 - 0.05 + 0.1) / 3 = +15 points
     assert "| fine-tuned row | Other |" in md and "seed ensemble" not in md
-    assert "better on 2 of 3 patients, worse on 1" in md
+    assert "better on 2 of 3 patients, worse on 1, p = 0.500." in md
+    assert [format_p(p) for p in (None, float("nan"), 0.0771, 0.0004)] == ["ref.", "n/a", "0.077", "< 0.001"]
 
 
 def test_false_lesion_cells_show_the_marked_ones_only_where_every_part_knows():

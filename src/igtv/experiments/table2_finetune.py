@@ -80,8 +80,13 @@ def finetune_readings(selected, table: dict) -> dict[str, dict | None]:
 
 
 def format_p(p: float | None) -> str:
-    """A p-value as the tables print it: "ref." for the reference row (None), "n/a" where no test was possible."""
-    return "ref." if p is None else ("n/a" if not np.isfinite(p) else f"{p:.3f}")
+    """A p-value as the tables print it: three decimals, "< 0.001" below 0.0005 (not "0.000"), "ref." for the
+    reference row (None), "n/a" where no test was possible."""
+    if p is None:
+        return "ref."
+    if not np.isfinite(p):
+        return "n/a"
+    return "< 0.001" if p < 0.0005 else f"{p:.3f}"
 
 
 def finetune_lines(effects: dict[str, dict | None], labels: dict[str, str]) -> list[str]:
@@ -116,6 +121,6 @@ def finetune_lines(effects: dict[str, dict | None], labels: dict[str, str]) -> l
             f"Pooled ({reading}): per patient, the mean of the {len(pool['tuned_rows'])} fine-tuned rows "
             f"{pool['mean_a'] * 100:.2f} against the mean of the {len(other)} others {pool['mean_b'] * 100:.2f}; "
             f"better on {pool['better']} of {pool['patients']} patients, worse on {pool['worse']}, "
-            f"p = {format_p(pool['p'])}.",
+            f"p {'' if format_p(pool['p']).startswith('<') else '= '}{format_p(pool['p'])}.",
         ]
     return lines
