@@ -258,6 +258,17 @@ def test_table2_patch_budget_reads_both_protocols(tmp_path):
     assert pool["patients"] == len(ens_rows) + len(test_ens["patient_dice_3d"])
     md = (out / "table2.md").read_text()
     assert "seed ensemble: extra (%)" in md and "test + extra patients, seed ensemble" in md
+    # the applied row of the shared pre-training is one model: seed 1 gets seed 0's extra rows and kept maps, not a
+    # second reading, and its seed ensemble (three copies of one model) scores as that model
+    assert not (out / "extra" / "dataset_igtv" / "seed1" / "25d_applied").exists()
+    applied = next(r for r in two["extra"]["rows"] if r["key"] == "25d_applied")
+    assert applied["dice_3d_per_seed"][0] == applied["dice_3d_per_seed"][1]
+    maps = [sorted(p.name for p in (runs_s / "25d_applied" / "probabilities" / "all").glob("*.npz"))
+            for runs_s in (out / "runs" / "seed0", out / "runs" / "seed1")]  # fmt: skip
+    assert maps[0] and maps[0] == maps[1]
+    saved_app = out / "extra" / "dataset_igtv" / "ensemble" / "25d_applied" / "extra_result.json"
+    assert applied["dice_3d_ensemble"] == pytest.approx(applied["dice_3d_per_seed"][0], abs=1e-9)
+    assert saved_app.exists()
     # one pre-training shared by the seeds (Budget.shared_pretrain): both seeds fine-tune from it, and seed 1's
     # applied row is seed 0's model and reading, carried over (its checkpoint byte for byte, its kept maps valid)
     runs = out / "runs"

@@ -73,15 +73,46 @@ def _cohort_rows(
     return [{**x, "patient": f"{cohort.name}/{x['patient']}"} for x in rows if x["lesions_true"]]
 
 
+def _shared_with(run_dir: Path) -> int | None:
+    """The seed whose model a seed's row is (an applied row of the one shared pre-training), else None."""
+    saved = run_dir / "row_result.json"
+    return json.loads(saved.read_text()).get("same_model_as_seed") if saved.exists() else None
+
+
+def _share_maps(src: Path, dst: Path, cohort: Path) -> None:
+    """``src``'s kept maps of ``cohort``'s patients linked (else copied) into ``dst``: the same model's maps, valid for
+    its copy, whose checkpoint keeps the size and mtime the maps are keyed on."""
+    import os
+    import shutil
+
+    from igtv.inference.ensemble import probability_cache_path
+
+    for vol in sorted((cohort / "volumes").iterdir()):
+        a, b = probability_cache_path(src, "all", vol), probability_cache_path(dst, "all", vol)
+        if a.exists() and not b.exists():
+            b.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(a, b)
+            except OSError:
+                shutil.copy2(a, b)
+
+
 def score_extra(selected, out: Path, seeds, cohorts: list[Path], b, bootstrap: int, device: str) -> dict:
     """Every row of every seed scored on every patient of ``cohorts``: ``row key -> {seed: [patient rows]}``, the
-    patients named ``<cohort>/<patient>``. Threshold rows are deterministic: one seed."""
+    patients named ``<cohort>/<patient>``. Threshold rows are deterministic: one seed. A seed's applied row that is
+    another seed's model (one shared pre-training) gets that seed's rows and kept maps, not a second reading."""
     found: dict[str, dict[int, list[dict]]] = {}
     for cohort in cohorts:
         for r in selected:
             for seed in seeds[:1] if r.rule else seeds:
                 ckpts = [] if r.rule else [out / "runs" / f"seed{seed}" / r.key / "best.pt"]
                 if not all(c.exists() for c in ckpts):
+                    continue
+                same = None if r.rule else _shared_with(ckpts[0].parent)
+                if same is not None and same != seed and found.get(r.key, {}).get(same):
+                    _share_maps(out / "runs" / f"seed{same}" / r.key / "best.pt", ckpts[0], cohort)
+                    mine = [x for x in found[r.key][same] if x["patient"].startswith(f"{cohort.name}/")]
+                    found[r.key].setdefault(seed, []).extend(mine)
                     continue
                 dest = out / "extra" / cohort.name / f"seed{seed}" / r.key
                 rows = _cohort_rows(ckpts, cohort, dest, device, b, bootstrap, f"seed {seed} {r.label}", r.rule)
