@@ -161,11 +161,8 @@ def extra_reading(selected, table: dict, extra: dict, cohorts: list[Path], ensem
         by_seed = extra.get(r.key)
         if not by_seed:
             continue
-        per_patient: dict[str, list[float]] = {}
-        for seed_rows in by_seed.values():
-            for x in seed_rows:
-                per_patient.setdefault(x["patient"], []).append(x["dice_3d"])
-        both[r.key] = {**test.get(r.key, {}), **{p: float(np.mean(v)) for p, v in per_patient.items()}}
+        per_patient = _per_patient_mean(by_seed, "dice_3d")
+        both[r.key] = {**test.get(r.key, {}), **per_patient}
         flat = [x for seed_rows in by_seed.values() for x in seed_rows]
         rows.append({
             "key": r.key, "label": r.label, "patients": len(per_patient), "test_patients": len(test.get(r.key, {})),

@@ -98,6 +98,7 @@ def finetune_lines(effects: dict[str, dict | None], labels: dict[str, str]) -> l
             continue
         other = eff["pooled"]["other_rows"]
         pool = eff["pooled"]
+        p_text = format_p(pool["p"])
         lines += [
             "",
             f"Fine-tuned rows against the rows without fine-tuning ({reading}; whole-patient 3D Dice; cell: "
@@ -121,6 +122,6 @@ def finetune_lines(effects: dict[str, dict | None], labels: dict[str, str]) -> l
             f"Pooled ({reading}): per patient, the mean of the {len(pool['tuned_rows'])} fine-tuned rows "
             f"{pool['mean_a'] * 100:.2f} against the mean of the {len(other)} others {pool['mean_b'] * 100:.2f}; "
             f"better on {pool['better']} of {pool['patients']} patients, worse on {pool['worse']}, "
-            f"p {'' if format_p(pool['p']).startswith('<') else '= '}{format_p(pool['p'])}.",
+            f"p {'' if p_text.startswith('<') else '= '}{p_text}.",
         ]
     return lines

@@ -197,9 +197,7 @@ def _patient_dice(runs: list[dict], key: str = "dice_3d") -> dict[str, float]:
             for p in prow:
                 if p.get(key) is not None and np.isfinite(p[key]):
                     acc.setdefault(p["patient"], []).append(p[key])
-        elif key != "dice_3d":
-            continue
-        else:
+        elif key == "dice_3d":  # PCLT20K: no whole-patient rows
             by: dict[str, list[float]] = {}
             for s in x["_slice_rows"]:
                 by.setdefault(s["patient"], []).append(s["dice"])
