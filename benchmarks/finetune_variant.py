@@ -1,7 +1,7 @@
 """Fine-tune one Table II row again with a changed setting, and score it whole patient on validation and test.
 
     python benchmarks/finetune_variant.py TABLE_DIR OUT [--row sim_ft] [--seeds 0 1 2] [--set train.epochs=8 ...]
-        [--extra-data u99 u77] [--gtv-patients 72] [--pretrain-set train.epochs=15 ...]
+        [--extra-data u99 u77] [--gtv-patients 72] [--pretrain-set train.epochs=15 ...] [--igtv-patients 180]
 
 TABLE_DIR is a finished (or at least pre-trained) `igtv table2` output: each seed's run configuration
 (`runs/seed<N>/<row>/config.yaml`) is read from it, with the 2D pre-training it names (``runs/pretrain``, shared by
@@ -21,6 +21,11 @@ Asserts nothing; writes each seed's scores to OUT/seed<N>/whole_<checkpoint>_<sp
 from the table's own pre-training configuration with these changes: a GTV phantom cohort of that many patients (the
 table's seed and scanner, simulated into OUT/dataset_gtv<N>) and ``--set`` overrides of its own. With neither it
 reproduces the table's pre-training. Session 44 ran ``--gtv-patients 72 --pretrain-set train.epochs=15``.
+
+``--igtv-patients``: the row trains on the table's IGTV cohort simulated at that many patients (OUT/dataset_igtv<N>;
+its first patients are the table's own, bit for bit), with the table's validation and test lists kept as they are:
+every other patient with a QC-kept ROI trains. Session 50 ran ``--igtv-patients 180`` (140 training patients
+instead of 58).
 """
 
 from __future__ import annotations
@@ -32,7 +37,8 @@ from pathlib import Path
 import numpy as np
 
 from igtv.config import load_config
-from igtv.experiments.table2 import BUDGETS, _train_once, make_gtv_dataset
+from igtv.data.datasets import read_list
+from igtv.experiments.table2 import BUDGETS, _train_once, igtv_cohort_config, make_gtv_dataset
 from igtv.experiments.table2_report import avoid_sum, false_cell
 from igtv.experiments.whole_patient import WholePatientConfig, evaluate_whole_patients
 from igtv.io import write_text_atomic
@@ -87,6 +93,30 @@ def pretrain_variant(
     what = ", ".join(overrides) or "as the table"
     _train_once(cfg, out / "pretrain", f"2D pre-training in {out / 'pretrain'} ({what})")
     return out / "pretrain" / "best.pt"
+
+
+def igtv_variant_data(table_dir: Path, out: Path, patients: int, budget: str = "quick", workers: int = 2) -> Path:
+    """The table's IGTV cohort simulated at ``patients`` patients into OUT/dataset_igtv<N>, with the table's own
+    validation and test lists; every other listed item trains. Returns the dataset's root."""
+    from dataclasses import replace
+
+    from igtv.data.prepare import PrepareConfig
+    from igtv.phantom.dataset import write_prepared_cohort
+
+    table = table_dir / "data" / "dataset_igtv"
+    b = replace(BUDGETS[budget], igtv_patients=patients)
+    prep = PrepareConfig(size=b.size or 512, workers=workers, seed=0)
+    root = write_prepared_cohort(igtv_cohort_config(b, workers), out / f"dataset_igtv{patients}", prep).out_dir
+    held = {name: (table / f"{name}.txt").read_text() for name in ("val", "test")}
+    kept = {r.folder for name in held for r in read_list(table, name)}
+    train = []
+    for name in ("train", "val", "test"):  # each list's lines, in order, beside the items read_list makes of them
+        lines = [ln.strip() for ln in (root / f"{name}.txt").read_text().splitlines() if ln.strip()]
+        train += [ln for ln, r in zip(lines, read_list(root, name), strict=True) if r.folder not in kept]
+    for name, text in held.items():
+        write_text_atomic(root / f"{name}.txt", text)
+    write_text_atomic(root / "train.txt", "".join(f"{ln}\n" for ln in train))
+    return root
 
 
 def run_variant(
@@ -150,7 +180,11 @@ def main() -> None:
     ap.add_argument("--extra-data", type=Path, nargs="+", default=[], help="prepared cohorts no model saw")
     ap.add_argument("--gtv-patients", type=int, default=0, help="pre-train again on a GTV phantom cohort this large")
     ap.add_argument("--pretrain-set", action="append", default=[], metavar="KEY=VALUE", help="pre-train again with it")
+    ap.add_argument("--igtv-patients", type=int, default=0, help="train on the table's IGTV cohort this large")
     args = ap.parse_args()
+    if args.igtv_patients:
+        root = igtv_variant_data(args.table_dir, args.out, args.igtv_patients, args.budget)
+        args.set = [f"data.root={root}", *args.set]
     if args.gtv_patients or args.pretrain_set:
         init = pretrain_variant(args.table_dir, args.out, tuple(args.pretrain_set), args.gtv_patients, args.budget)
         args.set = [f"init={init}", *args.set]

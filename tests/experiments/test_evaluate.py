@@ -198,6 +198,20 @@ def test_table2_patch_budget_reads_both_protocols(tmp_path):
     assert pv4["data"]["root"] == str(tmp_path / "pv4" / "dataset_gtv4") and pv4["train"]["lr"] == 0.002
     split = json.loads((tmp_path / "pv4" / "dataset_gtv4" / "splits.json").read_text())
     assert sum(len(split[k]) for k in ("train", "val", "test")) == 4
+    # its IGTV cohort made larger: the table's patients bit for bit, the table's validation and test lists as they
+    # were, and every other patient with a QC-kept ROI in train
+    data = out / "data" / "dataset_igtv"
+    iv = fv.igtv_variant_data(out, tmp_path / "iv", 12, "smoke_patches", 1)
+    assert iv == tmp_path / "iv" / "dataset_igtv12"
+    for name in ("val", "test"):
+        assert (iv / f"{name}.txt").read_text() == (data / f"{name}.txt").read_text()
+    held = {line.split("_")[0] for name in ("val", "test") for line in (data / f"{name}.txt").read_text().split()}
+    train = (iv / "train.txt").read_text().split()
+    assert set((data / "train.txt").read_text().split()) < set(train)
+    assert not {line.split("_")[0] for line in train} & held
+    first = sorted(p.name for p in (data / "volumes").iterdir())[0]
+    for f in ("ct_hu.nii.gz", "pet_suv.nii.gz", "labels.nii.gz"):
+        assert (iv / "volumes" / first / f).read_bytes() == (data / "volumes" / first / f).read_bytes()
     # a second seed makes each learnt row an ensemble too: seed 0's kept maps are read back, not recomputed
     maps = sorted((out / "runs" / "seed0" / "sim_ft" / "probabilities" / "test").glob("*.npz"))
     assert len(maps) == len(table_dice)

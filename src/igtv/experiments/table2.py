@@ -78,6 +78,17 @@ def make_gtv_dataset(out_dir: Path, budget: Budget, workers: int) -> Path:
     return write_prepared_cohort(gtv_cohort_config(budget, workers), out_dir, prep).out_dir
 
 
+def igtv_cohort_config(budget: Budget, workers: int) -> PhantomConfig:
+    """The PhantomConfig of the budget's IGTV cohort: ``budget.igtv_patients`` patients, seed 11 (patient *i* is the
+    same at any cohort size: each patient's generator is seeded by the seed, the cohort and *i*)."""
+    from igtv.phantom.config import PhantomConfig
+
+    return PhantomConfig(
+        cohort="igtv", patients=budget.igtv_patients, seed=11, matrix_scale=budget.matrix_scale,
+        z_extent_mm=budget.z_extent_mm, workers=workers, write_pclt=False,
+    )  # fmt: skip
+
+
 def make_data(out: Path, budget: Budget, workers: int) -> tuple[Path, Path]:
     """Phantom GTV and IGTV cohorts, prepared. Patch budgets read only the prepared volumes, so both cohorts are
     simulated straight into prepared datasets (:mod:`igtv.phantom.dataset`: same pseudonyms, split and samples as
@@ -85,14 +96,11 @@ def make_data(out: Path, budget: Budget, workers: int) -> tuple[Path, Path]:
     the IGTV cohort from its DICOM."""
     from igtv.data.prepare import PrepareConfig, prepare_dataset
     from igtv.phantom.cohort import generate_cohort
-    from igtv.phantom.config import PHANTOM_PSEUDONYM_KEY, PhantomConfig
+    from igtv.phantom.config import PHANTOM_PSEUDONYM_KEY
     from igtv.phantom.dataset import write_prepared_cohort
 
     size = budget.size or 512
-    igtv_cfg = PhantomConfig(
-        cohort="igtv", patients=budget.igtv_patients, seed=11, matrix_scale=budget.matrix_scale,
-        z_extent_mm=budget.z_extent_mm, workers=workers, write_pclt=False,
-    )  # fmt: skip
+    igtv_cfg = igtv_cohort_config(budget, workers)
     igtv_prep = PrepareConfig(size=size, workers=workers, seed=0)
     if budget.sampler == "patches":
         pre = make_gtv_dataset(out / "dataset_gtv", budget, workers)
