@@ -64,3 +64,21 @@ def test_quick_budget_keeps_its_cpu_recipe(ablation, stage, lr):
     # 72 GTV patients; hot negatives among SUVmax >= 3 in the IGTV trainings only (session 45's rule B)
     assert BUDGETS["quick"].gtv_patients == 72
     assert cfg.data.hot_min_suv_max == (0.0 if stage == "pretrain" else 3.0)
+
+
+@pytest.mark.parametrize(
+    ("name", "model", "stage"),
+    [
+        ("pretrain_gtv_patches.yaml", "cipa_2d_s", "pretrain"),
+        ("finetune_igtv_patches.yaml", "cipa_25d_sim_s", "finetune"),
+    ],
+)
+def test_shipped_patch_configs_are_the_quick_tables_measured_recipe(name, model, stage):
+    """The configs a user trains with for contours on new patients are the quick budget's trainings, setting for
+    setting (only the data folder and the init are left to the command line)."""
+    from igtv.config import replace
+
+    shipped = load_config(RunConfig, shipped_config(name))
+    table = run_config(BUDGETS["quick"], model, Path("/data/igtv"), stage, 0, "", "auto")
+    assert shipped == replace(table, data=replace(table.data, root=""))
+    assert shipped.data.sampler == "patches" and shipped.data.preset == "pclt20k"  # negatives, a window with no answer
