@@ -116,6 +116,12 @@ def igtv_variant_data(table_dir: Path, out: Path, patients: int, budget: str = "
     for name, text in held.items():
         write_text_atomic(root / f"{name}.txt", text)
     write_text_atomic(root / "train.txt", "".join(f"{ln}\n" for ln in train))
+    # splits.json says the same (its patients, with or without a QC-kept ROI)
+    splits, table_splits = (json.loads((d / "splits.json").read_text()) for d in (root, table))
+    everyone = {p for name in ("train", "val", "test") for p in splits[name]}
+    held_patients = {p for name in ("val", "test") for p in table_splits[name]}
+    splits.update({name: table_splits[name] for name in ("val", "test")}, train=sorted(everyone - held_patients))
+    write_text_atomic(root / "splits.json", json.dumps(splits))
     return root
 
 

@@ -209,6 +209,9 @@ def test_table2_patch_budget_reads_both_protocols(tmp_path):
     train = (iv / "train.txt").read_text().split()
     assert set((data / "train.txt").read_text().split()) < set(train)
     assert not {line.split("_")[0] for line in train} & held
+    split_iv, split_table = (json.loads((d / "splits.json").read_text()) for d in (iv, data))
+    assert all(split_iv[k] == split_table[k] for k in ("val", "test"))
+    assert set(split_iv["train"]) == {line.split("_")[0] for line in train}
     first = sorted(p.name for p in (data / "volumes").iterdir())[0]
     for f in ("ct_hu.nii.gz", "pet_suv.nii.gz", "labels.nii.gz"):
         assert (iv / "volumes" / first / f).read_bytes() == (data / "volumes" / first / f).read_bytes()
