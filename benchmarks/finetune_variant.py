@@ -38,7 +38,7 @@ import numpy as np
 
 from igtv.config import load_config
 from igtv.data.datasets import read_list
-from igtv.experiments.table2 import BUDGETS, _train_once, igtv_cohort_config, make_gtv_dataset
+from igtv.experiments.table2 import BUDGETS, _train_once, igtv_cohort_config, igtv_prepare_config, make_gtv_dataset
 from igtv.experiments.table2_report import avoid_sum, false_cell
 from igtv.experiments.whole_patient import WholePatientConfig, evaluate_whole_patients
 from igtv.io import write_text_atomic
@@ -100,12 +100,11 @@ def igtv_variant_data(table_dir: Path, out: Path, patients: int, budget: str = "
     validation and test lists; every other listed item trains. Returns the dataset's root."""
     from dataclasses import replace
 
-    from igtv.data.prepare import PrepareConfig
     from igtv.phantom.dataset import write_prepared_cohort
 
     table = table_dir / "data" / "dataset_igtv"
     b = replace(BUDGETS[budget], igtv_patients=patients)
-    prep = PrepareConfig(size=b.size or 512, workers=workers, seed=0)
+    prep = igtv_prepare_config(b, workers)
     root = write_prepared_cohort(igtv_cohort_config(b, workers), out / f"dataset_igtv{patients}", prep).out_dir
     held = {name: (table / f"{name}.txt").read_text() for name in ("val", "test")}
     kept = {r.folder for name in held for r in read_list(table, name)}

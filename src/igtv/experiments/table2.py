@@ -51,6 +51,7 @@ from igtv.experiments.table2_finetune import finetune_readings
 from igtv.experiments.table2_report import Row, aggregate, ensemble_rows, fig4, write_outputs
 
 if TYPE_CHECKING:
+    from igtv.data.prepare import PrepareConfig
     from igtv.phantom.config import PhantomConfig
 
 log = logging.getLogger(__name__)
@@ -89,19 +90,25 @@ def igtv_cohort_config(budget: Budget, workers: int) -> PhantomConfig:
     )  # fmt: skip
 
 
+def igtv_prepare_config(budget: Budget, workers: int) -> PrepareConfig:
+    """The PrepareConfig of the budget's IGTV dataset (the PNG side and seed of its patient-level split)."""
+    from igtv.data.prepare import PrepareConfig
+
+    return PrepareConfig(size=budget.size or 512, workers=workers, seed=0)
+
+
 def make_data(out: Path, budget: Budget, workers: int) -> tuple[Path, Path]:
     """Phantom GTV and IGTV cohorts, prepared. Patch budgets read only the prepared volumes, so both cohorts are
     simulated straight into prepared datasets (:mod:`igtv.phantom.dataset`: same pseudonyms, split and samples as
     through DICOM, ~1.4x faster); whole-slice budgets pre-train on the GTV cohort's PCLT20K PNG export and prepare
     the IGTV cohort from its DICOM."""
-    from igtv.data.prepare import PrepareConfig, prepare_dataset
+    from igtv.data.prepare import prepare_dataset
     from igtv.phantom.cohort import generate_cohort
     from igtv.phantom.config import PHANTOM_PSEUDONYM_KEY
     from igtv.phantom.dataset import write_prepared_cohort
 
-    size = budget.size or 512
     igtv_cfg = igtv_cohort_config(budget, workers)
-    igtv_prep = PrepareConfig(size=size, workers=workers, seed=0)
+    igtv_prep = igtv_prepare_config(budget, workers)
     if budget.sampler == "patches":
         pre = make_gtv_dataset(out / "dataset_gtv", budget, workers)
         return pre, write_prepared_cohort(igtv_cfg, out / "dataset_igtv", igtv_prep).out_dir
