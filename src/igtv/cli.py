@@ -154,7 +154,7 @@ def _predict(args: argparse.Namespace) -> int:
 
         summary = predict_pclt(
             args.pclt, _one_model(args, "--pclt"), args.out, split=args.split, device=args.device, tta=args.tta,
-            batch_size=args.batch_size or 8, preset=args.preset,
+            batch_size=args.batch_size or 8, preset=args.preset, threshold=args.threshold,
         )  # fmt: skip
         print(f"{summary['slices']} slices predicted into {args.out}")
         if "mean_dice" in summary:
@@ -166,7 +166,7 @@ def _predict(args: argparse.Namespace) -> int:
         args.dicom, args.model, args.out, device=args.device, roi_name=args.roi_name, tta=args.tta,
         postprocess_cfg=_postprocess_cfg(args),
         compare=args.compare, compare_roi=args.compare_roi, batch_size=args.batch_size, preset=args.preset,
-        precision=args.precision, overlap=args.overlap,
+        precision=args.precision, overlap=args.overlap, threshold=args.threshold,
     )  # fmt: skip
     lesions = result.stats["lesions"]
     print(
@@ -188,6 +188,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         wcfg = WholePatientConfig(split=args.split, tta=args.tta, postprocess=_postprocess_cfg(args),
                                   precision=args.precision, bootstrap=args.bootstrap, seed=args.seed,
+                                  threshold=args.threshold,
                                   ignore_qc_excluded=not args.score_excluded_rois)  # fmt: skip
         s = evaluate_whole_patients(args.model, args.data, args.out, wcfg, args.device)
         w = s["whole_patient"]
@@ -202,7 +203,8 @@ def _evaluate(args: argparse.Namespace) -> int:
             + f"; written to {args.out}"
         )
         return 0
-    cfg = EvalConfig(convention=args.convention, bootstrap=args.bootstrap, seed=args.seed, tta=args.tta)
+    cfg = EvalConfig(convention=args.convention, bootstrap=args.bootstrap, seed=args.seed, tta=args.tta,
+                     threshold=args.threshold)  # fmt: skip
     model = _one_model(args, "the paper protocol")
     summary = evaluate_checkpoint(model, args.data, args.split, args.out, cfg, args.device).summary
     h = summary["headline"]
@@ -475,6 +477,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--roi-name", default="IGTV", help="ROI name in the RTSTRUCT (default IGTV)")
     p.add_argument("--tta", action="store_true", help="average with the left-right flip, training's one (2x slower)")
     _add_precision(p)
+    _add_threshold(p)
     _add_postprocess_args(p)
     p.add_argument("--compare", help="reference RTSTRUCT: adds Dice, HD95, FP/FN volumes to stats.json")
     p.add_argument("--compare-roi", help="ROI of --compare to use (default: like --roi-name)")
@@ -507,6 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
                     help="whole patient: score against every ROI, the ones the dataset's QC excluded too (default: "
                          "those are ignored, as in the paper's cohort)")  # fmt: skip
     _add_precision(ev)
+    _add_threshold(ev)
     ev.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     ev.add_argument(
         "--protocol", choices=["whole-patient", "slices"], default="whole-patient",
@@ -566,6 +570,14 @@ def _add_precision(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--precision", choices=["auto", "fp32", "bf16"], default="auto",
         help="forward passes: auto = AMP on CUDA, fp32 on CPU; bf16 = bfloat16 autocast (for CPUs with AVX512-BF16)",
+    )  # fmt: skip
+
+
+def _add_threshold(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--threshold", type=float, default=None,
+        help="probability threshold of the masks, between 0 and 1 (default: the checkpoint's, train.predict_threshold "
+        "or else train.threshold of its config)",
     )  # fmt: skip
 
 

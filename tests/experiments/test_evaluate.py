@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import csv
 import json
 from pathlib import Path
 
@@ -121,6 +122,16 @@ def test_table2_and_evaluate_on_a_tiny_run(tmp_path, capsys):
     per_slice = (tmp_path / "ev" / "per_slice.csv").read_text().splitlines()
     assert len(per_slice) == summary["slices"] + 1
     assert (tmp_path / "ev" / "per_patient.csv").read_text().startswith("patient,")
+    # --threshold replaces the checkpoint's: the raw masks of the paper protocol can only lose pixels at a higher one
+    assert main([*args, "--out", str(tmp_path / "ev99"), "--protocol", "slices", "--threshold", "0.99"]) == 0
+    drawn = []
+    for name in ("ev", "ev99"):
+        with open(tmp_path / name / "per_slice.csv") as f:
+            drawn.append(sum(float(r["tp"]) + float(r["fp"]) for r in csv.DictReader(f)))
+        assert json.loads((tmp_path / name / "summary.json").read_text())["model"]["threshold"] == (
+            0.99 if name == "ev99" else 0.5
+        )
+    assert drawn[1] <= drawn[0]
     assert main([*args, "--out", str(tmp_path / "wp")]) == 0  # default: whole patient
     whole = json.loads((tmp_path / "wp" / "whole_patient.json").read_text())["whole_patient"]
     assert whole["patients"] >= 1 and 0.0 <= whole["dice_3d"]["mean"] <= 1.0

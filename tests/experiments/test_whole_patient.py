@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -299,3 +300,25 @@ def test_ensemble_reuses_each_members_cached_maps_and_scores_like_its_member(pre
     assert {p.name.rsplit("-", 1)[0] for p in everything} == {p.name.rsplit("-", 1)[0] for p in cached}
     evaluate_whole_patients(a, prep.out_dir, None, cfg, "cpu", progress=False)
     assert [p.stat().st_mtime_ns for p in cached] == stamps  # the first dataset still reads its own
+
+
+def test_threshold_override_rescores_the_cached_maps(prepared, tmp_path):
+    """``WholePatientConfig.threshold`` (``igtv evaluate --threshold``) replaces the checkpoint's threshold and reuses
+    the maps cached at another one: a threshold is applied to probabilities, it does not make new ones. A higher one
+    predicts less (without the PET completion, which can grow a smaller seed further), so the false-negative volume
+    grows and the false-positive volume does not."""
+    from tests.inference.conftest import write_test_checkpoint
+
+    _, prep = prepared
+    a = write_test_checkpoint(tmp_path / "a" / "best.pt")
+    post = replace(PostprocessConfig(), hull_fill_suv_fraction=0.0, grow_suv_fraction=0.0)
+    cfg = WholePatientConfig(split="all", bootstrap=0, cache_probabilities=True, postprocess=post)
+    base = evaluate_whole_patients(a, prep.out_dir, None, cfg, "cpu", progress=False)
+    cached = sorted((tmp_path / "a" / "probabilities" / "all").glob("*.npz"))
+    stamps = [p.stat().st_mtime_ns for p in cached]
+    tight = evaluate_whole_patients(a, prep.out_dir, None, replace(cfg, threshold=0.99), "cpu", progress=False)
+    assert [p.stat().st_mtime_ns for p in cached] == stamps
+    assert (base["model"]["threshold"], tight["model"]["threshold"]) == (0.5, 0.99)
+    fn = [sum(r["false_negative_cc"] for r in s["rows"]) for s in (base, tight)]
+    fp = [sum(r["false_positive_cc"] for r in s["rows"]) for s in (base, tight)]
+    assert fn[1] > fn[0] and fp[1] <= fp[0] + 1e-9

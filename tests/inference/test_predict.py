@@ -146,6 +146,32 @@ def test_stats_and_compare(predicted):
     assert "NOT FOR CLINICAL USE" in html and "data:image/png;base64," in html
 
 
+def test_threshold_override_draws_the_tighter_contour(predicted, halfmax_ckpt, tmp_path):
+    """``--threshold`` replaces the checkpoint's: the stand-in's probability is sigmoid(40 (grey - 1/2)), so 0.99
+    keeps only voxels above ~61 % of each candidate's SUVmax instead of 50 %. Without the PET completion the contour
+    shrinks inside the default one. (With it, a smaller seed can end larger: its growth at 25 % of SUVmax stays inside
+    the 10 mm reach where the larger seed's ran into it, so the completion is not a subset rule.)"""
+    from dataclasses import replace
+
+    from igtv.cli import main
+    from igtv.inference.lesions import PostprocessConfig
+
+    dicom, out, _ = predicted
+    args = ["predict", "--dicom", str(dicom), "--model", halfmax_ckpt, "--out", str(tmp_path / "cli")]
+    assert main([*args, "--threshold", "0.99"]) == 0
+    assert json.loads((tmp_path / "cli" / "stats.json").read_text())["prediction"]["threshold"] == 0.99
+    no_completion = replace(PostprocessConfig(), hull_fill_suv_fraction=0.0, grow_suv_fraction=0.0)
+    masks = []
+    for thr in (None, 0.99):
+        res = predict_dicom(dicom, halfmax_ckpt, tmp_path / f"t{thr}", device="cpu", progress=False,
+                            postprocess_cfg=no_completion, threshold=thr)  # fmt: skip
+        assert res.stats["prediction"]["threshold"] == (thr or 0.5)
+        masks.append(load_nifti(tmp_path / f"t{thr}" / "mask.nii.gz")[0] > 0)
+    base, small = masks
+    assert 0 < small.sum() < 0.9 * base.sum()
+    assert not (small & ~base).any()
+
+
 def _flip_series_x(folder):
     """Rewrite a series in place as if scanned feet-first: columns mirrored, ImageOrientationPatient
     (-1, 0, 0, 0, 1, 0), positions adjusted so every voxel keeps its patient coordinate."""
@@ -221,10 +247,12 @@ def test_bad_input_writes_nothing(case, small_cohort, halfmax_ckpt, tmp_path):
     assert not list(tmp_path.glob(".out.partial*"))
 
 
-@pytest.mark.parametrize("setting", [{"batch_size": 0}, {"batch_size": -8}, {"overlap": 1.0}])
+@pytest.mark.parametrize(
+    "setting", [{"batch_size": 0}, {"batch_size": -8}, {"overlap": 1.0}, {"threshold": 1.0}, {"threshold": 0.0}]
+)
 def test_bad_settings_fail_before_anything_is_read(setting, tmp_path):
-    """A batch below 1 (which would predict nothing) or an overlap of 1 is refused at once, naming the setting;
-    the checkpoint and the DICOM (absent here) are not even opened."""
+    """A batch below 1 (which would predict nothing), an overlap of 1 or a probability threshold outside (0, 1) is
+    refused at once, naming the setting; the checkpoint and the DICOM (absent here) are not even opened."""
     name = next(iter(setting)).replace("_", " ")
     with pytest.raises(ValueError, match=name):
         predict_dicom(tmp_path / "dicom", tmp_path / "absent.pt", tmp_path / "out", **setting)

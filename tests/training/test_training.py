@@ -11,7 +11,7 @@ import sys
 import pytest
 import torch
 
-from igtv.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from igtv.checkpoint import CheckpointError, load_checkpoint, read_card, save_checkpoint
 from igtv.config import ConfigError, dump_yaml, load_config, save_config, shipped_config
 from igtv.models import create_model
 from igtv.training.config import DataConfig, OptimConfig, RunConfig, apply_overrides
@@ -38,7 +38,15 @@ def test_two_stages_end_to_end(small_cohort, qc_cohort, prepared, tmp_path):
     s1 = train(tiny_cfg(cohort.out_dir / "pclt"), tmp_path / "s1", progress=False)
     assert (tmp_path / "s1" / "best.pt").exists() and (tmp_path / "s1" / "log.csv").exists()
     cfg2 = dataclasses.replace(
-        tiny_cfg(prepared[1].out_dir, "cipa_25d_sim_tiny", "25d", lr=1e-2, epochs=4, max_steps_per_epoch=4),
+        tiny_cfg(
+            prepared[1].out_dir,
+            "cipa_25d_sim_tiny",
+            "25d",
+            lr=1e-2,
+            epochs=4,
+            max_steps_per_epoch=4,
+            predict_threshold=0.7,
+        ),
         stage="finetune",
         init=str(tmp_path / "s1" / "best.pt"),
     )
@@ -54,6 +62,9 @@ def test_two_stages_end_to_end(small_cohort, qc_cohort, prepared, tmp_path):
     assert s2.best_epoch == ious.index(max(ious)) + 1
     best = load_checkpoint(tmp_path / "s2" / "best.pt")
     assert best["epoch"] + 1 == s2.best_epoch and best["run_config"]["init"] == cfg2.init
+    # the card carries the threshold masks are drawn at: train.predict_threshold when set, else train.threshold
+    assert read_card(best, "s2").threshold == 0.7 and cfg2.train.threshold == 0.5
+    assert read_card(load_checkpoint(tmp_path / "s1" / "best.pt"), "s1").threshold == 0.5
     assert s1.test is not None and 0.0 <= s1.test["iou"] <= 1.0  # best.pt evaluated on the held-out split
     has_test = bool((prepared[1].out_dir / "test.txt").read_text().strip())
     assert (s2.test is not None) == has_test
@@ -167,6 +178,14 @@ def test_mode_mismatch_is_clear(small_cohort, tmp_path):
     cfg = tiny_cfg(small_cohort[1].out_dir / "pclt", model="cipa_25d_tiny", mode="2d")
     with pytest.raises(ValueError, match="2.5D input but data.mode is 2d"):
         train(cfg, tmp_path / "x", progress=False)
+
+
+@pytest.mark.parametrize("value", [1.0, -0.2])
+def test_impossible_predict_threshold_fails_before_training(small_cohort, tmp_path, value):
+    cfg = tiny_cfg(small_cohort[1].out_dir / "pclt", predict_threshold=value)
+    with pytest.raises(ValueError, match="train.predict_threshold"):
+        train(cfg, tmp_path / "x", progress=False)
+    assert not (tmp_path / "x" / "last.pt").exists()
 
 
 def _free_port() -> int:

@@ -47,6 +47,7 @@ class EvalConfig:
     seed: int = 0
     tta: bool = False
     batch_size: int = 16
+    threshold: float | None = None  # probability threshold of the masks (None: the checkpoint's)
 
 
 # --- pure pieces --------------------------------------------------------------------------------------------------
@@ -268,7 +269,7 @@ def evaluate_checkpoint(
 
     cfg = cfg or EvalConfig()
     dev = pick_device(device)
-    lm = load_model(model_path, dev)
+    lm = load_model(model_path, dev, threshold=cfg.threshold)
     ds = SliceDataset(data, split, mode=lm.mode, size=lm.size)  # type: ignore[arg-type]
     if len(ds) == 0:
         raise ValueError(f"{data}: split {split!r} is empty")

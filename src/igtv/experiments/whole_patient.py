@@ -112,6 +112,7 @@ class WholePatientConfig:
     ignore_qc_excluded: bool = True
     bootstrap: int = 1000
     seed: int = 0
+    threshold: float | None = None  # probability threshold of the masks (None: the checkpoint's)
 
 
 def ignored_voxels(pred: np.ndarray, truth: np.ndarray, excluded: np.ndarray) -> np.ndarray:
@@ -349,7 +350,7 @@ def evaluate_whole_patients(
         predict_raw, facts = threshold_raw_mask(threshold_rule), {"model": f"PET threshold {threshold_rule}"}
     else:
         dev = pick_device(device)
-        members = load_models(model_path, dev)
+        members = load_models(model_path, dev, threshold=cfg.threshold)
         for m in members:
             m.precision = cfg.precision
         lm = members[0]

@@ -33,13 +33,18 @@ def model_paths(model_path: str | Path | Sequence[str | Path]) -> list[Path]:
     return [Path(p) for p in paths]
 
 
-def load_models(model_path: str | Path | Sequence[str | Path], device: torch.device | str, preset: str | None = None):
+def load_models(
+    model_path: str | Path | Sequence[str | Path],
+    device: torch.device | str,
+    preset: str | None = None,
+    threshold: float | None = None,
+):
     """Load one checkpoint or an ensemble; members must agree on :data:`AGREE` (the error names the one that
-    does not)."""
+    does not). ``threshold`` replaces every member's probability threshold (None: their cards')."""
     from igtv.inference.model import load_model
 
     paths = model_paths(model_path)
-    lms = [load_model(p, device, preset) for p in paths]
+    lms = [load_model(p, device, preset, threshold) for p in paths]
     for path, lm in zip(paths[1:], lms[1:], strict=True):
         for attr in AGREE:
             if getattr(lm, attr) != getattr(lms[0], attr):

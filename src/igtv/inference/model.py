@@ -53,13 +53,17 @@ class LoadedModel:
         }
 
 
-def load_model(path: str | Path, device: torch.device | str = "cpu", preset: str | None = None) -> LoadedModel:
+def load_model(
+    path: str | Path, device: torch.device | str = "cpu", preset: str | None = None, threshold: float | None = None
+) -> LoadedModel:
     """Rebuild the network its card describes and load its weights (strict, ``weights_only``).
 
     The card is validated before any network is built; a card that names no buildable network, or weights that do
     not fit the architecture, are a :class:`CheckpointError` naming the file. ``preset`` overrides the card's
-    windows (for checkpoints trained elsewhere on PNGs windowed another way).
+    windows (for checkpoints trained elsewhere on PNGs windowed another way), ``threshold`` its probability
+    threshold.
     """
+    check_threshold(threshold)
     from igtv.models.registry import build_from_card
 
     path = Path(path)
@@ -86,7 +90,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", preset: str
         name=card.name,
         input_slices=card.in_slices,
         size=card.input_size,
-        threshold=card.threshold,
+        threshold=card.threshold if threshold is None else float(threshold),
         preset=preset or card.preset,
         min_suv_max=card.min_suv_max,
         path=path,
@@ -95,6 +99,12 @@ def load_model(path: str | Path, device: torch.device | str = "cpu", preset: str
         patch=card.patch,
         cold_lesions=card.cold_lesions,
     )
+
+
+def check_threshold(threshold: float | None) -> None:
+    """A probability threshold override must lie strictly between 0 and 1 (None: the checkpoint's own)."""
+    if threshold is not None and not 0.0 < threshold < 1.0:
+        raise ValueError(f"threshold must be between 0 and 1 (exclusive), got {threshold}")
 
 
 def _state_dict_mismatch(model: nn.Module, state: dict) -> tuple[list[str], list[str], list[str]]:

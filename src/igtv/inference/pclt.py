@@ -35,6 +35,7 @@ def predict_pclt(
     batch_size: int = 8,
     preset: str | None = None,
     progress: bool = True,
+    threshold: float | None = None,
 ) -> dict:
     """Predict a split (or ``all``) of a PNG dataset; returns the summary (also written to ``summary.json``)."""
     from tqdm import tqdm
@@ -51,7 +52,7 @@ def predict_pclt(
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a folder")
     dev = pick_device(device)
-    lm = load_model(model_path, dev, preset)
+    lm = load_model(model_path, dev, preset, threshold)
     data_windows = dataset_preprocessing(root)["preset"]
     if data_windows != lm.preset:
         log.warning("the model was trained on %s windows but %s uses %s windows", lm.preset, root, data_windows)

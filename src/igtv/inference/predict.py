@@ -278,9 +278,11 @@ def predict_dicom(
     progress: bool = True,
     precision: str = "auto",
     overlap: float = DEFAULT_OVERLAP,
+    threshold: float | None = None,
 ) -> PredictResult:
     """Contour one patient; see the module docstring for what is written. Several checkpoints in ``model_path``
-    make an ensemble: the mean of their probabilities (:mod:`igtv.inference.ensemble`). Batch None: automatic."""
+    make an ensemble: the mean of their probabilities (:mod:`igtv.inference.ensemble`). Batch None: automatic;
+    ``threshold`` None: the checkpoint's probability threshold."""
     import igtv
     from igtv.data.regions import thorax_region
     from igtv.device import auto_batch_size, pick_device
@@ -290,6 +292,7 @@ def predict_dicom(
     from igtv.inference.compare import compare_with_reference
     from igtv.inference.ensemble import describe_members, ensemble_probability, load_models
     from igtv.inference.lesions import lesion_statistics, postprocess, prediction_tiles, resolve_auto_rules
+    from igtv.inference.model import check_threshold
     from igtv.inference.predictor import apply_flips, canonical_flips
     from igtv.inference.report import render_report
     from igtv.io import write_text_atomic
@@ -299,6 +302,7 @@ def predict_dicom(
         raise ValueError(f"overlap must be in [0, 1), got {overlap}")
     if batch_size is not None and batch_size < 1:  # a negative batch would predict nothing, silently
         raise ValueError(f"batch size must be >= 1 (or None: automatic), got {batch_size}")
+    check_threshold(threshold)
     dicom_dir, out = Path(dicom_dir), Path(out)
     if compare is not None:  # a bad reference fails now, not after the prediction
         from igtv.dicom.structures import structure_series
@@ -306,7 +310,7 @@ def predict_dicom(
         structure_series(Path(compare))
     post = postprocess_cfg or PostprocessConfig()
     dev = pick_device(device)
-    members = load_models(model_path, dev, preset)
+    members = load_models(model_path, dev, preset, threshold)
     for m in members:
         m.precision = precision
     lm = members[0]

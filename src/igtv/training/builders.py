@@ -118,6 +118,9 @@ def model_card(cfg: RunConfig, model: nn.Module) -> ModelCard:
     """The card a run's checkpoints carry: the model as built, and how ``cfg`` feeds it."""
     pre = preprocessing_of(cfg)
     patches = cfg.data.sampler == "patches"
+    if not (cfg.train.predict_threshold == 0.0 or 0.0 < cfg.train.predict_threshold < 1.0):
+        raise ValueError(f"train.predict_threshold must be in (0, 1), or 0 for train.threshold; got "
+                         f"{cfg.train.predict_threshold}")  # fmt: skip
     return ModelCard(
         name=cfg.model,
         in_slices=model.in_slices,
@@ -125,7 +128,7 @@ def model_card(cfg: RunConfig, model: nn.Module) -> ModelCard:
         sampler=cfg.data.sampler,
         input_size=cfg.data.patch if patches else (cfg.data.size or 512),
         spacing_mm=cfg.data.spacing_mm if patches else 0.0,
-        threshold=cfg.train.threshold,
+        threshold=cfg.train.predict_threshold or cfg.train.threshold,
         min_suv_max=float(pre.get("min_suv_max", 0.0)),
         cold_lesions=patches and cfg.data.cold_p > 0,
         architecture=to_dict(model.config) if hasattr(model, "config") else {},

@@ -84,6 +84,9 @@ class OptimConfig:
     amp: Literal["auto", "off"] = "auto"  # auto: bf16 (or fp16 + scaler) on CUDA, off on CPU
     max_steps_per_epoch: int = 0  # 0 = the whole training split every epoch
     threshold: float = 0.5  # probability threshold for validation metrics
+    # the probability threshold of the masks the trained model draws: written into its model card, which predict,
+    # evaluate and Table II read (0: `threshold`); validation and the choice of best.pt keep `threshold`
+    predict_threshold: float = 0.0
     batch_dice: bool = False  # Dice loss over the whole batch (nnU-Net's 2D choice) instead of per sample
 
 
