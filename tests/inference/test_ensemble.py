@@ -43,8 +43,10 @@ def test_ensemble_probability_is_the_rounded_mean():
 def test_members_must_agree_on_what_post_processing_reads(halfmax_ckpt, tmp_path):
     other = _variant(halfmax_ckpt, tmp_path / "strict.pt", threshold=0.7)
     assert len(load_models([halfmax_ckpt, halfmax_ckpt], "cpu")) == 2
-    with pytest.raises(ValueError, match=r"strict\.pt: threshold 0\.7"):
+    with pytest.raises(ValueError, match=r"strict\.pt: threshold 0\.7 .* \(or pass --threshold\)"):
         load_models([halfmax_ckpt, other], "cpu")
+    # one threshold for all members (``--threshold``) lets them be averaged
+    assert [m.threshold for m in load_models([halfmax_ckpt, other], "cpu", threshold=0.6)] == [0.6, 0.6]
 
 
 def test_cached_probability_is_reused_only_under_its_key(tmp_path):

@@ -50,7 +50,7 @@ def load_models(
             if getattr(lm, attr) != getattr(lms[0], attr):
                 raise ValueError(
                     f"{path}: {attr} {getattr(lm, attr)!r} differs from {paths[0].name}'s {getattr(lms[0], attr)!r}; "
-                    "an ensemble's members must share it"
+                    "an ensemble's members must share it" + (" (or pass --threshold)" if attr == "threshold" else "")
                 )
     return lms
 
