@@ -372,15 +372,9 @@ def predict_dicom(
         stats["compare"] = comparison
     if not lesions:
         log.warning("no lesion predicted: the RTSTRUCT holds an empty ROI %r", roi_name)
-    html_text = render_report(
-        ct_hu=ct_c,
-        pet_suv=pet_c,
-        mask=apply_flips(mask, flips),
-        geom=geom,
-        stats=stats,
-        model_facts=describe_members(members),
-        reference=None if reference is None else apply_flips(reference, flips),
-    )
+    html_text = render_report(ct_hu=ct_c, pet_suv=pet_c, mask=apply_flips(mask, flips), geom=geom, stats=stats,
+                              model_facts=describe_members(members),
+                              reference=None if reference is None else apply_flips(reference, flips))  # fmt: skip
     names = {"rtstruct": "RTSTRUCT_igtv.dcm", "mask": "mask.nii.gz", "probability": "probability.nii.gz",
              "pet_suv": "pet_suv.nii.gz", "stats": "stats.json", "report": "report.html"}  # fmt: skip
     from pydicom.uid import generate_uid
