@@ -188,7 +188,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
         wcfg = WholePatientConfig(split=args.split, tta=args.tta, postprocess=_postprocess_cfg(args),
                                   precision=args.precision, bootstrap=args.bootstrap, seed=args.seed,
-                                  threshold=args.threshold,
+                                  threshold=args.threshold, cache_probabilities=args.keep_maps,
                                   ignore_qc_excluded=not args.score_excluded_rois)  # fmt: skip
         s = evaluate_whole_patients(args.model, args.data, args.out, wcfg, args.device)
         w = s["whole_patient"]
@@ -509,6 +509,10 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--score-excluded-rois", action="store_true",
                     help="whole patient: score against every ROI, the ones the dataset's QC excluded too (default: "
                          "those are ignored, as in the paper's cohort)")  # fmt: skip
+    ev.add_argument("--keep-maps", action="store_true",
+                    help="whole patient: keep each checkpoint's probability maps beside it (probabilities/<split>/) "
+                         "and reuse them, so another --threshold or post-processing setting costs only the "
+                         "post-processing")  # fmt: skip
     _add_precision(ev)
     _add_threshold(ev)
     ev.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")

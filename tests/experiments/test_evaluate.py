@@ -133,6 +133,24 @@ def test_table2_and_evaluate_on_a_tiny_run(tmp_path, capsys):
         )
     assert drawn[1] <= drawn[0]
     assert main([*args, "--out", str(tmp_path / "wp")]) == 0  # default: whole patient
+    # --keep-maps: the maps are kept beside the checkpoint (a copy here: table2 kept its own) and read back; another
+    # --threshold computes none
+    import shutil
+
+    copy = tmp_path / "copy" / "best.pt"
+    copy.parent.mkdir()
+    shutil.copy2(ckpt, copy)
+    keep = ["evaluate", "--model", str(copy), "--data", str(data), "--bootstrap", "20"]
+    assert main([*keep, "--out", str(tmp_path / "wp_plain")]) == 0
+    assert not (copy.parent / "probabilities").exists()  # kept only when asked
+    assert main([*keep, "--out", str(tmp_path / "wp_keep"), "--keep-maps"]) == 0
+    kept = sorted((copy.parent / "probabilities" / "test").glob("*.npz"))
+    stamps = [p.stat().st_mtime_ns for p in kept]
+    assert kept and main([*keep, "--out", str(tmp_path / "wp99"), "--keep-maps", "--threshold", "0.99"]) == 0
+    assert [p.stat().st_mtime_ns for p in kept] == stamps
+    readings = [json.loads((tmp_path / n / "whole_patient.json").read_text()) for n in ("wp_plain", "wp_keep", "wp99")]
+    assert readings[0]["whole_patient"] == readings[1]["whole_patient"]
+    assert readings[2]["model"]["threshold"] == 0.99
     whole = json.loads((tmp_path / "wp" / "whole_patient.json").read_text())["whole_patient"]
     assert whole["patients"] >= 1 and 0.0 <= whole["dice_3d"]["mean"] <= 1.0
     assert "lesions_true" in whole and whole["lesions_true"] >= 1
