@@ -8,65 +8,16 @@ import pytest
 from igtv.evaluation.metrics import label_lesions_boxed
 from igtv.geometry import Geometry
 from igtv.inference.lesions import (
-    SPHERE_1CC_RADIUS_MM,
     PostprocessConfig,
     component_verdicts,
-    lesion_statistics,
     lung_contact,
     postprocess,
     prediction_tiles,
     resolve_auto_rules,
-    sphere_kernel,
     surround_suv,
-    suv_peak,
 )
 from igtv.inference.predictor import OrientationError, canonical_flips, pet_references, stack_indices
-
-
-def _brute_peak(pet, lesion, spacing_zyx, r):
-    """Independent SUVpeak: for every lesion voxel, the mean of all image voxels within r mm (loops)."""
-    idx = np.argwhere(np.ones(pet.shape, dtype=bool)).astype(float)
-    coords = idx * np.asarray(spacing_zyx)
-    flat = pet.reshape(-1)
-    best = -np.inf
-    for v in np.argwhere(lesion):
-        d2 = ((coords - v * np.asarray(spacing_zyx)) ** 2).sum(1)
-        best = max(best, flat[d2 <= r * r + 1e-9].mean())
-    return best
-
-
-def test_sphere_is_one_cc():
-    ball = sphere_kernel((0.25, 0.25, 0.25))
-    assert ball.sum() * 0.25**3 / 1000 == pytest.approx(1.0, rel=0.02)
-    assert SPHERE_1CC_RADIUS_MM == pytest.approx(6.2035, abs=1e-4)
-
-
-def test_stats_of_a_known_cube():
-    geom = Geometry((20, 24, 24), (1.0, 1.0, 2.0), (-10.0, -20.0, 30.0))  # x, y, z spacing
-    pet = np.ones(geom.shape_zyx, dtype=np.float32)
-    mask = np.zeros(geom.shape_zyx, dtype=bool)
-    mask[5:15, 7:17, 2:12] = True  # 10 slices x 10 rows x 10 columns
-    pet[mask] = 4.0
-    pet[10, 12, 6] = 6.0  # one hot voxel inside
-    (s,) = lesion_statistics(mask, pet, geom)
-    assert s["volume_cc"] == pytest.approx(1000 * 2.0 / 1000)
-    assert s["suv_max"] == 6.0
-    assert s["suv_mean"] == pytest.approx((999 * 4.0 + 6.0) / 1000)
-    assert s["tlg"] == pytest.approx(2.0 * s["suv_mean"])
-    # centroid: index centre (6.5, 11.5, 9.5) (x, y, z) -> origin + index * spacing
-    assert s["centroid_mm"] == pytest.approx([-10.0 + 6.5, -20.0 + 11.5, 30.0 + 9.5 * 2.0])
-    assert s["slice_range"] == [5, 14] and s["n_slices"] == 10
-    expect = _brute_peak(pet, mask, (2.0, 1.0, 1.0), SPHERE_1CC_RADIUS_MM)
-    assert s["suv_peak"] == pytest.approx(expect, rel=1e-9)
-    assert 1.0 < s["suv_peak"] < 4.0  # the 12.4 mm sphere is wider than the 10 mm cube: background leaks in
-
-
-def test_suv_peak_of_a_large_uniform_lesion_is_its_value():
-    pet = np.full((30, 30, 30), 1.0)
-    lesion = np.zeros_like(pet, dtype=bool)
-    lesion[2:28, 2:28, 2:28] = True
-    pet[lesion] = 7.5
-    assert suv_peak(pet, lesion, (1.0, 1.0, 1.0)) == pytest.approx(7.5)
+from igtv.inference.statistics import lesion_statistics
 
 
 def test_postprocess_drops_small_and_cold_components():
@@ -289,6 +240,45 @@ def test_surround_rule_drops_uptake_that_goes_on_around_the_component():
     assert surround_suv(labels, lung_tumour["label"], lung_tumour["box"], pet, ct, geom) == 0.0
     _, off = component_verdicts(mask, pet, geom, replace(cfg, max_surround_suv_fraction=0.0), ct)
     assert not any(v["rule"] for v in off)
+
+
+def test_lung_focal_share_keeps_a_core_found_inside_a_faint_breathing_smear_and_no_organ_piece():
+    """The model finds the core (SUV 4.7) of a faint mass whose breathing smear (SUV 3.5; half of its voxels lung,
+    as the tumour moves through it) goes on around it: the focal rule reads the rest of the mass as surround (3.5 /
+    4.7 = 0.74 >= 0.7) and drops it. Judged at 0.8 as a lung-density component it stays; a soft-tissue piece of an
+    organ (4.0 / 4.7 = 0.85) goes at either share, and a component under the SUVmax rule (a cold mass kept by its
+    exception) keeps the plain share."""
+    from igtv.inference.lesions import focal_share
+
+    geom = Geometry((24, 64, 64), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    shape = geom.shape_zyx
+    ct = np.full(shape, -850.0, np.float32)  # lung
+    pet = np.full(shape, 0.5, np.float32)
+    mask = np.zeros(shape, bool)
+    zz, yy, xx = np.indices(shape)
+    smear = (zz >= 4) & (zz < 20) & (yy >= 8) & (yy < 32) & (xx >= 36) & (xx < 60)
+    ct[smear & ((yy + xx) % 2 == 0)] = 40.0  # every other voxel soft tissue: mean -405 HU
+    pet[smear] = 3.5
+    pet[10:14, 18:22, 46:50] = 4.7  # the core the model found
+    mask[10:14, 18:22, 46:50] = True
+    ct[:, 8:40, 4:24], pet[:, 8:40, 4:24] = 40.0, 4.0  # an avid organ ...
+    pet[10:14, 20:24, 10:14] = 4.7  # ... and the model's piece of it
+    mask[10:14, 20:24, 10:14] = True
+    cfg = PostprocessConfig(min_volume_cc=0.1, min_suv_max=3.0, thorax_margin_mm=0.0, min_mean_hu=-1024.0,
+                            max_cold_core_share=0.0, hull_fill_suv_fraction=0.0)  # fmt: skip
+    rules = {}
+    for share in (0.0, 0.8):
+        labels, verdicts = component_verdicts(mask, pet, geom, replace(cfg, lung_focal_suv_fraction=share), ct)
+        rules[share] = {v["box"][2].start: v["rule"] for v in verdicts}
+    assert rules[0.0] == {10: "max_surround_suv_fraction", 46: "max_surround_suv_fraction"}
+    assert rules[0.8] == {10: "max_surround_suv_fraction", 46: ""}
+    core = next(v for v in verdicts if v["box"][2].start == 46)
+    comp = labels[core["box"]] == core["label"]
+    on = replace(cfg, lung_focal_suv_fraction=0.8)
+    assert core["mean_hu"] < -50 and lung_contact(comp, ct[10:14, 16:24, 44:52]) >= 0.3  # the box grown by 2 px
+    assert focal_share(on, comp, ct, core["box"], core["mean_hu"], below_qc=False) == 0.8
+    assert focal_share(on, comp, ct, core["box"], core["mean_hu"], below_qc=True) == 0.7  # the cold exception's
+    assert focal_share(on, comp, ct, core["box"], 40.0, below_qc=False) == 0.7  # soft tissue
 
 
 def test_grow_components_completes_a_lesion_to_its_avid_extent_and_stops_at_organs():
@@ -514,8 +504,21 @@ def test_cli_post_processing_flags_reach_the_config():
     base = ["predict", "--dicom", "D", "--model", "M", "--out", "O"]
     assert _postprocess_cfg(build_parser().parse_args(base)) == PostprocessConfig()
     args = build_parser().parse_args(
-        [*base, "--min-volume-cc", "1", "--grow-wide-mm", "0", "--min-suv", "2.5", "--uptake-reach-mm", "0"]
+        [
+            *base,
+            "--min-volume-cc",
+            "1",
+            "--grow-wide-mm",
+            "0",
+            "--min-suv",
+            "2.5",
+            "--uptake-reach-mm",
+            "0",
+            "--lung-focal-suv-fraction",
+            "0.85",
+        ]  # fmt: skip
     )
     assert _postprocess_cfg(args) == replace(
-        PostprocessConfig(), min_volume_cc=1.0, grow_wide_mm=0.0, min_suv_max=2.5, uptake_reach_mm=0.0
-    )
+        PostprocessConfig(), min_volume_cc=1.0, grow_wide_mm=0.0, min_suv_max=2.5, uptake_reach_mm=0.0,
+        lung_focal_suv_fraction=0.85,
+    )  # fmt: skip

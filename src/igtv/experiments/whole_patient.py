@@ -70,6 +70,7 @@ NO_RULES = PostprocessConfig(
     min_mean_hu=-1024.0,
     max_bone_fraction=1.0,
     max_surround_suv_fraction=0.0,
+    lung_focal_suv_fraction=0.0,
     max_cold_core_share=0.0,
     cold_min_volume_cc=0.0,
     hull_fill_suv_fraction=0.0,
@@ -85,6 +86,9 @@ CANDIDATE_RULES = {
     "min_mean_hu=-700": replace(NO_RULES, min_mean_hu=-700.0),
     "max_bone_fraction=0.5": replace(NO_RULES, max_bone_fraction=0.5),
     "max_surround_suv_fraction=0.7": replace(NO_RULES, max_surround_suv_fraction=0.7),
+    "max_surround_suv_fraction=0.7, lung-density components 0.8": replace(
+        NO_RULES, max_surround_suv_fraction=0.7, lung_focal_suv_fraction=0.8
+    ),
     "max_cold_core_share=0.1": replace(NO_RULES, max_cold_core_share=0.1),
 }
 
