@@ -56,8 +56,10 @@ class PostprocessConfig:
     # piece of an organ is soft tissue; a core found inside a faint tumour's breathing smear holds the lung the
     # tumour moves through, and its ring is the rest of the tumour. Measured (README *Post-processing*): of the 588
     # components the rule dropped for the quick Table II's 12 fine-tuned models on 103 patients, the found cores of
-    # faint masses read ring/SUVmax 0.70-0.81 and every lung-density false one >= 0.85.
-    lung_focal_suv_fraction: float = 0.0
+    # faint masses read ring/SUVmax 0.70-0.81 and every lung-density false one >= 0.85; there, true volume +204 cc
+    # against false +4 cc, lesions found 1449 -> 1459, false lesions unchanged. Confirmed on 37 patients made after
+    # the rule: lesions found 525 -> 535, false lesions 60 -> 61, mean Dice 77.30 -> 77.31.
+    lung_focal_suv_fraction: float = 0.8
     # drop components that wrap a cold core and are not bordered by lung: the myocardium around the blood pool.
     # The core is the part of the component's axial convex hulls outside it with SUV below COLD_CORE_SUV_FRACTION of
     # its SUVmax; the rule fires when the core is at least this share of the hulls (0: off) and less than
