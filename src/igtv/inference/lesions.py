@@ -250,8 +250,8 @@ def focal_share(
 ) -> float:
     """The share of its SUVmax at which a component's surround makes it not focal: ``lung_focal_suv_fraction`` for a
     component at or above the SUVmax rule (not ``below_qc``) of lung density (``mean_hu`` < LUNG_FOCAL_MAX_HU) with
-    at least LUNG_FOCAL_MIN_CONTACT of its in-plane border in lung, else ``max_surround_suv_fraction``. ``comp``:
-    the component within ``box``."""
+    at least LUNG_FOCAL_MIN_CONTACT of its in-plane border in lung, else ``max_surround_suv_fraction``; the lung
+    share only ever relaxes the rule (a lower one is not used). ``comp``: the component within ``box``."""
     share = cfg.max_surround_suv_fraction
     if (
         cfg.lung_focal_suv_fraction > share
