@@ -75,7 +75,8 @@ def _postprocess_cfg(args: argparse.Namespace):
         min_volume_cc=args.min_volume_cc, min_suv_max=args.min_suv, thorax_margin_mm=args.thorax_margin_mm,
         min_mean_hu=args.min_mean_hu, max_bone_fraction=args.max_bone_fraction,
         max_surround_suv_fraction=args.max_surround_suv_fraction,
-        lung_focal_suv_fraction=args.lung_focal_suv_fraction, max_cold_core_share=args.max_cold_core_share,
+        lung_focal_suv_fraction=args.lung_focal_suv_fraction,
+        focal_connect_suv_fraction=args.focal_connect_suv_fraction, max_cold_core_share=args.max_cold_core_share,
         cold_core_max_lung_contact=args.cold_core_max_lung_contact,
         cold_core_object_fraction=args.cold_core_object_fraction,
         cold_core_object_min_suv=args.cold_core_object_min_suv,
@@ -107,6 +108,9 @@ def _add_postprocess_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lung-focal-suv-fraction", type=float, default=d.lung_focal_suv_fraction,
                    help="... or this share for a component of lung density (mean CT < -50 HU, >= 30 %% of its border "
                         "lung): a core found inside a faint tumour's breathing smear (0: as any other)")  # fmt: skip
+    p.add_argument("--focal-connect-suv-fraction", type=float, default=d.focal_connect_suv_fraction,
+                   help="... reading only the surround that the component's uptake reaches through voxels of SUV "
+                        ">= this share of its SUVmax: a tumour beside a hotter organ (0: all of it)")  # fmt: skip
     p.add_argument("--max-cold-core-share", type=float, default=d.max_cold_core_share,
                    help="drop components whose axial convex hulls hold at least this share of cold voxels (SUV < 0.4 "
                         "x their SUVmax) and whose border is mostly not lung: the myocardium around the blood pool "

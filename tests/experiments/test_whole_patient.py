@@ -204,6 +204,7 @@ def test_candidate_rules_are_measured_alone():
     off = {"min_volume_cc": 0.0, "min_suv_max": 0.0, "thorax_margin_mm": 0.0, "min_mean_hu": -1024.0,
            "max_bone_fraction": 1.0, "max_surround_suv_fraction": 0.0, "max_cold_core_share": 0.0}  # fmt: skip
     assert NO_RULES.lung_focal_suv_fraction == 0.0  # the focal rule's lung-density share is measured with it
+    assert NO_RULES.focal_connect_suv_fraction == 0.0  # and so is its connected surround
     assert all(getattr(NO_RULES, k) == v for k, v in off.items())
     for name, cfg in CANDIDATE_RULES.items():
         changed = [k for k, v in off.items() if getattr(cfg, k) != v]

@@ -281,6 +281,41 @@ def test_lung_focal_share_keeps_a_core_found_inside_a_faint_breathing_smear_and_
     assert focal_share(on, comp, ct, core["box"], 40.0, below_qc=False) == 0.7  # soft tissue
 
 
+def test_focal_connection_keeps_a_tumour_beside_a_hotter_organ_and_no_piece_of_the_organ():
+    """A hot tumour in the lung (SUVmax 7) with a hotter organ (SUV 12, the myocardium) 8 mm away across lung: the
+    organ fills the focal rule's ring (12 >= 0.8 x 7) and the tumour is dropped. Read only where the tumour's uptake
+    goes on (SUV >= 0.41 x 7, through lung at 0.5: nowhere), its ring is empty and it stays. The model's piece of the
+    organ reaches the rest of the organ at any share and goes either way; so does a component under the SUVmax rule
+    (a cold mass kept by its exception), for which the share would connect the soft tissue's background."""
+    from igtv.inference.lesions import surround_suv
+
+    geom = Geometry((24, 64, 64), (2.0, 2.0, 2.0), (0.0, 0.0, 0.0))
+    shape = geom.shape_zyx
+    ct = np.full(shape, -850.0, np.float32)  # lung
+    pet = np.full(shape, 0.5, np.float32)
+    mask = np.zeros(shape, bool)
+    ct[:, 8:56, 4:24], pet[:, 8:56, 4:24] = 40.0, 12.0  # the hot organ, soft tissue
+    mask[10:14, 24:28, 10:14] = True  # the model's piece of it
+    ct[9:15, 28:34, 28:34], pet[9:15, 28:34, 28:34] = 30.0, 7.0  # the tumour: 4 voxels (8 mm) of lung from the organ
+    mask[9:15, 28:34, 28:34] = True
+    cfg = PostprocessConfig(min_volume_cc=0.1, min_suv_max=3.0, thorax_margin_mm=0.0, min_mean_hu=-1024.0,
+                            max_cold_core_share=0.0, hull_fill_suv_fraction=0.0)  # fmt: skip
+    rules = {}
+    for share in (0.0, 0.41):
+        labels, verdicts = component_verdicts(mask, pet, geom, replace(cfg, focal_connect_suv_fraction=share), ct)
+        rules[share] = {v["box"][2].start: v["rule"] for v in verdicts}
+    assert rules[0.0] == {10: "max_surround_suv_fraction", 28: "max_surround_suv_fraction"}
+    assert rules[0.41] == {10: "max_surround_suv_fraction", 28: ""}
+    tumour = next(v for v in verdicts if v["box"][2].start == 28)
+    assert surround_suv(labels, tumour["label"], tumour["box"], pet, ct, geom) == pytest.approx(12.0)
+    assert surround_suv(labels, tumour["label"], tumour["box"], pet, ct, geom, 0.41) == 0.0
+    assert surround_suv(labels, tumour["label"], tumour["box"], pet, ct, geom, 0.05) == pytest.approx(12.0)  # via lung
+    pet[9:15, 28:34, 28:34] = 2.5  # now a cold mass under the SUVmax rule, kept by its exception
+    cold = replace(cfg, cold_min_volume_cc=1.0, cold_min_lung_contact=0.3, focal_connect_suv_fraction=0.41)
+    _, verdicts = component_verdicts(mask, pet, geom, cold, ct)
+    assert {v["box"][2].start: v["rule"] for v in verdicts}[28] == "max_surround_suv_fraction"
+
+
 def test_grow_components_completes_a_lesion_to_its_avid_extent_and_stops_at_organs():
     """A prediction stopped 6 mm short of its lesion's breathing smear (the PET stays avid 3 slices further each
     way in z) grows to the avid extent; one stopped 8 mm short, or a piece of an organ whose uptake goes on past
@@ -516,9 +551,11 @@ def test_cli_post_processing_flags_reach_the_config():
             "0",
             "--lung-focal-suv-fraction",
             "0.85",
+            "--focal-connect-suv-fraction",
+            "0.5",
         ]  # fmt: skip
     )
     assert _postprocess_cfg(args) == replace(
         PostprocessConfig(), min_volume_cc=1.0, grow_wide_mm=0.0, min_suv_max=2.5, uptake_reach_mm=0.0,
-        lung_focal_suv_fraction=0.85,
+        lung_focal_suv_fraction=0.85, focal_connect_suv_fraction=0.5,
     )  # fmt: skip

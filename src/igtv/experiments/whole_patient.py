@@ -71,6 +71,7 @@ NO_RULES = PostprocessConfig(
     max_bone_fraction=1.0,
     max_surround_suv_fraction=0.0,
     lung_focal_suv_fraction=0.0,
+    focal_connect_suv_fraction=0.0,
     max_cold_core_share=0.0,
     cold_min_volume_cc=0.0,
     hull_fill_suv_fraction=0.0,
@@ -88,6 +89,9 @@ CANDIDATE_RULES = {
     "max_surround_suv_fraction=0.7": replace(NO_RULES, max_surround_suv_fraction=0.7),
     "max_surround_suv_fraction=0.7, lung-density components 0.8": replace(
         NO_RULES, max_surround_suv_fraction=0.7, lung_focal_suv_fraction=0.8
+    ),
+    "max_surround_suv_fraction=0.7, its surround reached at 0.41 x SUVmax": replace(
+        NO_RULES, max_surround_suv_fraction=0.7, focal_connect_suv_fraction=0.41
     ),
     "max_cold_core_share=0.1": replace(NO_RULES, max_cold_core_share=0.1),
 }
