@@ -64,8 +64,10 @@ class PostprocessConfig:
     # connected to the component (within the ring's reach) through voxels of SUV >= this share of its SUVmax reads 0
     # (0: all of it counts). A piece of an organ goes on into its organ; a tumour in the lung beside a hotter organ
     # (the myocardium) is cut off from it by the lung. For components at or above the SUVmax rule only: at 0.41 x a
-    # cold component's SUVmax the soft tissue's background connects anything.
-    focal_connect_suv_fraction: float = 0.0
+    # cold component's SUVmax the soft tissue's background connects anything. Measured (README *Post-processing*):
+    # 12 fine-tuned models x 140 patients, one 8 cc lesion found by all 12 and kept now (mean Dice 77.33 -> 77.71,
+    # false lesions 278 -> 278); no other reading changed there, nor on 33 patients made after the rule.
+    focal_connect_suv_fraction: float = 0.41
     # drop components that wrap a cold core and are not bordered by lung: the myocardium around the blood pool.
     # The core is the part of the component's axial convex hulls outside it with SUV below COLD_CORE_SUV_FRACTION of
     # its SUVmax; the rule fires when the core is at least this share of the hulls (0: off) and less than
