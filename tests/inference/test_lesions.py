@@ -283,7 +283,7 @@ def test_lung_focal_share_keeps_a_core_found_inside_a_faint_breathing_smear_and_
 
 def test_focal_connection_keeps_a_tumour_beside_a_hotter_organ_and_no_piece_of_the_organ():
     """A hot tumour in the lung (SUVmax 7) with a hotter organ (SUV 12, the myocardium) 8 mm away across lung: the
-    organ fills the focal rule's ring (12 >= 0.8 x 7) and the tumour is dropped. Read only where the tumour's uptake
+    organ fills the focal rule's ring (12 >= 0.7 x 7) and the tumour is dropped. Read only where the tumour's uptake
     goes on (SUV >= 0.41 x 7, through lung at 0.5: nowhere), its ring is empty and it stays. The model's piece of the
     organ reaches the rest of the organ at any share and goes either way; so does a component under the SUVmax rule
     (a cold mass kept by its exception), for which the share would connect the soft tissue's background."""
@@ -306,6 +306,7 @@ def test_focal_connection_keeps_a_tumour_beside_a_hotter_organ_and_no_piece_of_t
         rules[share] = {v["box"][2].start: v["rule"] for v in verdicts}
     assert rules[0.0] == {10: "max_surround_suv_fraction", 28: "max_surround_suv_fraction"}
     assert rules[0.41] == {10: "max_surround_suv_fraction", 28: ""}
+    assert "that its uptake reaches" in next(v for v in verdicts if v["box"][2].start == 10)["reason"]
     tumour = next(v for v in verdicts if v["box"][2].start == 28)
     assert surround_suv(labels, tumour["label"], tumour["box"], pet, ct, geom) == pytest.approx(12.0)
     assert surround_suv(labels, tumour["label"], tumour["box"], pet, ct, geom, 0.41) == 0.0

@@ -238,8 +238,9 @@ def component_verdicts(
         ):
             rule = "max_surround_suv_fraction"
             lo, hi = SURROUND_MM
+            reached = " that its uptake reaches" if connect else ""
             reason = (f"not focal: SUV p{SURROUND_PERCENTILE:g} {around:.2f} in the soft tissue {lo:g}-{hi:g} mm "
-                      f"around >= {share:g} x SUVmax {suv_max:.2f}")  # fmt: skip
+                      f"around{reached} >= {share:g} x SUVmax {suv_max:.2f}")  # fmt: skip
         elif (
             ct_hu is not None
             and cfg.max_cold_core_share > 0
