@@ -242,6 +242,21 @@ def test_surround_rule_drops_uptake_that_goes_on_around_the_component():
     assert not any(v["rule"] for v in off)
 
 
+# the SUVmax and focal-uptake rules alone, the rest off
+_FOCAL_ONLY = PostprocessConfig(min_volume_cc=0.1, min_suv_max=3.0, thorax_margin_mm=0.0, min_mean_hu=-1024.0,
+                                max_cold_core_share=0.0, hull_fill_suv_fraction=0.0)  # fmt: skip
+
+
+def _rules_at(mask, pet, geom, ct, field, values):
+    """Each component's rule, keyed by its first x, with ``field`` of _FOCAL_ONLY at each of ``values``; and the last
+    reading's labels and verdicts."""
+    rules = {}
+    for value in values:
+        labels, verdicts = component_verdicts(mask, pet, geom, replace(_FOCAL_ONLY, **{field: value}), ct)
+        rules[value] = {v["box"][2].start: v["rule"] for v in verdicts}
+    return rules, labels, verdicts
+
+
 def test_lung_focal_share_keeps_a_core_found_inside_a_faint_breathing_smear_and_no_organ_piece():
     """The model finds the core (SUV 4.7) of a faint mass whose breathing smear (SUV 3.5; half of its voxels lung,
     as the tumour moves through it) goes on around it: the focal rule reads the rest of the mass as surround (3.5 /
@@ -264,12 +279,8 @@ def test_lung_focal_share_keeps_a_core_found_inside_a_faint_breathing_smear_and_
     ct[:, 8:40, 4:24], pet[:, 8:40, 4:24] = 40.0, 4.0  # an avid organ ...
     pet[10:14, 20:24, 10:14] = 4.7  # ... and the model's piece of it
     mask[10:14, 20:24, 10:14] = True
-    cfg = PostprocessConfig(min_volume_cc=0.1, min_suv_max=3.0, thorax_margin_mm=0.0, min_mean_hu=-1024.0,
-                            max_cold_core_share=0.0, hull_fill_suv_fraction=0.0)  # fmt: skip
-    rules = {}
-    for share in (0.0, 0.8):
-        labels, verdicts = component_verdicts(mask, pet, geom, replace(cfg, lung_focal_suv_fraction=share), ct)
-        rules[share] = {v["box"][2].start: v["rule"] for v in verdicts}
+    cfg = _FOCAL_ONLY
+    rules, labels, verdicts = _rules_at(mask, pet, geom, ct, "lung_focal_suv_fraction", (0.0, 0.8))
     assert rules[0.0] == {10: "max_surround_suv_fraction", 46: "max_surround_suv_fraction"}
     assert rules[0.8] == {10: "max_surround_suv_fraction", 46: ""}
     core = next(v for v in verdicts if v["box"][2].start == 46)
@@ -298,12 +309,8 @@ def test_focal_connection_keeps_a_tumour_beside_a_hotter_organ_and_no_piece_of_t
     mask[10:14, 24:28, 10:14] = True  # the model's piece of it
     ct[9:15, 28:34, 28:34], pet[9:15, 28:34, 28:34] = 30.0, 7.0  # the tumour: 4 voxels (8 mm) of lung from the organ
     mask[9:15, 28:34, 28:34] = True
-    cfg = PostprocessConfig(min_volume_cc=0.1, min_suv_max=3.0, thorax_margin_mm=0.0, min_mean_hu=-1024.0,
-                            max_cold_core_share=0.0, hull_fill_suv_fraction=0.0)  # fmt: skip
-    rules = {}
-    for share in (0.0, 0.41):
-        labels, verdicts = component_verdicts(mask, pet, geom, replace(cfg, focal_connect_suv_fraction=share), ct)
-        rules[share] = {v["box"][2].start: v["rule"] for v in verdicts}
+    cfg = _FOCAL_ONLY
+    rules, labels, verdicts = _rules_at(mask, pet, geom, ct, "focal_connect_suv_fraction", (0.0, 0.41))
     assert rules[0.0] == {10: "max_surround_suv_fraction", 28: "max_surround_suv_fraction"}
     assert rules[0.41] == {10: "max_surround_suv_fraction", 28: ""}
     assert "that its uptake reaches" in next(v for v in verdicts if v["box"][2].start == 10)["reason"]
