@@ -46,6 +46,14 @@ GROW_RIM_SHARE = 0.05  # ... may hold at most this share of the voxels it adds
 GROW_LADDER_STEP = 0.05  # between the shares of SUVmax a growth tries
 
 
+def reached_from(comp: np.ndarray, avid: np.ndarray) -> np.ndarray:
+    """The voxels of ``comp | avid`` 26-connected to ``comp``: what a component reaches through ``avid`` voxels."""
+    from scipy import ndimage
+
+    parts, _ = ndimage.label(comp | avid, structure=np.ones((3, 3, 3), bool))
+    return np.isin(parts, np.unique(parts[comp]))
+
+
 def grow_ladder(top: float, bottom: float) -> list[float]:
     """The SUV fractions a growth tries, lowest first: ``bottom`` in steps of ``GROW_LADDER_STEP``, then ``top``
     (``[top]`` when ``bottom`` is 0 or not below it). ``grow_ladder(0.41, 0.25)`` is ``[0.25, 0.3, 0.35, 0.41]``."""
@@ -103,8 +111,7 @@ def _grown(labels, lab, box, pet_suv, spacing_zyx, suv_fraction, min_suv_fractio
     suv_max, rim = float(pet_suv[reach][comp].max()), dist > max_mm - GROW_RIM_MM
     for fraction in grow_ladder(suv_fraction, min_suv_fraction):
         avid = (pet_suv[reach] >= fraction * suv_max) & (dist <= max_mm)
-        parts, _ = ndimage.label(avid | comp, structure=np.ones((3, 3, 3), bool))
-        grown = np.isin(parts, np.unique(parts[comp]))
+        grown = reached_from(comp, avid)
         added = grown & ~comp
         n_added = int(added.sum())
         if not n_added or int((added & rim).sum()) <= GROW_RIM_SHARE * n_added:

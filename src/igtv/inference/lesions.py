@@ -13,7 +13,7 @@ import numpy as np
 from igtv.data.regions import LUNG_HU, body_mask, thorax_region, tile_region  # noqa: F401 (re-exported)
 from igtv.evaluation.metrics import label_lesions_boxed
 from igtv.geometry import Geometry
-from igtv.inference.completion import box_grown_mm, fill_hulls, grow_components  # noqa: F401 (re-exported)
+from igtv.inference.completion import box_grown_mm, fill_hulls, grow_components, reached_from  # noqa: F401
 from igtv.inference.statistics import (  # noqa: F401 (re-exported)
     SPHERE_1CC_RADIUS_MM,
     lesion_statistics,
@@ -346,9 +346,8 @@ def surround_suv(
     pet = pet_suv[grown]
     ring = pet[shell]
     if connect_fraction > 0:
-        avid = comp | ((pet >= connect_fraction * float(pet[comp].max())) & (dist <= outer))
-        parts, _ = ndimage.label(avid, structure=np.ones((3, 3, 3), bool))
-        ring = np.where(np.isin(parts, np.unique(parts[comp]))[shell], ring, 0.0)  # (n_shell,)
+        avid = (pet >= connect_fraction * float(pet[comp].max())) & (dist <= outer)
+        ring = np.where(reached_from(comp, avid)[shell], ring, 0.0)  # (n_shell,)
     return float(np.percentile(ring, SURROUND_PERCENTILE))
 
 
