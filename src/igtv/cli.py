@@ -204,9 +204,10 @@ def _evaluate(args: argparse.Namespace) -> int:
             f"whole patient, {w['patients']} patients: 3D Dice mean {w['dice_3d']['mean']:.4f} "
             f"[{w['dice_3d']['ci95'][0]:.4f}, {w['dice_3d']['ci95'][1]:.4f}], median {w['dice_3d']['median']:.4f} "
             f"(all ROIs, QC-excluded ones too: mean {w['dice_3d_all_lesions']['mean']:.4f}); "
-            f"HD95 median {w['hd95_3d_mm'].get('median', float('nan')):.1f} mm; FP {w['false_positive_cc']['mean']:.1f}"
-            f" cc, FN {w['false_negative_cc']['mean']:.1f} cc per patient; lesions hit {w['lesions_hit']}/"
-            f"{w['lesions_true']}, false lesions {w['false_lesions']}"
+            f"HD95 median {w['hd95_3d_mm'].get('median', float('nan')):.1f} mm; per patient FP "
+            f"{w['false_positive_cc']['mean']:.1f} cc ({w['false_lesion_cc']['mean']:.1f} in false lesions), FN "
+            f"{w['false_negative_cc']['mean']:.1f} cc ({w['missed_lesion_cc']['mean']:.1f} in missed lesions); "
+            f"lesions hit {w['lesions_hit']}/{w['lesions_true']}, false lesions {w['false_lesions']}"
             + ("" if w.get("false_lesions_avoid") is None else f" ({w['false_lesions_avoid']} on marked nodes)")
             + f"; written to {args.out}"
         )

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from igtv.evaluation.baselines import threshold_volume
-from igtv.evaluation.metrics import lesion_detection
+from igtv.evaluation.metrics import lesion_detection, overlap_volumes_cc
 from igtv.experiments.whole_patient import (
     NO_RULES,
     WholePatientConfig,
@@ -32,7 +32,9 @@ def test_lesion_detection_counts():
     pred[7, 2:4, 15:18] = True  # touches nothing: false lesion of 6 voxels
     d = lesion_detection(pred, truth, voxel_cc=0.5)
     assert d == {"lesions_true": 2, "lesions_hit": 1, "lesions_missed": 1, "lesions_predicted": 2,
-                 "false_lesions": 1, "false_lesion_cc": 3.0}  # fmt: skip
+                 "false_lesions": 1, "false_lesion_cc": 3.0, "missed_lesion_cc": 9.0}  # fmt: skip
+    # autoPET's false-negative volume is B's 18 voxels; the voxel-wise one also counts the 14 of A not covered
+    assert overlap_volumes_cc(pred, truth, (1.0, 1.0, 1.0))["false_negative_cc"] == pytest.approx((18 + 14) / 1000)
     node = np.zeros_like(truth)
     node[7:9, 0:3, 16:19] = True  # a marked node under the false lesion's corner
     assert lesion_detection(pred, truth, 0.5, node)["false_lesions_avoid"] == 1

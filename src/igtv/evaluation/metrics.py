@@ -219,14 +219,19 @@ def label_lesions_boxed(mask: np.ndarray) -> tuple[np.ndarray, list[tuple[slice,
 
 def lesion_detection(pred: np.ndarray, truth: np.ndarray, voxel_cc: float, avoid: np.ndarray | None = None) -> dict:
     """Lesion-level counts: true lesions hit / missed, false lesions (predicted components touching no true
-    lesion) and their volume in cc. Components are 26-connected. With ``avoid`` (structures marked to be left out:
-    the phantom's lymph nodes), ``false_lesions_avoid`` counts the false lesions touching one."""
+    lesion), and the volume in cc of the false lesions and of the missed ones: autoPET's false-positive and
+    false-negative volumes (``val_script.py`` of lab-midas/autoPET, with 18-connected components there), whereas
+    :func:`overlap_volumes_cc` counts every wrong voxel, the edges of found lesions too. Components are 26-connected.
+    With ``avoid`` (structures marked to be left out: the phantom's lymph nodes), ``false_lesions_avoid`` counts the
+    false lesions touching one."""
     t_lab, n_t = label_lesions(truth)
     p_lab, n_p = label_lesions(pred)
-    hit = np.unique(t_lab[(t_lab > 0) & (p_lab > 0)]).size
+    hit_ids = np.unique(t_lab[(t_lab > 0) & (p_lab > 0)])
+    hit = hit_ids.size
     touching = set(np.unique(p_lab[(t_lab > 0) & (p_lab > 0)]).tolist())
     false = [k for k in range(1, n_p + 1) if k not in touching]
     false_cc = float(np.isin(p_lab, false).sum()) * voxel_cc if false else 0.0
+    missed_cc = float(((t_lab > 0) & ~np.isin(t_lab, hit_ids)).sum()) * voxel_cc
     out = {
         "lesions_true": int(n_t),
         "lesions_hit": int(hit),
@@ -234,6 +239,7 @@ def lesion_detection(pred: np.ndarray, truth: np.ndarray, voxel_cc: float, avoid
         "lesions_predicted": int(n_p),
         "false_lesions": len(false),
         "false_lesion_cc": false_cc,
+        "missed_lesion_cc": missed_cc,
     }
     if avoid is not None:
         out["false_lesions_avoid"] = len(set(false) & set(np.unique(p_lab[avoid]).tolist()))

@@ -127,8 +127,8 @@ def run_demo(out: str | Path, workers: int = 2, quick: bool = False, train: bool
             f"      {len(pred.stats['lesions'])} lesion(s), {pred.stats['prediction']['total_volume_cc']:.1f} cc "
             f"predicted vs {c['truth_cc']:.1f} cc true IGTV: Dice {c['dice']:.3f}, HD95 {c['hd95_mm']:.1f} mm, "
             f"FP {c['false_positive_cc']:.1f} cc, FN {c['false_negative_cc']:.1f} cc; lesions found "
-            f"{c['lesions_hit']}/{c['lesions_true']}, false lesions {c['false_lesions']} "
-            f"({c['false_lesion_cc']:.1f} cc)"
+            f"{c['lesions_hit']}/{c['lesions_true']} ({c['missed_lesion_cc']:.1f} cc missed), false lesions "
+            f"{c['false_lesions']} ({c['false_lesion_cc']:.1f} cc)"
         )
         paths["rtstruct"] = pred.files["rtstruct"]
         paths["report"] = pred.files["report"]

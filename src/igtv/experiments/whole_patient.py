@@ -5,10 +5,10 @@ pipeline of ``igtv predict`` (windows from the checkpoint, sliding window or who
 on the PET alone, post-processing) and the resulting 3D mask is scored against the union of the patient's
 labelled ROIs that the dataset's QC kept, on the CT grid (the ROIs it excluded, below 3 cc or SUVmax 3 for the
 paper's QC, are ignored, and the Dice against all ROIs is reported beside it): Dice, HD95 (mm), false-positive
-and false-negative volume (autoPET's FP/FN volumes), and lesion-level detection (a true lesion is hit when a
-predicted component overlaps it; a predicted component touching no true lesion is a false lesion). For each
-post-processing rule it also reports what the rule removed that was false (FP cc) and what it removed that was
-true (TP cc), so each rule's worth is measured.
+and false-negative volume (every wrong voxel), lesion-level detection (a true lesion is hit when a predicted
+component overlaps it; one touching no true lesion is a false lesion) and autoPET's FP/FN volumes (cc of false and
+missed lesions). For each post-processing rule it also reports what the rule removed that was false (FP cc) and
+what it removed that was true (TP cc), so each rule's worth is measured.
 
 The paper's per-slice protocol is read from the same prediction: Eqs. 9-12 on every ROI slice of the split (the
 slices of ``slices.csv`` with role ``sample``), without the truth's SUVmax window or box.
@@ -313,7 +313,7 @@ def summarize_patients(rows: list[dict], rules: list[dict], n_boot: int = 1000, 
 
     out: dict = {"patients": len(rows)}
     keys = ("dice_3d", "dice_3d_all_lesions", "iou_3d", "hd95_3d_mm", "false_positive_cc", "false_negative_cc",
-            "false_lesion_cc")  # fmt: skip
+            "false_lesion_cc", "missed_lesion_cc")  # fmt: skip
     for k in keys:
         a = np.asarray([r.get(k, np.nan) for r in rows], dtype=np.float64)
         a = a[np.isfinite(a)]

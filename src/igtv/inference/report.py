@@ -172,6 +172,7 @@ def render_report(
                 ("lesions_true", "true lesions", "d"),
                 ("false_lesions", "false lesions", "d"),
                 ("false_lesion_cc", "false lesions (cc)", ".2f"),
+                ("missed_lesion_cc", "missed lesions (cc)", ".2f"),
             ],
         )
     facts = "".join(
