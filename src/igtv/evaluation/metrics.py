@@ -226,9 +226,10 @@ def lesion_detection(pred: np.ndarray, truth: np.ndarray, voxel_cc: float, avoid
     false lesions touching one."""
     t_lab, n_t = label_lesions(truth)
     p_lab, n_p = label_lesions(pred)
-    hit_ids = np.unique(t_lab[(t_lab > 0) & (p_lab > 0)])
+    both = (t_lab > 0) & (p_lab > 0)
+    hit_ids = np.unique(t_lab[both])
     hit = hit_ids.size
-    touching = set(np.unique(p_lab[(t_lab > 0) & (p_lab > 0)]).tolist())
+    touching = set(np.unique(p_lab[both]).tolist())
     false = [k for k in range(1, n_p + 1) if k not in touching]
     false_cc = float(np.isin(p_lab, false).sum()) * voxel_cc if false else 0.0
     missed_cc = float(((t_lab > 0) & ~np.isin(t_lab, hit_ids)).sum()) * voxel_cc
