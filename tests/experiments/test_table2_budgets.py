@@ -84,3 +84,12 @@ def test_shipped_patch_configs_are_the_quick_tables_measured_recipe(name, model,
     table = run_config(BUDGETS["quick"], model, Path("/data/igtv"), stage, 0, "", "auto")
     assert shipped == replace(table, data=replace(table.data, root=""))
     assert shipped.data.sampler == "patches" and shipped.data.preset == "pclt20k"  # negatives, a window with no answer
+
+
+def test_long_budget_is_quick_with_three_times_the_igtv_epochs():
+    """``long`` trains the IGTV rows 24 epochs instead of 8 and changes nothing else (the same pre-training, data,
+    seeds and evaluation), so its readings against ``quick`` measure the training length alone."""
+    from dataclasses import replace as dc_replace
+
+    assert BUDGETS["long"] == dc_replace(BUDGETS["quick"], finetune_epochs=24)
+    assert _cfg("long", "cipa_2d", "pretrain") == _cfg("quick", "cipa_2d", "pretrain")
