@@ -305,7 +305,7 @@ def test_table2_patch_budget_reads_both_protocols(tmp_path):
     md = (out / "table2.md").read_text()
     assert "seed ensemble: extra (%)" in md and "test + extra patients, seed ensemble" in md
     # the applied row of the shared pre-training is one model: seed 1 gets seed 0's extra rows and kept maps, not a
-    # second reading, and its seed ensemble (three copies of one model) scores as that model
+    # second reading, and its seed ensemble (copies of one model) is that model's reading, not a third one
     assert not (out / "extra" / "dataset_igtv" / "seed1" / "25d_applied").exists()
     applied = next(r for r in two["extra"]["rows"] if r["key"] == "25d_applied")
     assert applied["dice_3d_per_seed"][0] == applied["dice_3d_per_seed"][1]
@@ -313,8 +313,11 @@ def test_table2_patch_budget_reads_both_protocols(tmp_path):
             for runs_s in (out / "runs" / "seed0", out / "runs" / "seed1")]  # fmt: skip
     assert maps[0] and maps[0] == maps[1]
     saved_app = out / "extra" / "dataset_igtv" / "ensemble" / "25d_applied" / "extra_result.json"
-    assert applied["dice_3d_ensemble"] == pytest.approx(applied["dice_3d_per_seed"][0], abs=1e-9)
-    assert saved_app.exists()
+    assert applied["dice_3d_ensemble"] == applied["dice_3d_per_seed"][0]
+    assert not saved_app.exists() and not (out / "ensembles" / "25d_applied").exists()
+    applied_ens = next(e for e in two["ensembles"] if e["key"] == "25d_applied")
+    seed0 = json.loads((out / "runs" / "seed0" / "25d_applied" / "row_result.json").read_text())["whole_rows"]
+    assert applied_ens["patient_dice_3d"] == {p["patient"]: p["dice_3d"] for p in seed0}
     # one pre-training shared by the seeds (Budget.shared_pretrain): both seeds fine-tune from it, and seed 1's
     # applied row is seed 0's model and reading, carried over (its checkpoint byte for byte, its kept maps valid)
     runs = out / "runs"

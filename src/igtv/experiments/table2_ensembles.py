@@ -14,10 +14,24 @@ from pathlib import Path
 ENSEMBLE_RESULT = "ensemble_result.json"
 
 
+def one_model(out: Path, key: str, seeds) -> bool:
+    """Whether every seed's ``key`` row is one model (the applied rows of one shared pre-training, whose seeds'
+    results are marked ``same_model_as_seed``). An ensemble of copies of one model is that model, so its reading is
+    the first seed's, not a second one."""
+    firsts = set()
+    for s in seeds:
+        saved = out / "runs" / f"seed{s}" / key / "row_result.json"
+        if not saved.exists():
+            return False
+        firsts.add(json.loads(saved.read_text()).get("same_model_as_seed", s))
+    return len(firsts) == 1
+
+
 def score_ensembles(selected, out: Path, seeds, data: Path, b, bootstrap: int, device: str) -> dict[str, dict]:
     """Each learnt row's seeds as one ensemble (the mean of their probabilities), scored whole patient on the test
     split: ``row key -> {"whole", "rows"}``. The seeds' maps were kept when they were scored, so this costs the
-    post-processing; a result newer than every member checkpoint is reused."""
+    post-processing; a result newer than every member checkpoint is reused, and a row whose seeds are one model
+    (:func:`one_model`) gets that model's own reading."""
     from igtv.experiments.whole_patient import WholePatientConfig, evaluate_whole_patients
     from igtv.io import write_text_atomic
 
@@ -27,6 +41,10 @@ def score_ensembles(selected, out: Path, seeds, data: Path, b, bootstrap: int, d
     for r in selected:
         ckpts = [out / "runs" / f"seed{s}" / r.key / "best.pt" for s in seeds]
         if r.rule or not all(c.exists() for c in ckpts):
+            continue
+        own = json.loads((ckpts[0].parent / "row_result.json").read_text()) if one_model(out, r.key, seeds) else {}
+        if own.get("whole") and own.get("whole_rows"):
+            found[r.key] = {"whole": own["whole"], "rows": own["whole_rows"], "seeds": list(seeds), "one_model": True}
             continue
         dest = out / "ensembles" / r.key
         saved = dest / ENSEMBLE_RESULT

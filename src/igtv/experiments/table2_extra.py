@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from igtv.experiments.table2_ensembles import one_model
 from igtv.experiments.table2_finetune import (
     RAW_READING,
     finetune_effect,
@@ -131,6 +132,11 @@ def score_extra_ensembles(selected, out: Path, seeds, cohorts: list[Path], b, bo
         for r in selected:
             ckpts = [out / "runs" / f"seed{s}" / r.key / "best.pt" for s in seeds]
             if r.rule or not all(c.exists() for c in ckpts):
+                continue
+            if one_model(out, r.key, seeds):  # score_extra read that model on this cohort as the first seed
+                own = out / "extra" / cohort.name / f"seed{seeds[0]}" / r.key
+                rows = _cohort_rows(ckpts[:1], cohort, own, device, b, bootstrap, f"seed {seeds[0]} {r.label}")
+                found.setdefault(r.key, []).extend(rows)
                 continue
             dest = out / "extra" / cohort.name / "ensemble" / r.key
             found.setdefault(r.key, []).extend(
