@@ -93,3 +93,13 @@ def test_long_budget_is_quick_with_three_times_the_igtv_epochs():
 
     assert BUDGETS["long"] == dc_replace(BUDGETS["quick"], finetune_epochs=24)
     assert _cfg("long", "cipa_2d", "pretrain") == _cfg("quick", "cipa_2d", "pretrain")
+
+
+def test_budget_init_slices_reaches_the_fine_tuned_rows_only():
+    from dataclasses import replace
+
+    b = replace(BUDGETS["quick"], init_slices="centre")
+    ft = run_config(b, "cipa_25d_sim_s", Path("/data/igtv"), "finetune", 0, "pre/best.pt", "cpu")
+    scratch = run_config(b, "cipa_25d_s", Path("/data/igtv"), "scratch", 0, "", "cpu")
+    assert ft.init_slices == "centre" and scratch.init_slices == "repeat"
+    assert _cfg("quick", "cipa_25d_sim", "finetune").init_slices == "repeat"

@@ -137,6 +137,23 @@ def test_transfer_identical_slices_give_2d_output(src, dst, adapted):
         torch.testing.assert_close(m25(x25), m2(x), rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("src,dst", [("cipa_2d_tiny", "cipa_25d_tiny"), ("unet_2d_tiny", "unet_25d_tiny")])
+def test_centre_slice_transfer_gives_2d_output_on_any_stack(src, dst):
+    """slices="centre": the 2.5D model computes the 2D model's output from the centre slices, whatever the others."""
+    torch.manual_seed(0)
+    m2, m25 = create_model(src).eval(), create_model(dst).eval()
+    report = transfer_weights(m25, m2.state_dict(), "centre")
+    assert len(report.adapted) == (1 if src.startswith("cipa") else 2) and not report.new  # CIPA: the shared stem
+    x25 = torch.randn(2, 6, 32, 32)  # 3 different CT slices, then 3 different PET slices
+    with torch.no_grad():
+        torch.testing.assert_close(m25(x25), m2(x25[:, [1, 4]]), rtol=1e-4, atol=1e-5)
+        repeat = create_model(dst).eval()
+        transfer_weights(repeat, m2.state_dict())
+        assert not torch.allclose(repeat(x25), m2(x25[:, [1, 4]]), rtol=1e-4, atol=1e-5)  # "repeat" mixes the slices
+    with pytest.raises(ValueError, match="'repeat' or 'centre'"):
+        transfer_weights(create_model(dst), m2.state_dict(), "middle")
+
+
 def test_transfer_refuses_incomplete_source():
     with pytest.raises(TransferError, match="uninitialised"):
         transfer_weights(create_model("cipa_25d_sim_tiny"), create_model("unet_2d_tiny").state_dict())

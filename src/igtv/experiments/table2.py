@@ -153,7 +153,9 @@ def _share_row(src: Path, dst: Path, seed: int, first_seed: int) -> None:
     write_text_atomic(dst / ROW_RESULT, json.dumps(res, default=_jsonable))  # a new file: the link to src's goes
 
 
-def _applied_checkpoint(pretrain_ckpt: Path, model: str, out: Path, igtv_root: Path, size: int) -> Path:
+def _applied_checkpoint(
+    pretrain_ckpt: Path, model: str, out: Path, igtv_root: Path, size: int, init_slices: str = "repeat"
+) -> Path:
     """The GTV-pretrained weights in ``model`` (2D or 2.5D), saved as a checkpoint without any IGTV training."""
 
     from igtv.checkpoint import load_checkpoint, read_card, save_model
@@ -165,7 +167,7 @@ def _applied_checkpoint(pretrain_ckpt: Path, model: str, out: Path, igtv_root: P
     src = load_checkpoint(pretrain_ckpt)
     src_card = read_card(src, pretrain_ckpt)
     net = create_model(model)
-    report = transfer_weights(net, src["model"])
+    report = transfer_weights(net, src["model"], init_slices)
     card = dc_replace(src_card, name=model, in_slices=net.in_slices, architecture=to_dict(net.config))
     if card.sampler == "slices":  # whole slices: the IGTV dataset's own windows, at the budget's size
         card = dc_replace(card, preset=dataset_preprocessing(igtv_root)["preset"], input_size=size)
@@ -325,7 +327,7 @@ def run_table2(
                 model = f"{r.model}_{b.width}"
                 if r.init == "applied":
                     if not ckpt.exists():
-                        _applied_checkpoint(pre_ckpt, model, run_dir, data, b.size)
+                        _applied_checkpoint(pre_ckpt, model, run_dir, data, b.size, b.init_slices)
                 else:
                     stage = "finetune" if r.init == "pretrain" else "scratch"
                     init = str(pre_ckpt) if r.init == "pretrain" else ""

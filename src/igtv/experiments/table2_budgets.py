@@ -50,6 +50,7 @@ class Budget:
     # "applied" rows (the pre-training itself) are one model, scored once (False: a pre-training per seed)
     shared_pretrain: bool = False
     hot_min_suv_max: float = 0.0  # the IGTV trainings' data.hot_min_suv_max (hot negatives among SUVmax >= this)
+    init_slices: str = "repeat"  # the fine-tuned and applied 2.5D rows' transfer of the 2D stem (RunConfig.init_slices)
 
 
 # the MONAI U-Net runs only when named (`--rows all` or a list with `unet`): at this budget it fails (session 26:
@@ -136,6 +137,7 @@ def run_config(budget: Budget, model: str, root: Path, stage: str, seed: int, in
         seed=seed,
         device=device,
         init=init,
+        init_slices=budget.init_slices if init else base.init_slices,
         evaluate_test=False,
         data=replace(
             base.data,

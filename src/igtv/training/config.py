@@ -100,6 +100,9 @@ class RunConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     sync_bn: bool = False  # SyncBatchNorm under DDP
     init: str = ""  # checkpoint whose weights are transferred before training (stage 2)
+    # how the 2D stem reaches a 2.5D model's slice stack (igtv.training.transfer): "repeat" (as loaded: CIPA's 3
+    # channel kernels on 3 slices) or "centre" (the 2D kernel on slice t, t-1 and t+1 from zero)
+    init_slices: Literal["repeat", "centre"] = "repeat"
     pretrained_encoder: str = ""  # local VMamba v0 ImageNet checkpoint loaded into the encoder(s) first (stage 1)
     evaluate_test: bool = True  # evaluate best.pt on the test split at the end
     overrides: tuple[str, ...] = ()  # command-line --set overrides, recorded

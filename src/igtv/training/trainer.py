@@ -173,7 +173,7 @@ def _train(
                 reports_json = json.dumps([r.to_dict() for r in reports], indent=1)
                 write_text_atomic(out / "pretrained_report.json", reports_json)
         if cfg.init:
-            report = transfer_weights(model, load_checkpoint(cfg.init)["model"])
+            report = transfer_weights(model, load_checkpoint(cfg.init)["model"], cfg.init_slices)
             transfer = report.to_dict()
             if dist_info.main:
                 print(report.summary())

@@ -10,6 +10,12 @@ Rules, in order, for every parameter/buffer of the target model:
 3. inside a module the source model does not have (SIM, CBAM, Non-Local) -> **new**, own initialisation.
 4. anything else -> an error: a transfer that loads less than every encoder/decoder weight is not a transfer.
 
+``slices="centre"`` (``RunConfig.init_slices``) carries the 2D stem to the 2.5D model's centre slice instead: the
+kernel the 2D model applies to its one slice (summed over the 3 repeated channels for CIPA) goes to the centre
+slice t, and slices t-1 and t+1 start at zero, so a 2.5D model without a slice module computes exactly the 2D
+model's output before its first step, and fine-tuning starts from the pre-trained function. With ``"repeat"`` (rules
+1 and 2 as written) a CIPA stem applies its 3 channel kernels to 3 different slices.
+
 Source keys the target lacks are **skipped** with the reason. The report is printed and saved as JSON.
 """
 
@@ -51,8 +57,24 @@ def new_module_prefixes(model: nn.Module) -> list[str]:
     return [name + "." for name, m in model.named_modules() if isinstance(m, (SliceInteraction, CBAM, NonLocalBlock))]
 
 
-def transfer_weights(model: nn.Module, source: dict[str, torch.Tensor]) -> TransferReport:
-    """Load ``source`` (a 2D state dict) into ``model`` by the rules above; returns the report."""
+STEM_SUFFIXES = ("patch_embed.proj.weight",)  # CIPA's encoders read the slice stack through these convolutions
+
+
+def _centre(w: torch.Tensor, slices: int, per_slice: int) -> torch.Tensor:
+    """A stem kernel with ``per_slice`` input channels per source channel group, collapsed onto the centre slice:
+    ``w`` (C_out, G * per_slice, ...) -> (C_out, G * slices, ...) with each group's summed kernel at its centre."""
+    g = w.shape[1] // per_slice
+    summed = w.reshape(w.shape[0], g, per_slice, *w.shape[2:]).sum(dim=2)  # (C_out, G, ...)
+    out = w.new_zeros(w.shape[0], g, slices, *w.shape[2:])
+    out[:, :, slices // 2] = summed
+    return out.reshape(w.shape[0], g * slices, *w.shape[2:])
+
+
+def transfer_weights(model: nn.Module, source: dict[str, torch.Tensor], slices: str = "repeat") -> TransferReport:
+    """Load ``source`` (a 2D state dict) into ``model`` by the rules above; returns the report. ``slices``: how a
+    2D stem reaches the 2.5D slice stack, ``"repeat"`` (as loaded) or ``"centre"`` (the centre slice only)."""
+    if slices not in ("repeat", "centre"):
+        raise ValueError(f"slices must be 'repeat' or 'centre', got {slices!r}")
     report = TransferReport()
     target = model.state_dict()
     new_prefixes = new_module_prefixes(model)
@@ -60,7 +82,16 @@ def transfer_weights(model: nn.Module, source: dict[str, torch.Tensor]) -> Trans
     out = {}
     for key, t in target.items():
         s = source.get(key)
-        if s is not None and s.shape == t.shape:
+        if (
+            slices == "centre"
+            and s is not None
+            and s.shape == t.shape
+            and getattr(model, "in_slices", 1) == 3
+            and (key.endswith(STEM_SUFFIXES))
+        ):  # CIPA's stem: its 3 kernels read one slice repeated, so their sum is the 2D kernel of that slice
+            out[key] = _centre(s, t.shape[1], t.shape[1])
+            report.adapted.append({"key": key, "rule": f"2D stem, {s.shape[1]} repeated channels -> the centre slice"})
+        elif s is not None and s.shape == t.shape:
             out[key] = s
             report.loaded.append(key)
         elif (
@@ -71,13 +102,13 @@ def transfer_weights(model: nn.Module, source: dict[str, torch.Tensor]) -> Trans
             and t.shape[1] % s.shape[1] == 0
         ):
             reps = t.shape[1] // s.shape[1]
-            out[key] = s.repeat_interleave(reps, dim=1) / reps
-            report.adapted.append(
-                {
-                    "key": key,
-                    "rule": f"input channels {s.shape[1]} -> {t.shape[1]}: each copied to {reps} slices / {reps}",
-                }
-            )
+            if slices == "centre":
+                out[key] = _centre(s, reps, 1)
+                rule = f"input channels {s.shape[1]} -> {t.shape[1]}: each on the centre of its {reps} slices"
+            else:
+                out[key] = s.repeat_interleave(reps, dim=1) / reps
+                rule = f"input channels {s.shape[1]} -> {t.shape[1]}: each copied to {reps} slices / {reps}"
+            report.adapted.append({"key": key, "rule": rule})
         elif any(key.startswith(p) for p in new_prefixes):
             report.new.append(key)
         else:
