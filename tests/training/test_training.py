@@ -189,6 +189,9 @@ def test_overrides_are_typed_and_recorded():
         apply_overrides(cfg, ["train.lrr=1"])
     with pytest.raises(ConfigError, match="batch_size"):
         apply_overrides(cfg, ["train.batch_size=big"])
+    assert apply_overrides(cfg, ["init_slices=centre"]).init_slices == "centre"
+    with pytest.raises(ConfigError, match="'middle' is not one of"):
+        apply_overrides(cfg, ["init_slices=middle"])
 
 
 def test_mode_mismatch_is_clear(small_cohort, tmp_path):
