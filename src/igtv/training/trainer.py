@@ -108,6 +108,17 @@ def train(
     return result
 
 
+def _as_current(saved: dict) -> dict:
+    """A checkpoint's run config as this version writes it: keys added since (e.g. ``init_slices``) at their
+    defaults, so a run saved before they existed resumes; a config this version cannot read is returned as it is."""
+    from igtv.config import ConfigError, from_dict
+
+    try:
+        return to_dict(from_dict(RunConfig, saved))
+    except ConfigError:
+        return saved
+
+
 def _train(
     cfg: RunConfig,
     out_dir: str | Path,
@@ -158,7 +169,7 @@ def _train(
         if not last.exists():
             raise FileNotFoundError(f"{last}: nothing to resume")
         state = load_checkpoint(last)
-        saved = dict(state["run_config"])
+        saved = _as_current(dict(state["run_config"]))  # keys added since it was saved take their defaults
         if {k: v for k, v in saved.items() if k != "overrides"} != {
             k: v for k, v in to_dict(cfg).items() if k != "overrides"
         }:
