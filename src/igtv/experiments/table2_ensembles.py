@@ -14,17 +14,24 @@ from pathlib import Path
 ENSEMBLE_RESULT = "ensemble_result.json"
 
 
+def shared_with(run_dir: Path) -> int | None:
+    """The seed whose model a seed's row is (an applied row of the one shared pre-training), else None."""
+    saved = run_dir / "row_result.json"
+    return json.loads(saved.read_text()).get("same_model_as_seed") if saved.exists() else None
+
+
 def one_model(out: Path, key: str, seeds) -> bool:
     """Whether every seed's ``key`` row is one model (the applied rows of one shared pre-training, whose seeds'
     results are marked ``same_model_as_seed``). An ensemble of copies of one model is that model, so its reading is
     the first seed's, not a second one."""
-    firsts = set()
+    models = set()
     for s in seeds:
-        saved = out / "runs" / f"seed{s}" / key / "row_result.json"
-        if not saved.exists():
+        run = out / "runs" / f"seed{s}" / key
+        if not (run / "row_result.json").exists():
             return False
-        firsts.add(json.loads(saved.read_text()).get("same_model_as_seed", s))
-    return len(firsts) == 1
+        same = shared_with(run)
+        models.add(s if same is None else same)
+    return len(models) == 1
 
 
 def score_ensembles(selected, out: Path, seeds, data: Path, b, bootstrap: int, device: str) -> dict[str, dict]:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from igtv.experiments.table2_ensembles import one_model
+from igtv.experiments.table2_ensembles import one_model, shared_with
 from igtv.experiments.table2_finetune import (
     RAW_READING,
     finetune_effect,
@@ -74,12 +74,6 @@ def _cohort_rows(
     return [{**x, "patient": f"{cohort.name}/{x['patient']}"} for x in rows if x["lesions_true"]]
 
 
-def _shared_with(run_dir: Path) -> int | None:
-    """The seed whose model a seed's row is (an applied row of the one shared pre-training), else None."""
-    saved = run_dir / "row_result.json"
-    return json.loads(saved.read_text()).get("same_model_as_seed") if saved.exists() else None
-
-
 def _share_maps(src: Path, dst: Path, cohort: Path) -> None:
     """``src``'s kept maps of ``cohort``'s patients linked (else copied) into ``dst``: the same model's maps, valid for
     its copy, whose checkpoint keeps the size and mtime the maps are keyed on."""
@@ -109,7 +103,7 @@ def score_extra(selected, out: Path, seeds, cohorts: list[Path], b, bootstrap: i
                 ckpts = [] if r.rule else [out / "runs" / f"seed{seed}" / r.key / "best.pt"]
                 if not all(c.exists() for c in ckpts):
                     continue
-                same = None if r.rule else _shared_with(ckpts[0].parent)
+                same = None if r.rule else shared_with(ckpts[0].parent)
                 if same is not None and same != seed and found.get(r.key, {}).get(same):
                     _share_maps(out / "runs" / f"seed{same}" / r.key / "best.pt", ckpts[0], cohort)
                     mine = [x for x in found[r.key][same] if x["patient"].startswith(f"{cohort.name}/")]

@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from igtv.checkpoint import CheckpointError, load_checkpoint, save_model
-from igtv.config import dump_yaml, replace, to_dict
+from igtv.config import ConfigError, dump_yaml, from_dict, replace, to_dict
 from igtv.device import pick_device
 from igtv.io import remove_stale_temporaries, write_csv_atomic, write_text_atomic
 from igtv.training.builders import FixedBatches, build_datasets, build_model, make_loader, model_card
@@ -111,8 +111,6 @@ def train(
 def _as_current(saved: dict) -> dict:
     """A checkpoint's run config as this version writes it: keys added since (e.g. ``init_slices``) at their
     defaults, so a run saved before they existed resumes; a config this version cannot read is returned as it is."""
-    from igtv.config import ConfigError, from_dict
-
     try:
         return to_dict(from_dict(RunConfig, saved))
     except ConfigError:
