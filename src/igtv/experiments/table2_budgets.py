@@ -59,14 +59,14 @@ _QUICK = Budget(
     "s", 0, 15, 8, 0, 8, 2e-3, 1e-3, 2e-3, (0, 1, 2), 72, 90, 1.0, 0, "patches", 2.0, 96, 320, 0.25,
     default_rows=tuple(r.key for r in ROWS if r.key != "unet"),
     # validation from epoch 5 of 8: every learnt row of session 41's table (3 seeds x 6 rows) had its best validation
-    # epoch at 5-8, so the same models at ~4 min less (README *Evaluation and Table II*)
+    # epoch at 5-8, so the same models at ~4 min less (docs/table2.md)
     val_from=5,
     shared_pretrain=True,
     # 72 GTV patients x 15 pre-training epochs (24 x 5 until session 46) and hot negatives among SUVmax >= 3 in the
     # IGTV trainings: session 45's rule B, which failed its first gate by one false lesion (4 -> 5 on validation + 25
     # fresh patients) and passed session 46's rule D on 25 patients made after it (+SIM Dice 71.1 -> 76.8, false
-    # lesions 9 -> 9, all avid nodes; README *What the false lesions are*). ~6 min more than 24 x 5; session 47's
-    # table with it: +SIM 82.26 per seed on the test split (79.12 before; README *Evaluation and Table II*)
+    # lesions 9 -> 9, all avid nodes; docs/table2.md, *What the false lesions are*). ~6 min more than 24 x 5;
+    # session 47's table with it: +SIM 82.26 per seed on the test split (79.12 before; docs/table2.md)
     hot_min_suv_max=3.0,
     # masks at probability 0.5 (the shipped configs' train.predict_threshold 0): 0.7 raised the fine-tuned models'
     # mean Dice on 70 fresh patients (77.80 -> 78.52) but found fewer lesions (936 -> 926 of 1020 readings), the
@@ -89,7 +89,7 @@ _SMOKE_PATCHES = Budget(
 BUDGETS = {
     # 2-core CPU, phantom v2, small CIPA on 96 px patches at 2 mm, 12 test patients, 3 seeds; `--seeds` runs them
     # apart. Each extra IGTV epoch costs ~6 min over 3 seeds; 8 IGTV epochs since session 30, chosen on validation
-    # and 25 fresh phantom patients before the test split was read (README *Evaluation*, with the earlier budgets).
+    # and 25 fresh phantom patients before the test split was read (docs/table2.md and docs/history.md).
     "quick": _QUICK,
     # quick with 3x the IGTV epochs, 4x before session 30 (a workstation CPU overnight: ~2.5 h on 2 cores for
     # every row). Session 17 measured +SIM seed 0 at 6 / 12 / 24 epochs: whole-patient Dice 0.586 / 0.646 / 0.707

@@ -1,10 +1,10 @@
 """Table II's rows on more patients: prepared cohorts that no model of the run saw, scored whole patient.
 
-Twelve test patients decide little: one 5.6 cc nodule moves +SIM's mean by 5 points (README, *Where the contours
-stand*). ``igtv table2 --extra-data COHORT ...`` scores every row of every seed on every patient of each cohort
-(``split="all"``: e.g. ``igtv phantom --prepared --seed 99``), the same way as the test split, and reads the table's
-claims over the test patients and the extra ones together: each row's mean, the paired Wilcoxon against +SIM, and
-the fine-tuned rows against the rows without fine-tuning. A patient with no ROI that the QC kept has no Dice to
+Twelve test patients decide little: one 5.6 cc nodule moves +SIM's mean by 5 points (docs/table2.md, *Where
+the contours stand*). ``igtv table2 --extra-data COHORT ...`` scores every row of every seed on every patient of each
+cohort (``split="all"``: e.g. ``igtv phantom --prepared --seed 99``), the same way as the test split, and reads the
+table's claims over the test patients and the extra ones together: each row's mean, the paired Wilcoxon against +SIM,
+and the fine-tuned rows against the rows without fine-tuning. A patient with no ROI that the QC kept has no Dice to
 give and is left out. Each row's result per seed and cohort is saved (``OUT/extra/<cohort>/seedN/<row>/``) and
 reused while it is newer than its checkpoint; the probability maps are kept beside the checkpoints as for the test
 split. With several seeds, each learnt row's seeds are also read as one ensemble on the extra patients (from the kept

@@ -67,7 +67,7 @@ def finetune_readings(selected, table: dict) -> dict[str, dict | None]:
     ..., "test split, seed ensemble": ..., "test split, per-seed mean, network output before post-processing":
     ...}``, each as ``finetune_effect`` gives it. The last scores the networks' own masks (``dice_3d_raw``): the
     post-processing completes every model's contour from the PET, which is most of what fine-tuning on IGTVs
-    teaches (README *Evaluation and Table II*), so the networks' difference shows there first."""
+    teaches (docs/table2.md), so the networks' difference shows there first."""
     tuned, other = finetune_rows(selected)
     per_seed = {r["key"]: r.get("patient_dice_3d") or {} for r in table.get("rows", [])}
     ensemble = {e["key"]: e.get("patient_dice_3d") or {} for e in table.get("ensembles") or []}

@@ -28,11 +28,11 @@ class PostprocessConfig:
     component is dropped by the first rule it fails; the anatomical rules need the CT.
 
     The defaults were chosen by measurement: on 10 unseen phantom patients (``igtv evaluate``'s
-    ``rules_measured_alone``, README *Post-processing*), each rule alone removed false-positive volume and no true
+    ``rules_measured_alone``, docs/postprocessing.md), each rule alone removed false-positive volume and no true
     lesion volume, except ``min_suv_max=2.5``, which removed 108 cc of false positives for 5.7 cc of true lesion
     (cold, sub-QC lesions). The air rule later moved from -500 to -700 HU: at -500 it dropped IGTVs, whose mean HU
     includes the lung the tumour moves through; the SUV rule later moved to the training data's QC (3.0 for the
-    paper's), which removed blood-pool components and no tumour (README *Post-processing*)."""
+    paper's), which removed blood-pool components and no tumour (docs/postprocessing.md)."""
 
     min_volume_cc: float = 0.5  # drop components smaller than this (islands)
     # drop components whose SUVmax is below this (no FDG uptake). -1: auto (resolve_auto_rules): the SUVmax QC of
@@ -45,7 +45,7 @@ class PostprocessConfig:
     max_bone_fraction: float = 0.5  # drop components with more than this share of voxels above BONE_HU (bone only)
     # drop components that are not a focus of uptake: the 90th percentile SUV of the soft tissue 5-15 mm around
     # them reaches this share of their SUVmax (0: off). The uptake goes on around them: a piece of myocardium, a
-    # vessel's blood pool, the rest of an avid organ. Measured (README *Post-processing*): mean 3D Dice +0.03 to
+    # vessel's blood pool, the rest of an avid organ. Measured (docs/postprocessing.md): mean 3D Dice +0.03 to
     # +0.05 for three models on 18 unseen phantom patients (false lesions 15-19 -> 2-6) and +0.006 / +0.10 for two
     # on 10 held-out ones; true volume lost 0-0.4 cc per patient. It also judges cold masses kept by the exception
     # below: one no hotter than the soft tissue around it is soft tissue (a cold mass in the lung has none around
@@ -54,7 +54,7 @@ class PostprocessConfig:
     # ... but a component of lung density (mean CT below LUNG_FOCAL_MAX_HU) with at least LUNG_FOCAL_MIN_CONTACT of
     # its in-plane border in lung, at or above the SUVmax rule, is judged at this share instead (0: as any other). A
     # piece of an organ is soft tissue; a core found inside a faint tumour's breathing smear holds the lung the
-    # tumour moves through, and its ring is the rest of the tumour. Measured (README *Post-processing*): of the 588
+    # tumour moves through, and its ring is the rest of the tumour. Measured (docs/postprocessing.md): of the 588
     # components the rule dropped for the quick Table II's 12 fine-tuned models on 103 patients, the found cores of
     # faint masses read ring/SUVmax 0.70-0.81 and every lung-density false one >= 0.85; there, true volume +204 cc
     # against false +4 cc, lesions found 1449 -> 1459, false lesions unchanged. Confirmed on 37 patients made after
@@ -64,7 +64,7 @@ class PostprocessConfig:
     # connected to the component (within the ring's reach) through voxels of SUV >= this share of its SUVmax reads 0
     # (0: all of it counts). A piece of an organ goes on into its organ; a tumour in the lung beside a hotter organ
     # (the myocardium) is cut off from it by the lung. For components at or above the SUVmax rule only: at 0.41 x a
-    # cold component's SUVmax the soft tissue's background connects anything. Measured (README *Post-processing*):
+    # cold component's SUVmax the soft tissue's background connects anything. Measured (docs/postprocessing.md):
     # 12 fine-tuned models x 140 patients, one 8 cc lesion found by all 12 and kept now (mean Dice 77.33 -> 77.71,
     # false lesions 278 -> 278); no other reading changed there, nor on 33 patients made after the rule.
     focal_connect_suv_fraction: float = 0.41
@@ -72,7 +72,7 @@ class PostprocessConfig:
     # The core is the part of the component's axial convex hulls outside it with SUV below COLD_CORE_SUV_FRACTION of
     # its SUVmax; the rule fires when the core is at least this share of the hulls (0: off) and less than
     # cold_core_max_lung_contact of the component's in-plane border is lung. A tumour with a necrotic or cavitating
-    # centre in the lung keeps its lung border and stays. Measured (README *Post-processing*) on the quick Table
+    # centre in the lung keeps its lung border and stays. Measured (docs/postprocessing.md) on the quick Table
     # II's three +SIM models, chosen on their 12 validation patients: FP 12-48 -> 4-10 cc per patient, mean Dice
     # +0.03 to +0.12; on the 12 test patients +0.03 to +0.04, FN unchanged.
     max_cold_core_share: float = 0.1
@@ -80,7 +80,7 @@ class PostprocessConfig:
     # the core is also read on the PET object the component belongs to (0: the component alone): the component
     # with the voxels within COLD_CORE_REACH_MM connected to it whose SUV is at least this share of its SUVmax, on
     # the component's slices. The models often find one arc of the myocardium, whose own hulls wrap nothing; the
-    # ring it belongs to wraps the blood pool. Measured (README *Post-processing*), chosen on the AMD host's quick
+    # ring it belongs to wraps the blood pool. Measured (docs/postprocessing.md), chosen on the AMD host's quick
     # Table II +SIM validation patients (0.3-0.6 tried): mean Dice there 0.682 -> 0.733, false lesions 7 -> 0; on
     # its test patients 0.788 -> 0.787 (false lesions 20 -> 4, two small true lesions lost); the demo's model on 25
     # unseen patients +0.005 / +0.026, false lesions 11 -> 5, FN unchanged.
@@ -102,20 +102,20 @@ class PostprocessConfig:
     # after the rules, each kept component gains, slice by slice, the voxels of its convex hull whose SUV is at
     # least this share of the component's SUVmax (0: off): the models leave holes and notches in large tumours
     # (the hot centre of a mass against the mediastinum looks like the heart or a node to them); 0.41 is the PET
-    # threshold of the threshold rows. Measured (README *Post-processing*): mean Dice +0.002 to +0.006 on 12
+    # threshold of the threshold rows. Measured (docs/postprocessing.md): mean Dice +0.002 to +0.006 on 12
     # unseen patients and +0.02 to +0.07 on the demo's two, for three demo models; FP +1-5 cc, FN -5 to -16 cc.
     hull_fill_suv_fraction: float = 0.41
     # then each kept component grows in 3D into the connected voxels within grow_max_mm of it whose SUV is at least
     # this share of its SUVmax (0: off), unless the growth runs into that distance (see grow_components): the
     # models stop an IGTV short where its tumour's breathing smear fades on the PET (the ends of the motion, small
-    # lesions most). Measured (README *Post-processing*) on the quick Table II's three +SIM models: mean Dice on 12
+    # lesions most). Measured (docs/postprocessing.md) on the quick Table II's three +SIM models: mean Dice on 12
     # test patients 0.627 -> 0.686, on 12 validation patients 0.598 -> 0.611.
     grow_suv_fraction: float = 0.41
     grow_max_mm: float = 10.0
     # the growth first tries lower shares, from this one up in steps of 0.05 (0.25, 0.30, 0.35, then 0.41), and
     # takes the lowest whose growth stays inside its reach (0: only grow_suv_fraction). The breathing smear fades
     # below 41 % at the ends of the motion; a share that connects to an organ runs into the reach and is passed
-    # over. Measured (README *Post-processing*) on the quick Table II's three +SIM models, chosen on their 12
+    # over. Measured (docs/postprocessing.md) on the quick Table II's three +SIM models, chosen on their 12
     # validation patients (0.2-0.3 tried): mean Dice +0.012 / +0.019 / +0.010 there, FN -1.8 cc and FP +1.0 cc per
     # patient; on the 12 test patients +0.006 / +0.011 / +0.004.
     grow_min_suv_fraction: float = 0.25
@@ -147,7 +147,7 @@ def resolve_auto_rules(cfg: PostprocessConfig, cold_lesions: bool, qc_suv_max: f
     """``cfg`` with its automatic settings made explicit for one model:
 
     - ``min_suv_max < 0``: the SUVmax QC of the model's training data (its card's ``min_suv_max``; ``prepare``'s
-      default is the paper's 3.0), else 2.5. Measured (README *Post-processing*): on 18 unseen phantom patients,
+      default is the paper's 3.0), else 2.5. Measured (docs/postprocessing.md): on 18 unseen phantom patients,
       3.0 instead of 2.5 removed the demo model's blood-pool components (the superior vena cava, SUVmax 2.5-3) and
       no tumour (mean Dice 0.678 -> 0.695); for two quick Table II models it changed little and cost no tumour.
     - ``cold_min_volume_cc < 0``: 5 cc for a model trained with cold lesions (its card's ``cold_lesions``), else
