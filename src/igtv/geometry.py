@@ -185,22 +185,22 @@ def save_nifti(path, array_zyx: np.ndarray, geom: Geometry, fast_gzip: bool | No
             sitk.WriteImage(img, str(tmp), useCompression=gz)
 
 
-def _write_isal_gzip(img: sitk.Image, out_gz: Path) -> None:
-    """ITK's uncompressed NIfTI of ``img`` beside ``out_gz``, streamed through ISA-L's deflate into it (level 2 of
+def _write_isal_gzip(img: sitk.Image, tmp_gz: Path) -> None:
+    """ITK's uncompressed NIfTI of ``img`` beside ``tmp_gz``, streamed through ISA-L's deflate into it (level 2 of
     ISA-L's 0-3: as fast as 1 on these volumes and 1-3 % smaller)."""
     import shutil
 
     import SimpleITK as sitk
     from isal import igzip
 
-    raw = out_gz.with_name(out_gz.name[: -len(".gz")])  # the temporary name's .tmp.nii
+    raw_tmp = tmp_gz.with_name(tmp_gz.name[: -len(".gz")])  # the temporary name's .tmp.nii
     try:
-        sitk.WriteImage(img, str(raw), useCompression=False)
-        with open(raw, "rb") as src, open(out_gz, "wb") as dst:
+        sitk.WriteImage(img, str(raw_tmp), useCompression=False)
+        with open(raw_tmp, "rb") as src, open(tmp_gz, "wb") as dst:
             with igzip.IGzipFile(filename="", mode="wb", compresslevel=2, fileobj=dst, mtime=0) as gz:
                 shutil.copyfileobj(src, gz, 1 << 22)
     finally:
-        raw.unlink(missing_ok=True)
+        raw_tmp.unlink(missing_ok=True)
 
 
 def load_nifti(path) -> tuple[np.ndarray, Geometry]:

@@ -6,7 +6,9 @@ on one core, on top of ~2.4 s of simulation (``igtv bench --sections phantom``).
 through the same :func:`igtv.data.prepare.prepare_arrays` that ``igtv prepare`` ends with: the same QC, PNGs,
 volumes, tables and split, and the same pseudonyms (the PatientID its DICOM would carry, keyed with the phantom
 key), so a dataset made here has the layout, folders and split of one prepared from the DICOM. It costs ~2.8 s
-on top of the simulation, most of it the gzip of the NIfTI volumes (5.2 against 7.1 s per patient in all).
+on top of the simulation, most of it the gzip of the NIfTI volumes (5.2 against 7.1 s per patient in all), with
+ITK's zlib; ISA-L's deflate (``isal`` installed, :func:`igtv.geometry.save_nifti`) took a third off the quick
+Table II's data stage in session 59.
 
 One addition: ``volumes/<P>/avoid.nii.gz``, the patient's lymph nodes (:func:`node_mask`), which the DICOM route
 has no contour for. The patch sampler can centre negatives on their avid parts (``data.avoid_fraction``): avid
