@@ -187,7 +187,7 @@ def save_nifti(path, array_zyx: np.ndarray, geom: Geometry, fast_gzip: bool | No
 
 def _write_isal_gzip(img: sitk.Image, tmp_gz: Path) -> None:
     """ITK's uncompressed NIfTI of ``img`` beside ``tmp_gz``, streamed through ISA-L's deflate into it (level 2 of
-    ISA-L's 0-3: as fast as 1 on these volumes and 1-3 % smaller)."""
+    ISA-L's 0-3: 0.25 / 0.20 s against 0.32 / 0.17 s at level 1 for a CT / PET volume, and 0-3 % smaller)."""
     import shutil
 
     import SimpleITK as sitk
